@@ -1,0 +1,112 @@
+"""The Python façade: `sample(...)` runs any registered sampler on any model, in batches, with
+per-chain RNG (sample i is chain i, whatever the batch size), NFE counted per sample, a progress bar,
+and — given `out_dir` — every finished batch saved at once as a shard, so an interrupted run
+resumes (`resume=True`) without losing or recomputing finished samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dmcmc_fast.models.base import CountingDenoiser
+from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
+
+
+@dataclass
+class SampleOutput:
+    samples: torch.Tensor  # [N, *shape], float32, data range of the model
+    nfe: torch.Tensor  # [N] int64
+    config: dict
+
+
+def _check_int(name, v, lo, hi=None):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+
+
+def _save_npz_atomic(path: str, **arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
+           device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
+           progress: bool = True, config: dict | None = None, **options) -> SampleOutput:
+    """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample."""
+    spec = get_sampler(sampler)
+    opts = spec.validate(options)
+    _check_int("num", num, 1)
+    _check_int("nfe", nfe, 1, 100_000)
+    _check_int("seed", seed, 0, 2**63 - 1)
+    _check_int("batch_size", batch_size, 1)
+    device = torch.device(device)
+    cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
+
+    parts_dir = None
+    if out_dir is not None:
+        parts_dir = os.path.join(out_dir, "parts")
+        os.makedirs(parts_dir, exist_ok=True)
+        cfg_path = os.path.join(out_dir, "config.json")
+        # batch_size is not part of the identity of a run: samples depend on (seed, chain id) only.
+        if os.path.exists(cfg_path) and resume:
+            old = json.load(open(cfg_path))
+            if old != json.loads(json.dumps(cfg)):
+                raise ValueError(f"--resume: {cfg_path} was written by a different run configuration; "
+                                 "use a new --out directory or the same options")
+        elif os.listdir(parts_dir) and not resume:
+            raise FileExistsError(f"{out_dir} holds samples of an earlier run; pass --resume to continue it "
+                                  "or choose another --out")
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+
+    xs, nfes = [], []
+    bar = tqdm(total=num, desc=f"{sampler}", unit="sample", disable=not progress)
+    for start in range(0, num, batch_size):
+        stop = min(num, start + batch_size)
+        shard = os.path.join(parts_dir, f"part_{start:09d}_{stop:09d}.npz") if parts_dir else None
+        if shard and os.path.exists(shard):
+            with np.load(shard) as z:
+                xs.append(torch.from_numpy(z["samples"]))
+                nfes.append(torch.from_numpy(z["nfe"]))
+            bar.update(stop - start)
+            continue
+        chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
+        counting = CountingDenoiser(model, stop - start, device)
+        req = SampleRequest(counting, chain_ids, seed, nfe, opts, device)
+        x = run_sampler(req, spec).float().cpu()
+        n = counting.nfe.cpu()
+        if shard:
+            _save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
+        xs.append(x)
+        nfes.append(n)
+        bar.update(stop - start)
+        bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
+    bar.close()
+    return SampleOutput(torch.cat(xs), torch.cat(nfes), cfg)
+
+
+def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: bool = True) -> str:
+    """`out_dir/samples.npz` (samples, nfe, config JSON) and `out_dir/grid.png`."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "samples.npz")
+    lo, hi = data_range
+    _save_npz_atomic(path, samples=out.samples.clamp(lo, hi).numpy(), nfe=out.nfe.numpy(),
+                     config=np.array(json.dumps(out.config)))
+    if grid and out.samples.ndim == 4:
+        from dmcmc_fast.images import save_grid
+
+        save_grid(out.samples[:256], os.path.join(out_dir, "grid.png"), data_range)
+    return path
+
+
+def load_samples(path: str):
+    with np.load(path) as z:
+        samples, nfe = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
+        config = json.loads(str(z["config"])) if "config" in z else {}
+    return samples, nfe, config

@@ -1,0 +1,99 @@
+"""Sigma grids: Karras rho schedule, geometric, VE-SDE time grid, and per-sample versions.
+
+Shared-grid functions return a decreasing 1-D tensor of `n` sigmas (plus a trailing 0 with
+`append_zero=True`). Per-sample functions take a `[B]` start sigma and return `[B, n(+1)]`: row `b`
+runs from `sigma_start[b]` down to `sigma_min` (DLG denoises every chain from its own level).
+Grids are float64 for the coefficients; samplers cast as they need.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _check_range(n: int, sigma_min, sigma_max, min_n: int = 1):
+    if not isinstance(n, int) or n < min_n:
+        raise ValueError(f"number of steps n must be an integer >= {min_n}, got {n!r}")
+    smin = torch.as_tensor(sigma_min, dtype=torch.float64)
+    smax = torch.as_tensor(sigma_max, dtype=torch.float64)
+    if (smin <= 0).any() or not torch.isfinite(smax).all():
+        raise ValueError(f"sigma_min must be > 0 and sigma_max finite, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if (smax < smin).any():
+        raise ValueError(f"sigma_max must be >= sigma_min, got sigma_max={sigma_max}, sigma_min={sigma_min}")
+    return smin, smax
+
+
+def append_zero(s: torch.Tensor) -> torch.Tensor:
+    return torch.cat([s, s.new_zeros(*s.shape[:-1], 1)], dim=-1)
+
+
+def _ramp(n: int, device=None) -> torch.Tensor:
+    return torch.linspace(0, 1, n, dtype=torch.float64, device=device) if n > 1 else torch.zeros(1, dtype=torch.float64, device=device)
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_zero_: bool = True,
+           device=None) -> torch.Tensor:
+    """EDM eq. (5): sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
+    smin, smax = _check_range(n, sigma_min, sigma_max)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    r = _ramp(n, device)
+    s = (smax ** (1 / rho) + r * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return append_zero(s) if append_zero_ else s
+
+
+def geometric(n: int, sigma_min: float, sigma_max: float, append_zero_: bool = False, device=None) -> torch.Tensor:
+    """sigma_i = smax (smin/smax)^(i/(n-1)): decreasing, log-uniform (NCSN, DLG's M levels)."""
+    smin, smax = _check_range(n, sigma_min, sigma_max)
+    r = _ramp(n, device)
+    s = torch.exp(math.log(float(smax)) + r * (math.log(float(smin)) - math.log(float(smax))))
+    return append_zero(s) if append_zero_ else s
+
+
+def vesde_times(n: int, eps: float = 1e-5, device=None) -> torch.Tensor:
+    """Song et al. 2021 VE-SDE time grid: t from 1 down to eps, n points."""
+    if not (0 < eps < 1):
+        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    _check_range(n, 1.0, 1.0)
+    return torch.linspace(1.0, eps, n, dtype=torch.float64, device=device)
+
+
+def vesde_sigma(t: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """sigma(t) = smin (smax/smin)^t."""
+    return sigma_min * (sigma_max / sigma_min) ** t
+
+
+def vesde(n: int, sigma_min: float, sigma_max: float, eps: float = 1e-5, append_zero_: bool = True,
+          device=None) -> torch.Tensor:
+    s = vesde_sigma(vesde_times(n, eps, device), sigma_min, sigma_max)
+    return append_zero(s) if append_zero_ else s
+
+
+def karras_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, rho: float = 7.0,
+                      append_zero_: bool = True) -> torch.Tensor:
+    """`[B, n(+1)]`: row b is the Karras grid from sigma_start[b] down to sigma_min.
+
+    A start at or below sigma_min gives a constant row (no movement until the final step to 0).
+    """
+    s0 = torch.as_tensor(sigma_start, dtype=torch.float64)
+    if s0.ndim != 1:
+        raise ValueError(f"sigma_start must be [B], got shape {tuple(s0.shape)}")
+    if (s0 <= 0).any() or not torch.isfinite(s0).all():
+        raise ValueError("sigma_start must be finite and > 0")
+    _check_range(n, sigma_min, float(s0.max()) if s0.numel() else sigma_min)
+    s0 = torch.clamp(s0, min=sigma_min)
+    r = _ramp(n, s0.device)[None, :]
+    s = (s0[:, None] ** (1 / rho) + r * (sigma_min ** (1 / rho) - s0[:, None] ** (1 / rho))) ** rho
+    return append_zero(s) if append_zero_ else s
+
+
+def geometric_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, append_zero_: bool = True) -> torch.Tensor:
+    s0 = torch.as_tensor(sigma_start, dtype=torch.float64).clamp(min=sigma_min)
+    _check_range(n, sigma_min, float(s0.max()))
+    r = _ramp(n, s0.device)[None, :]
+    s = torch.exp(torch.log(s0)[:, None] + r * (math.log(sigma_min) - torch.log(s0)[:, None]))
+    return append_zero(s) if append_zero_ else s
+
+
+SCHEDULES = {"karras": karras, "geometric": geometric, "vesde": vesde}

@@ -1,0 +1,37 @@
+"""Build script: the Python package, `kernels/` installed as `dmcmc_fast.kernels`, and the C++
+chain-bookkeeping extension `dmcmc_fast._C` (a CppExtension over csrc/*.cpp).
+
+Install with `pip install --no-build-isolation -e .` after torch (scripts/setup.sh does both), so the
+extension compiles against the torch that will import it.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+packages = find_packages(include=["dmcmc_fast", "dmcmc_fast.*"])
+packages.append("dmcmc_fast.kernels")
+package_dir = {"dmcmc_fast.kernels": "kernels"}
+
+ext_modules = []
+cmdclass = {}
+sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+if sources and os.environ.get("DMCMC_NO_EXT", "0") != "1":
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    ext_modules.append(
+        CppExtension(
+            name="dmcmc_fast._C",
+            sources=sources,
+            extra_compile_args=["-O3", "-std=c++17"],
+        )
+    )
+    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
+
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"dmcmc_fast": ["checkpoints/*", "checkpoints/**/*"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)
