@@ -16,10 +16,10 @@ import torch
 
 
 def _sampler_flags(p: argparse.ArgumentParser):
-    from dmcmc_fast.samplers import SAMPLERS
+    from dmcmc_fast.samplers import all_samplers
 
     seen = {}
-    for spec in SAMPLERS.values():
+    for spec in all_samplers().values():
         for o in spec.options:
             seen.setdefault(o.name, (o, []))[1].append(spec.name)
     g = p.add_argument_group("sampler options (defaults depend on the sampler)")
@@ -33,14 +33,14 @@ def _sampler_flags(p: argparse.ArgumentParser):
 
 def build_parser():
     from dmcmc_fast.models.builtin import BUILTIN_MODELS
-    from dmcmc_fast.samplers import SAMPLERS
+    from dmcmc_fast.samplers import all_samplers
 
     p = argparse.ArgumentParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("sample", help="draw samples from a model")
     s.add_argument("--model", required=True, help=f"built-in model: {', '.join(sorted(BUILTIN_MODELS))}")
-    s.add_argument("--sampler", required=True, help=f"one of: {', '.join(sorted(SAMPLERS))}")
+    s.add_argument("--sampler", required=True, help=f"one of: {', '.join(sorted(all_samplers()))}")
     s.add_argument("--nfe", type=int, required=True, help="model evaluations per sample (budget, >= 1)")
     s.add_argument("--num", type=int, default=256, help="number of samples (>= 1)")
     s.add_argument("--seed", type=int, default=0, help="seed in [0, 2^63)")

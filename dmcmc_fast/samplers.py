@@ -92,12 +92,22 @@ def register(spec: SamplerSpec):
     return spec
 
 
-register(SamplerSpec("heun", "dmcmc_fast.integrators.entry:heun", SIGMA_OPTIONS,
-                     "Karras deterministic Heun (EDM Alg. 1); N steps cost 2N-1 NFE"))
+# Each family registers its samplers in its own `register` module (keeps families independent).
+FAMILY_MODULES = ("dmcmc_fast.integrators.register", "dmcmc_fast.mcmc.register")
+
+
+def all_samplers() -> dict[str, SamplerSpec]:
+    for mod in FAMILY_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+    return SAMPLERS
 
 
 def get_sampler(name: str) -> SamplerSpec:
-    if name not in SAMPLERS:
+    if name not in all_samplers():
         raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
 
