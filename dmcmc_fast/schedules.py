@@ -81,8 +81,8 @@ def karras_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, rho: 
         raise ValueError(f"sigma_start must be [B], got shape {tuple(s0.shape)}")
     if (s0 <= 0).any() or not torch.isfinite(s0).all():
         raise ValueError("sigma_start must be finite and > 0")
-    _check_range(n, sigma_min, float(s0.max()) if s0.numel() else sigma_min)
     s0 = torch.clamp(s0, min=sigma_min)
+    _check_range(n, sigma_min, float(s0.max()) if s0.numel() else sigma_min)
     r = _ramp(n, s0.device)[None, :]
     s = (s0[:, None] ** (1 / rho) + r * (sigma_min ** (1 / rho) - s0[:, None] ** (1 / rho))) ** rho
     return append_zero(s) if append_zero_ else s

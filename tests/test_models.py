@@ -1,0 +1,114 @@
+"""Analytic models: exact scores vs finite differences of the exact log density, moments vs Monte
+Carlo, the ideal denoiser on a hand-derived case, the counting wrapper and input checks."""
+import math
+
+import pytest
+import torch
+
+from dmcmc_fast.models import CountingDenoiser, GaussianMixture, IdealDenoiser, check_call, gaussian, score_from_denoiser
+from dmcmc_fast.models.base import NonFiniteModelOutput
+
+
+def _mixture(K=5, shape=(2, 3), std=0.3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(K, *shape, generator=g, dtype=dtype) * 2
+    w = torch.rand(K, generator=g, dtype=dtype) + 0.1
+    return GaussianMixture(means, std=std, weights=w)
+
+
+@pytest.mark.parametrize("std", [0.3, 0.0])
+@pytest.mark.parametrize("sigma", [0.05, 0.7, 5.0])
+def test_score_matches_finite_difference_of_log_density(std, sigma):
+    m = _mixture(std=std)
+    g = torch.Generator().manual_seed(1)
+    x = (m.sample(4, generator=g, sigma=sigma)[0]).double()
+    sig = torch.full((4,), sigma, dtype=torch.float64)
+    score = score_from_denoiser(m, x, sig)
+    h = 1e-5 * max(1.0, sigma)
+    fd = torch.zeros_like(x).reshape(4, -1)
+    for j in range(fd.shape[1]):
+        e = torch.zeros_like(fd)
+        e[:, j] = h
+        e = e.reshape(x.shape)
+        fd[:, j] = (m.log_prob(x + e, sig) - m.log_prob(x - e, sig)) / (2 * h)
+    torch.testing.assert_close(score.reshape(4, -1), fd, rtol=1e-6, atol=1e-6 / sigma)
+
+
+def test_log_prob_is_normalised_in_1d():
+    m = GaussianMixture(torch.tensor([[-1.0], [2.0]], dtype=torch.float64), std=0.4, weights=torch.tensor([0.3, 0.7]))
+    grid = torch.linspace(-8, 10, 20001, dtype=torch.float64)[:, None]
+    p = m.log_prob(grid, torch.full((grid.shape[0],), 0.5, dtype=torch.float64)).exp()
+    assert abs(torch.trapezoid(p, grid[:, 0]).item() - 1.0) < 1e-6
+
+
+def test_exact_moments_match_monte_carlo():
+    m = _mixture(K=4, shape=(3,), std=0.5)
+    g = torch.Generator().manual_seed(2)
+    n = 200_000
+    x, _ = m.sample(n, generator=g)
+    x = x.double()
+    mc_mean, mc_cov = x.mean(0), torch.cov(x.T)
+    # Monte-Carlo standard error of a mean is sqrt(var/n); allow 5 standard errors.
+    se = (m.covariance().diagonal() / n).sqrt()
+    assert ((mc_mean - m.mean()).abs() < 5 * se).all()
+    torch.testing.assert_close(mc_cov, m.covariance(), atol=0.05, rtol=0.02)
+
+
+def test_ideal_denoiser_two_points_hand_derived():
+    # Data {-1, +1} in 1-D: D(x, s) = tanh(x / s^2) (posterior mean of +-1 with equal weights).
+    d = IdealDenoiser(torch.tensor([[-1.0], [1.0]], dtype=torch.float64))
+    x = torch.tensor([[-0.3], [0.0], [0.2], [1.7]], dtype=torch.float64)
+    for s in (0.3, 1.0, 4.0):
+        sig = torch.full((4,), s, dtype=torch.float64)
+        torch.testing.assert_close(d(x, sig), torch.tanh(x / s**2))
+
+
+def test_gaussian_denoiser_closed_form():
+    mu = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    m = gaussian(mu, std=0.5)
+    x = torch.tensor([[0.0, 0.0], [3.0, 1.0]], dtype=torch.float64)
+    sig = torch.tensor([0.1, 2.0], dtype=torch.float64)
+    expect = mu + (x - mu) * (0.25 / (0.25 + sig[:, None] ** 2))
+    torch.testing.assert_close(m(x, sig), expect)
+
+
+def test_chunked_call_equals_one_shot():
+    m = _mixture(K=7, shape=(5,), std=0.2)
+    x = torch.randn(37, 5, dtype=torch.float64)
+    sig = torch.rand(37, dtype=torch.float64) + 0.1
+    full = m(x, sig)
+    m.chunk = 8
+    torch.testing.assert_close(m(x, sig), full)
+
+
+def test_nearest_mode_and_sizes():
+    m = _mixture(K=6, shape=(4,), std=0.01)
+    x, k = m.sample(50, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(m.nearest_mode(x), k)
+    assert m.num_modes == 6 and m.dim == 4
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="std"):
+        GaussianMixture(torch.zeros(2, 3), std=-1.0)
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture(torch.zeros(2, 3), std=1.0, weights=torch.tensor([1.0, -1.0]))
+    m = _mixture(shape=(2, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 2, 3\]"):
+        check_call(m, torch.zeros(4, 6), 1.0)
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+        check_call(m, torch.zeros(4, 2, 3), torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"sigma must be a scalar or of shape \[4\]"):
+        check_call(m, torch.zeros(4, 2, 3), torch.ones(3))
+
+
+def test_counting_denoiser_counts_per_sample_and_rejects_nan():
+    m = _mixture(shape=(3,))
+    c = CountingDenoiser(m, 5)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    c(x, torch.ones(5, dtype=torch.float64))
+    c(x[[1, 3]], torch.ones(2, dtype=torch.float64), idx=torch.tensor([1, 3]))
+    assert c.nfe.tolist() == [1, 2, 1, 2, 1]
+    bad = CountingDenoiser(lambda x, s: x * math.nan, 5)
+    with pytest.raises(NonFiniteModelOutput, match="NaN"):
+        bad(x, torch.ones(5))
