@@ -37,37 +37,39 @@ def _save_npz_atomic(path: str, **arrays):
 
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
-           progress: bool = True, config: dict | None = None, **options) -> SampleOutput:
-    """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample."""
+           progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
+           **options) -> SampleOutput:
+    """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample.
+
+    With `world_size > 1` (torchrun), this process draws the batches `j` with `j % world_size == rank`
+    and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
+    one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
+    """
     spec = get_sampler(sampler)
     opts = spec.validate(options)
     _check_int("num", num, 1)
     _check_int("nfe", nfe, 1, 100_000)
     _check_int("seed", seed, 0, 2**63 - 1)
     _check_int("batch_size", batch_size, 1)
+    _check_int("world_size", world_size, 1)
+    _check_int("rank", rank, 0, world_size - 1)
     device = torch.device(device)
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
 
     parts_dir = None
     if out_dir is not None:
+        _check_resumable(out_dir, cfg, resume, rank)
+        if world_size > 1:  # every rank has checked out_dir before any rank writes a shard
+            from dmcmc_fast.distributed import barrier
+            barrier()
         parts_dir = os.path.join(out_dir, "parts")
-        os.makedirs(parts_dir, exist_ok=True)
-        cfg_path = os.path.join(out_dir, "config.json")
-        # batch_size is not part of the identity of a run: samples depend on (seed, chain id) only.
-        if os.path.exists(cfg_path) and resume:
-            old = json.load(open(cfg_path))
-            if old != json.loads(json.dumps(cfg)):
-                raise ValueError(f"--resume: {cfg_path} was written by a different run configuration; "
-                                 "use a new --out directory or the same options")
-        elif os.listdir(parts_dir) and not resume:
-            raise FileExistsError(f"{out_dir} holds samples of an earlier run; pass --resume to continue it "
-                                  "or choose another --out")
-        with open(cfg_path, "w") as f:
-            json.dump(cfg, f, indent=2)
 
     xs, nfes = [], []
-    bar = tqdm(total=num, desc=f"{sampler}", unit="sample", disable=not progress)
-    for start in range(0, num, batch_size):
+    mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
+    total = sum(min(num, s + batch_size) - s for s in mine)
+    bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""), unit="sample",
+               disable=not progress)
+    for start in mine:
         stop = min(num, start + batch_size)
         shard = os.path.join(parts_dir, f"part_{start:09d}_{stop:09d}.npz") if parts_dir else None
         if shard and os.path.exists(shard):
@@ -89,6 +91,46 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
     bar.close()
     return SampleOutput(torch.cat(xs), torch.cat(nfes), cfg)
+
+
+def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):
+    """Refuse to mix runs: an existing `out_dir` needs `resume=True` and the same configuration.
+    (batch_size is not part of a run's identity: samples depend on (seed, chain id) only.)"""
+    parts_dir = os.path.join(out_dir, "parts")
+    cfg_path = os.path.join(out_dir, "config.json")
+    os.makedirs(parts_dir, exist_ok=True)
+    if os.path.exists(cfg_path) and resume:
+        with open(cfg_path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(cfg)):
+            raise ValueError(f"--resume: {cfg_path} was written by a different run configuration; "
+                             "use a new --out directory or the same options")
+    elif os.listdir(parts_dir) and not resume:
+        raise FileExistsError(f"{out_dir} holds samples of an earlier run; pass --resume to continue it "
+                              "or choose another --out")
+    if rank == 0:
+        with open(cfg_path + ".tmp", "w") as f:
+            json.dump(cfg, f, indent=2)
+        os.replace(cfg_path + ".tmp", cfg_path)
+
+
+def merge_shards(out_dir: str, num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All shards of `out_dir/parts` in chain order; checks that they cover chains 0..num-1 once."""
+    parts_dir = os.path.join(out_dir, "parts")
+    names = sorted(n for n in os.listdir(parts_dir) if n.startswith("part_") and n.endswith(".npz")
+                   and not n.endswith(".tmp.npz"))
+    xs, nfes, expect = [], [], 0
+    for n in names:
+        start, stop = (int(v) for v in n[len("part_"):-len(".npz")].split("_"))
+        if start != expect:
+            raise ValueError(f"{parts_dir}: shards do not cover chains {expect}..{start - 1}")
+        with np.load(os.path.join(parts_dir, n)) as z:
+            xs.append(torch.from_numpy(z["samples"]))
+            nfes.append(torch.from_numpy(z["nfe"]))
+        expect = stop
+    if expect != num:
+        raise ValueError(f"{parts_dir}: shards cover chains 0..{expect - 1}, expected 0..{num - 1}")
+    return torch.cat(xs), torch.cat(nfes)
 
 
 def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: bool = True) -> str:
