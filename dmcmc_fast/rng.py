@@ -5,7 +5,8 @@ element `i` of the `stream`-th draw of that step is
 
     philox(key=(seed_lo, seed_hi), counter=(i, c, k, stream))  ->  4 uint32 words
 
-and the first two words are turned into one standard normal by Box-Muller (or word 0 into a uniform).
+and the first two words are turned into one standard normal by Box-Muller (or word 0 into a uniform
+in [0, 1)).
 The Triton kernels (`dmcmc_fast.kernels._philox`) implement the same function, so a kernel and its
 torch reference agree element by element.
 
@@ -61,7 +62,8 @@ def philox4x32(c0, c1, c2, c3, k0: int, k1: int, n_rounds: int = N_ROUNDS):
 
 
 def uint32_to_uniform(u: torch.Tensor) -> torch.Tensor:
-    """uint32 word (int64 tensor) -> float32 in (0, 1], as Triton's `uint_to_uniform_float`."""
+    """uint32 word (int64 tensor) -> float32 in [0, 1) (words 0 and 2**32-1 give 0), as Triton's
+    `uint_to_uniform_float`."""
     s = torch.where(u >= 2**31, u - 2**32, u)  # reinterpret as int32
     s = torch.where(s < 0, -s - 1, s)
     return s.to(torch.float32) * UNIFORM_SCALE
@@ -105,7 +107,7 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
 
 
 def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None) -> torch.Tensor:
-    """Uniforms in (0, 1] of shape `[B, *shape]` from the same per-chain streams (word 0)."""
+    """Uniforms in [0, 1) of shape `[B, *shape]` from the same per-chain streams (word 0)."""
     device = device if device is not None else (chain_ids.device if torch.is_tensor(chain_ids) else "cpu")
     n = math.prod(shape)
     elem, c, k = _counters(chain_ids, step, n, device)

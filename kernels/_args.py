@@ -1,5 +1,5 @@
 """Argument handling shared by every kernel family: per-sample parameters (float or [B]) as [B]
-float32 vectors, chain ids and steps as [B] int64, and the per-chain Philox noise of the references.
+vectors of the compute dtype (float32; float64 for float64 state), chain ids and steps as [B] int64, and the per-chain Philox noise of the references.
 
 Only shapes are checked here (ValueError naming the argument); values are never read back to the host,
 so entry points stay CUDA-graph capturable.
@@ -11,10 +11,15 @@ import torch
 from dmcmc_fast import rng
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The arithmetic dtype of every kernel: float32, or float64 for float64 state."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def per_sample(v, x: torch.Tensor, name: str) -> torch.Tensor:
-    """float or [B] tensor -> contiguous [B] float32 on x's device."""
+    """float or [B] tensor -> contiguous [B] tensor of the compute dtype on x's device."""
     b = x.shape[0]
-    t = torch.as_tensor(v, dtype=torch.float32, device=x.device)
+    t = torch.as_tensor(v, dtype=compute_dtype(x), device=x.device)
     if t.ndim == 0:
         return t.expand(b).contiguous()
     if t.shape != (b,):
@@ -55,6 +60,6 @@ def same_shape(name: str, t: torch.Tensor, x: torch.Tensor):
 
 
 def noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torch.Tensor:
-    """Reference noise: float32 standard normals shaped like x, row b from chain chain_ids[b]."""
+    """Reference noise: standard normals shaped like x (float32 words, compute dtype), row b from chain_ids[b]."""
     return rng.chain_randn(seed, chain_vec(chain_ids, x), step_vec(step, x), tuple(x.shape[1:]),
-                           stream=stream, device=x.device)
+                           stream=stream, device=x.device).to(compute_dtype(x))

@@ -1,5 +1,6 @@
 """Fused Langevin-family updates (score from the denoiser output, per-sample sigma/step size,
-per-chain Philox noise). Entry points dispatch by device (`kernels._dispatch`).
+per-chain Philox noise): Triton kernels, their launchers, the plain-torch references, and the entry
+points that dispatch by device (`kernels._dispatch`).
 
 langevin_step   x' = x + (eta/2) (D - x)/sigma^2 + sqrt(eta) z                         (ULA / DLG)
 mild_step       y = x + gamma v;  v' = gamma v + alpha (D(y) - y)/sigma^2;
@@ -8,52 +9,104 @@ mild_step       y = x + gamma v;  v' = gamma v + alpha (D(y) - y)/sigma^2;
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 from dmcmc_fast import rng
-from kernels._dispatch import choose_backend
+
+from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
+from ._dispatch import choose_backend
+from ._launch import as_rows, grid_for, seed_words
+from ._philox import chain_randn
 
 
-def _per_sample(v, x: torch.Tensor) -> torch.Tensor:
-    """float or [B] -> [B, 1, ..., 1] float32 on x's device."""
-    t = torch.as_tensor(v, dtype=torch.float32, device=x.device)
-    if t.ndim == 0:
-        t = t.expand(x.shape[0])
-    return t.reshape(-1, *([1] * (x.ndim - 1)))
+# ---------------- Triton kernels (grid: (row, block of the row)) ----------------
+@triton.jit
+def _langevin_kernel(x_ptr, d_ptr, out_ptr, sigma_ptr, eta_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi,
+                     stream, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n
+    offs = row.to(tl.int64) * n + cols
+    sigma = tl.load(sigma_ptr + row)
+    eta = tl.load(eta_ptr + row)
+    drift = 0.5 * eta / (sigma * sigma)
+    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
+    d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)
+    out = x + drift * (d - x) + tl.sqrt(eta) * z
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _noise(x, seed, chain_ids, step, stream):
-    return rng.chain_randn(seed, chain_ids, step, tuple(x.shape[1:]), stream=stream, device=x.device)
+@triton.jit
+def _mild_kernel(x_ptr, v_ptr, d_ptr, x_out_ptr, v_out_ptr, sigma_ptr, alpha_ptr, gamma_ptr, chain_ptr, step_ptr,
+                 n, seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n
+    offs = row.to(tl.int64) * n + cols
+    sigma = tl.load(sigma_ptr + row)
+    alpha = tl.load(alpha_ptr + row)
+    gamma = tl.load(gamma_ptr + row)
+    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
+    v = tl.load(v_ptr + offs, mask=mask).to(sigma.dtype)
+    d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)
+    y = x + gamma * v
+    v_new = gamma * v + (alpha / (sigma * sigma)) * (d - y)
+    x_new = x + v_new + tl.sqrt(2.0 * alpha) * z
+    tl.store(x_out_ptr + offs, x_new.to(x_out_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_out_ptr + offs, v_new.to(v_out_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------- launchers ----------------
+def langevin_step_triton(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
+    xr = as_rows(x)
+    out = torch.empty_like(xr)
+    (grid, block), (lo, hi) = grid_for(*xr.shape), seed_words(seed)
+    _langevin_kernel[grid](xr, as_rows(denoised), out, per_sample(sigma, x, "sigma"), per_sample(eta, x, "eta"),
+                           chain_vec(chain_ids, x), step_vec(step, x), xr.shape[1], lo, hi, stream, BLOCK=block)
+    return out.view(x.shape)
+
+
+def mild_step_triton(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
+    xr, vr = as_rows(x), as_rows(v)
+    x_out, v_out = torch.empty_like(xr), torch.empty_like(vr)
+    (grid, block), (lo, hi) = grid_for(*xr.shape), seed_words(seed)
+    _mild_kernel[grid](xr, vr, as_rows(denoised_y), x_out, v_out, per_sample(sigma, x, "sigma"),
+                       per_sample(alpha, x, "alpha"), per_sample(gamma, x, "gamma"), chain_vec(chain_ids, x),
+                       step_vec(step, x), xr.shape[1], lo, hi, stream, BLOCK=block)
+    return x_out.view(x.shape), v_out.view(v.shape)
 
 
 # ---------------- plain-torch references ----------------
 def langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
-    s, e = _per_sample(sigma, x), _per_sample(eta, x)
-    xf = x.float()
-    z = _noise(x, seed, chain_ids, step, stream)
-    out = xf + 0.5 * e * (denoised.float() - xf) / (s * s) + torch.sqrt(e) * z
+    cd = compute_dtype(x)
+    s, e = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(eta, x, "eta"), x)
+    xf = x.to(cd)
+    out = xf + 0.5 * e * (denoised.to(cd) - xf) / (s * s) + torch.sqrt(e) * noise(x, seed, chain_ids, step, stream)
     return out.to(x.dtype)
 
 
 def mild_step_reference(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
-    s, a = _per_sample(sigma, x), _per_sample(alpha, x)
-    xf, vf = x.float(), v.float()
-    y = xf + gamma * vf
-    v_new = gamma * vf + a * (denoised_y.float() - y) / (s * s)
-    z = _noise(x, seed, chain_ids, step, stream)
-    x_new = xf + v_new + torch.sqrt(2.0 * a) * z
+    cd = compute_dtype(x)
+    s, a = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(alpha, x, "alpha"), x)
+    g = rows(per_sample(gamma, x, "gamma"), x)
+    xf, vf = x.to(cd), v.to(cd)
+    y = xf + g * vf
+    v_new = g * vf + a * (denoised_y.to(cd) - y) / (s * s)
+    x_new = xf + v_new + torch.sqrt(2.0 * a) * noise(x, seed, chain_ids, step, stream)
     return x_new.to(x.dtype), v_new.to(v.dtype)
 
 
 # ---------------- entry points ----------------
 def langevin_step(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None):
-    if choose_backend(x, backend) == "triton":
-        from kernels import _triton_impl  # Triton versions live beside (issue 5)
-        return _triton_impl.langevin_step(x, denoised, sigma, eta, seed, chain_ids, step, stream)
-    return langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream)
+    same_shape("denoised", denoised, x)
+    impl = langevin_step_triton if choose_backend(x, backend) == "triton" else langevin_step_reference
+    return impl(x, denoised, sigma, eta, seed, chain_ids, step, stream)
 
 
 def mild_step(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None):
-    if choose_backend(x, backend) == "triton":
-        from kernels import _triton_impl
-        return _triton_impl.mild_step(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream)
-    return mild_step_reference(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream)
+    same_shape("v", v, x), same_shape("denoised_y", denoised_y, x)
+    impl = mild_step_triton if choose_backend(x, backend) == "triton" else mild_step_reference
+    return impl(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream)

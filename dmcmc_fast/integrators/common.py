@@ -2,12 +2,24 @@
 
 Every integrator has one call shape:
 
-    sample_X(model, x, sigma_start, n_steps, *, sigma_min=..., seed=0, chain_ids=None,
-             callback=None, final_tweedie=False, **sampler_options) -> IntegratorResult
+    sample_X(model, x, sigma_start, n_steps, *, sigma_min=0.002, seed=0, chain_ids=None, step0=0,
+             callback=None, final_tweedie=True, **options_named_as_in_the_paper) -> IntegratorResult
 
-`model` is a `CountingDenoiser` (so NFE is counted where the model is called), `x` is the state at
-`sigma_start` (scalar or `[B]`, one start per sample), and each sample is integrated on its own grid
-down to `sigma_min` and then 0. `IntegratorResult.nfe` is the per-sample NFE the call spent.
+- `model` is a denoiser, wrapped in a `CountingDenoiser` if it is not one already, so NFE is counted
+  where the model is called; `IntegratorResult.nfe` is the per-sample NFE this call spent.
+- `x` is the state at `sigma_start` (a scalar or `[B]`: one start per sample). Sample b is integrated
+  on its own grid sigma_0 = sigma_start[b] > ... > sigma_{N-1} = sigma_min (N = `n_steps` grid points,
+  EDM's N; a start at or below sigma_min gives a constant grid, i.e. no movement), and then
+- the final step sigma_min -> 0, taken iff `final_tweedie`: the Tweedie denoise x <- D(x, sigma_min)
+  (one NFE; for the ODE it *is* the Euler step to 0). With `final_tweedie=False` the result is the
+  state at sigma_min.
+- Stochastic integrators draw the noise of their step i from `rng.chain_randn(seed, chain_ids,
+  step0 + i, ...)`, so a sample's result depends only on (seed, chain id, step0), never on its batch.
+  A caller that integrates the same chain more than once (DLG) passes a fresh `step0` each time.
+  Deterministic integrators accept and ignore `seed`, `chain_ids`, `step0`.
+- `callback(dict(i, n, x, sigma, sigma_next, denoised))` after every step.
+- `steps_for_nfe(nfe, final_tweedie=True)` beside each integrator: the largest `n_steps` whose cost
+  fits `nfe` model evaluations per sample.
 """
 from __future__ import annotations
 
@@ -15,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dmcmc_fast import rng
 from dmcmc_fast.models.base import CountingDenoiser, as_sigma, bcast
 
 
@@ -30,22 +43,44 @@ def ensure_counting(model, batch: int, device) -> CountingDenoiser:
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the VE probability-flow ODE: (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t)=t)."""
-    return (x - denoised) / bcast(sigma, x)
+    return (x - denoised) / bcast(sigma.to(x.dtype), x)
 
 
 def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Final denoising step x + sigma^2 s(x, sigma) = D(x, sigma) (one NFE)."""
-    return model(x, sigma)
+    return model(x, sigma.to(x.dtype))
 
 
 def check_steps(n_steps: int, name: str = "n_steps", lo: int = 1):
-    if not isinstance(n_steps, int) or n_steps < lo:
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {n_steps!r}")
+
+
+def check_nfe(nfe: int, sampler: str, lo: int = 1):
+    if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < lo:
+        raise ValueError(f"nfe must be an integer >= {lo} for {sampler}, got {nfe!r}")
 
 
 def start_sigma(sigma_start, x: torch.Tensor) -> torch.Tensor:
     return as_sigma(sigma_start, x.shape[0], device=x.device, dtype=torch.float64, name="sigma_start")
 
 
-def nfe_spent(model: CountingDenoiser, before: torch.Tensor) -> torch.Tensor:
-    return model.nfe - before
+def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_min: float, **kw) -> torch.Tensor:
+    """`[B, N+1]` float64 rows sigma_start[b] .. sigma_min, 0 from a per-sample schedule of
+    `dmcmc_fast.schedules` (starts at or below sigma_min give constant rows)."""
+    check_steps(n_steps)
+    if not (sigma_min > 0):
+        raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
+    s0 = start_sigma(sigma_start, x).clamp(min=sigma_min)
+    return schedule(s0, n_steps, sigma_min, **kw).to(x.device)
+
+
+def n_loop(n_steps: int, final_tweedie: bool) -> int:
+    """Steps taken between grid points: N - 1 to reach sigma_min, plus the step to 0 if requested."""
+    return n_steps if final_tweedie else n_steps - 1
+
+
+def step_noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torch.Tensor:
+    """Per-chain standard normals shaped like x (chain_ids None = 0..B-1), in x's dtype."""
+    ids = rng.default_chain_ids(x.shape[0], x.device) if chain_ids is None else chain_ids
+    return rng.chain_randn(seed, ids, step, tuple(x.shape[1:]), stream=stream, device=x.device, dtype=x.dtype)

@@ -1,11 +1,11 @@
 """Registry entry points for the integrators: start from the prior N(0, sigma_max^2 I) (per-chain
-Philox noise, stream STREAM_INIT, step 0), integrate to 0 within the NFE budget."""
+Philox noise, stream STREAM_INIT, step 0), integrate to 0 within the NFE budget. Every option of the
+sampler's spec except `sigma_max` is a keyword of its integrator, named the same."""
 from __future__ import annotations
 
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.karras import heun_steps_for_nfe, sample_heun
 
 
 def prior_sample(req) -> torch.Tensor:
@@ -14,8 +14,41 @@ def prior_sample(req) -> torch.Tensor:
     return req.options["sigma_max"] * z
 
 
-def heun(req):
-    o = req.options
-    res = sample_heun(req.model, prior_sample(req), o["sigma_max"], heun_steps_for_nfe(req.nfe),
-                      sigma_min=o["sigma_min"], rho=o["rho"], callback=req.callback)
+def integrate(name: str, req) -> torch.Tensor:
+    from dmcmc_fast.integrators import INTEGRATORS
+
+    fn, steps_for_nfe = INTEGRATORS[name]
+    opts = {k: v for k, v in req.options.items() if k != "sigma_max"}
+    opts["final_tweedie"] = bool(opts.get("final_tweedie", 1))
+    n_steps = steps_for_nfe(req.nfe, **opts)
+    res = fn(req.model, prior_sample(req), req.options["sigma_max"], n_steps, seed=req.seed,
+             chain_ids=req.chain_ids, callback=req.callback, **opts)
     return res.x
+
+
+def heun(req):
+    return integrate("heun", req)
+
+
+def karras_sde(req):
+    return integrate("karras_sde", req)
+
+
+def euler(req):
+    return integrate("euler", req)
+
+
+def rk45(req):
+    return integrate("rk45", req)
+
+
+def reverse_diffusion(req):
+    return integrate("reverse_diffusion", req)
+
+
+def euler_maruyama(req):
+    return integrate("euler_maruyama", req)
+
+
+def deis(req):
+    return integrate("deis", req)

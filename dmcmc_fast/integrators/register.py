@@ -1,5 +1,37 @@
-"""The integrators' entries in the sampler registry (`--sampler NAME`)."""
-from dmcmc_fast.samplers import SIGMA_OPTIONS, SamplerSpec, register
+"""The integrators' entries in the sampler registry (`--sampler NAME`); options named as in the papers."""
+import math
 
-register(SamplerSpec("heun", "dmcmc_fast.integrators.entry:heun", SIGMA_OPTIONS,
-                     "Karras deterministic Heun (EDM Alg. 1); N steps cost 2N-1 NFE"))
+from dmcmc_fast.samplers import SIGMA_OPTIONS, Option, SamplerSpec, register
+
+FINAL = Option("final_tweedie", int, 1, choices=(0, 1),
+               help="1: end with the Tweedie step x <- D(x, sigma_min) (1 NFE); 0: return the state at sigma_min")
+SIGMA_RANGE = SIGMA_OPTIONS[:2]  # sigma_max, sigma_min (no rho: geometric / adaptive grids)
+ENTRY = "dmcmc_fast.integrators.entry:"
+
+register(SamplerSpec("heun", ENTRY + "heun", SIGMA_OPTIONS + (FINAL,),
+                     "Karras deterministic Heun (EDM Alg. 1, KAR1); N steps cost 2N-1 NFE"))
+register(SamplerSpec("karras_sde", ENTRY + "karras_sde", SIGMA_OPTIONS + (
+    Option("s_churn", float, 40.0, lo=0.0, hi=1e4, help="EDM S_churn: total churn, gamma_i = min(S_churn/N, sqrt2-1)"),
+    Option("s_tmin", float, 0.05, lo=0.0, hi=1e6, help="EDM S_tmin: churn only where sigma_i >= S_tmin"),
+    Option("s_tmax", float, 50.0, lo=0.0, hi=math.inf, help="EDM S_tmax: churn only where sigma_i <= S_tmax"),
+    Option("s_noise", float, 1.003, lo=0.0, hi=10.0, help="EDM S_noise: scale of the churn noise"),
+    FINAL), "Karras stochastic sampler (EDM Alg. 2, KAR2; defaults EDM Table 5 ImageNet-64); 2N-1 NFE"))
+register(SamplerSpec("euler", ENTRY + "euler", SIGMA_OPTIONS + (FINAL,),
+                     "probability-flow ODE, Euler steps on the Karras grid; N steps cost N NFE"))
+register(SamplerSpec("rk45", ENTRY + "rk45", SIGMA_RANGE + (
+    Option("rtol", float, 1e-5, lo=1e-12, hi=1.0, help="solve_ivp relative tolerance (Song et al.: 1e-5)"),
+    Option("atol", float, 1e-5, lo=1e-12, hi=1.0, help="solve_ivp absolute tolerance (Song et al.: 1e-5)"),
+    FINAL), "probability-flow ODE with scipy RK45 (adaptive; fails if the tolerances need more than --nfe)"))
+register(SamplerSpec("reverse_diffusion", ENTRY + "reverse_diffusion", SIGMA_RANGE + (FINAL,),
+                     "VE-SDE reverse-diffusion predictor (Song et al. 2021), geometric grid; N NFE"))
+register(SamplerSpec("euler_maruyama", ENTRY + "euler_maruyama", SIGMA_RANGE + (FINAL,),
+                     "VE-SDE Euler-Maruyama (Song et al. 2021), geometric grid; N NFE"))
+register(SamplerSpec("deis", ENTRY + "deis", SIGMA_OPTIONS + (
+    Option("order", int, 3, lo=0, hi=3, help="DEIS polynomial order r (tAB-r)"),
+    Option("ab_time", str, "ve", choices=("rho", "ve", "vp"),
+           help="time the polynomial is fitted in: rho (=sigma), ve (log sigma), vp (linear-beta VP time)"),
+    Option("beta_min", float, 0.1, lo=1e-6, hi=1e3, help="VP SDE beta_min (ab_time vp)"),
+    Option("beta_max", float, 20.0, lo=1e-6, hi=1e3, help="VP SDE beta_max (ab_time vp)"),
+    Option("warm_start", str, "lower_order", choices=("lower_order", "runge_kutta"),
+           help="first steps: the paper's lower orders (N NFE) or order-preserving Runge-Kutta (+(r-1)^2 NFE)"),
+    FINAL), "DEIS tAB (Zhang & Chen 2022) on the VE probability-flow ODE, Karras grid; N NFE"))

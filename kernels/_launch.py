@@ -1,0 +1,33 @@
+"""Launch helpers shared by the Triton launchers: rows view, block size and grid, seed words.
+
+Every elementwise kernel runs on a grid (B, cdiv(N, BLOCK)) over the [B, N] row view of the state:
+program (b, k) loads sample b's parameters once and handles elements [k*BLOCK, (k+1)*BLOCK) of row b;
+the element index within the row is the Philox counter c0, so a chain's noise is independent of its
+slot and of B.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+from dmcmc_fast import rng
+
+MAX_BLOCK = 1024  # elements per program (tests lower it to get several blocks per row)
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """[B, ...] -> contiguous [B, N] (a view when t is contiguous)."""
+    return t.reshape(t.shape[0], -1).contiguous()
+
+
+def block_for(n: int) -> int:
+    return max(16, min(MAX_BLOCK, triton.next_power_of_2(max(n, 1))))
+
+
+def grid_for(b: int, n: int):
+    block = block_for(n)
+    return (b, triton.cdiv(n, block)), block
+
+
+def seed_words(seed: int) -> tuple[int, int]:
+    return rng._seed_words(seed)

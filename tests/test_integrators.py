@@ -1,0 +1,254 @@
+"""Reverse S/ODE integrators against exact answers on Gaussian data.
+
+For data N(mu, s^2 I) the VE probability-flow ODE is solved exactly by
+x(sigma) = mu + (x(sigma0) - mu) sqrt((s^2 + sigma^2) / (s^2 + sigma0^2)); the deterministic integrators'
+observed convergence orders are fitted against it, the stochastic ones' output moments are compared with
+N(mu, (s^2 + sigma_min^2) I), and Heun / Karras-stochastic are compared with a line-by-line transcription
+of k-diffusion's `sample_heun` (k_diffusion/sampling.py, the EDM Alg. 2 implementation) written below.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmcmc_fast import rng
+from dmcmc_fast.integrators import INTEGRATORS, sample_deis, sample_heun, sample_karras_sde, sample_rk45
+from dmcmc_fast.integrators.deis import deis_coefficients, deis_steps_for_nfe
+from dmcmc_fast.models.gaussian_mixture import GaussianMixture, gaussian
+from dmcmc_fast.schedules import karras
+
+MU, S = torch.tensor([0.5, -1.0, 2.0]), 1.0
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: OpenMP threads only spin on the shared 2-core machine (20x slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def exact_flow(x0, s0, sigma):
+    mu = MU.to(F64)
+    return mu + (x0 - mu) * torch.sqrt((S ** 2 + sigma ** 2) / (S ** 2 + s0[:, None] ** 2))
+
+
+def start_state(s0, seed=0):
+    z = rng.chain_randn(seed, torch.arange(len(s0)), 0, (3,), stream=rng.STREAM_INIT, dtype=F64)
+    return MU.to(F64) + torch.sqrt(S ** 2 + s0[:, None] ** 2) * z
+
+
+# ---- observed convergence order of the deterministic integrators ----
+# Setup: starts 10, 5, 2.5 (per sample), to sigma_min 0.1 on Karras grids with rho = 3, error measured at
+# sigma_min (no final jump), N - 1 = 24, 48, 96 steps, slope of log(max error) vs log(N - 1) by least squares.
+# Tolerance [p - 0.3, p + 0.5]: a wrong update loses at least a whole order (-1.0), far outside; the fit
+# is still pre-asymptotic (the next term of the error expansion, relative size O(h)), which in this setup
+# moves the slope by up to 0.23 (rhoAB r = 3: 3.77), and up where the leading constant is small
+# (tAB-vp r = 2: 3.36).
+# Everything is float64 (the kernels compute in float64 for float64 state), errors stay above 1e-7.
+ORDER_CASES = [("euler", {}, 1), ("heun", {}, 2), ("deis", dict(order=1, warm_start="lower_order"), 2)] + [
+    ("deis", dict(order=r, ab_time=t, warm_start="runge_kutta"), r + 1)
+    for t in ("rho", "ve", "vp") for r in range(4) if r > 0 or t == "ve"]
+
+
+@pytest.mark.parametrize("name,kw,order", ORDER_CASES, ids=lambda v: str(v))
+def test_convergence_order(name, kw, order):
+    s0 = torch.tensor([10.0, 5.0, 2.5], dtype=F64)
+    x0, m = start_state(s0), gaussian(MU, S)
+    truth = exact_flow(x0, s0, 0.1)
+    steps, errs = [25, 49, 97], []
+    for n in steps:
+        res = INTEGRATORS[name][0](m, x0, s0, n, sigma_min=0.1, rho=3.0, final_tweedie=False, **kw)
+        errs.append((res.x - truth).norm(dim=1).max().item())
+    slope = -np.polyfit(np.log(np.array(steps) - 1.0), np.log(errs), 1)[0]
+    assert order - 0.3 <= slope <= order + 0.5, (errs, slope)
+
+
+def test_lower_order_warm_start_caps_order_at_two():
+    """The paper's warm start (an Euler first step, local error O(h^2)) limits tAB3 to order 2 from a start
+    where eps is curved (measured 2.04 here), the Runge-Kutta warm start keeps order 4 (measured 4.01)."""
+    s0 = torch.tensor([2.0], dtype=F64)
+    x0, m = start_state(s0), gaussian(MU, S)
+
+    def err(n, warm_start):
+        res = sample_deis(m, x0, s0, n, sigma_min=0.1, rho=3.0, order=3, warm_start=warm_start, final_tweedie=False)
+        return (res.x - exact_flow(x0, s0, 0.1)).norm().item()
+
+    assert 1.8 < math.log2(err(33, "lower_order") / err(65, "lower_order")) < 2.3
+    assert 3.8 < math.log2(err(33, "runge_kutta") / err(65, "runge_kutta")) < 4.3
+
+
+def test_rk45_meets_tolerance_and_reports_solver_nfe():
+    s0 = torch.tensor([40.0, 3.0], dtype=F64)
+    x0, m = start_state(s0), gaussian(MU, S)
+    nfev = []
+    res = sample_rk45(m, x0, s0, 500, sigma_min=0.01, rtol=1e-7, atol=1e-7, final_tweedie=False,
+                      callback=lambda info: nfev.append(info["nfev"]))
+    assert (res.x - exact_flow(x0, s0, 0.01)).abs().max() < 1e-5
+    assert res.nfe.tolist() == nfev  # counted at the call site == the solver's own count
+    loose = sample_rk45(m, x0, s0, 500, sigma_min=0.01, rtol=1e-3, atol=1e-3)
+    assert (loose.nfe < res.nfe + 1).all() and (loose.nfe >= 7).all()
+    with pytest.raises(ValueError, match="rtol=1e-07, atol=1e-07"):
+        sample_rk45(m, x0, s0, 20, sigma_min=0.01, rtol=1e-7, atol=1e-7)
+
+
+# ---- Heun / KAR2 against the published implementation ----
+def kdiffusion_sample_heun(model, x, sigmas, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
+                           seed=0, chain_ids=None):
+    """Transcription of k-diffusion's `sample_heun` (EDM Alg. 2), its `torch.randn_like` replaced by our
+    per-chain stream (step i, STREAM_CHURN) so both draw the same numbers; one grid shared by the batch."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
+        eps = rng.chain_randn(seed, chain_ids, i, x.shape[1:], stream=rng.STREAM_CHURN, dtype=x.dtype) * s_noise
+        sigma_hat = sigmas[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
+        denoised = model(x, sigma_hat * s_in)
+        d = (x - denoised) / sigma_hat
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = (x_2 - model(x_2, sigmas[i + 1] * s_in)) / sigmas[i + 1]
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+def two_mode_model():
+    return GaussianMixture(torch.tensor([[1.0, -1.0], [-2.0, 0.5]]), std=0.3, weights=torch.tensor([0.3, 0.7]))
+
+
+@pytest.mark.parametrize("churn", [dict(), dict(s_churn=30.0, s_tmin=0.3, s_tmax=5.0, s_noise=1.007)])
+def test_heun_and_kar2_match_kdiffusion(churn):
+    m, n = two_mode_model(), 8
+    ids = torch.tensor([4, 9, 1])
+    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    sigmas = karras(n, 0.02, 10.0, 7.0).tolist()
+    ref = kdiffusion_sample_heun(m, x, sigmas, seed=5, chain_ids=ids, **churn)
+    if churn:
+        ours = sample_karras_sde(m, x, 10.0, n, sigma_min=0.02, seed=5, chain_ids=ids, **churn)
+        off = sample_karras_sde(m, x, 10.0, n, sigma_min=0.02, seed=5, chain_ids=ids, **dict(churn, s_churn=0.0))
+        assert (ours.x - off.x).abs().max() > 1e-2  # the churn does act
+    else:
+        ours = sample_heun(m, x, 10.0, n, sigma_min=0.02)
+    torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=1e-5)
+    assert ours.nfe.tolist() == [2 * n - 1] * 3
+
+
+def test_heun_one_step_hand_traced():
+    """N(0, 1) in 1-D, x = 2, sigma 2 -> 1: D = x/(1+sigma^2); d = (2-0.4)/2 = 0.8, x_e = 1.2,
+    d' = (1.2-0.6)/1 = 0.6, x' = 2 - (0.8+0.6)/2 = 1.3."""
+    m = gaussian(torch.zeros(1), 1.0)
+    res = sample_heun(m, torch.tensor([[2.0]], dtype=F64), 2.0, 2, sigma_min=1.0, final_tweedie=False)
+    assert abs(res.x.item() - 1.3) < 1e-6 and res.nfe.tolist() == [2]
+
+
+# ---- stochastic integrators: moments on Gaussian data ----
+@pytest.mark.parametrize("name,n_steps,kw", [
+    ("karras_sde", 60, dict(s_churn=10.0, s_tmin=0.0, s_tmax=1e9, s_noise=1.0)),
+    ("reverse_diffusion", 400, {}), ("euler_maruyama", 100, {})])
+def test_stochastic_moments_match_truth(name, n_steps, kw):
+    """4000 chains in 2-D from the exact marginal at sigma 5 to sigma_min 0.05: mean within 4 standard
+    errors (sd 1/sqrt(4000) = 0.016) per coordinate, pooled variance within 4 sd (rel. sd sqrt(2/8000)),
+    of N(mu, s^2 + sigma_min^2). Step counts are where the discretisation bias is < 1% (measured)."""
+    n, mu = 4000, torch.tensor([0.5, -1.0])
+    m = gaussian(mu, S)
+    x0 = mu.double() + math.sqrt(S ** 2 + 25.0) * rng.chain_randn(1, torch.arange(n), 0, (2,),
+                                                                   stream=rng.STREAM_INIT, dtype=F64)
+    res = INTEGRATORS[name][0](m, x0, 5.0, n_steps, sigma_min=0.05, seed=3, final_tweedie=False, **kw)
+    var = S ** 2 + 0.05 ** 2
+    assert ((res.x.mean(0) - mu.double()).abs() < 4 * math.sqrt(var / n)).all()
+    assert abs(res.x.var(0).mean().item() / var - 1) < 4 * math.sqrt(2 / (2 * n))
+
+
+# ---- per-sample start sigma: a batch equals each sample run alone ----
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_batch_equals_each_sample_alone(name):
+    fn, _ = INTEGRATORS[name]
+    m = two_mode_model()
+    s0 = torch.tensor([80.0, 5.0, 0.5, 0.001], dtype=F64)  # the last one starts below sigma_min
+    ids = torch.tensor([7, 3, 11, 2])
+    x = s0[:, None] * rng.chain_randn(0, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    kw = dict(sigma_min=0.002, seed=9, step0=torch.tensor([0, 5, 5, 1]))
+    n = 300 if name == "rk45" else 6
+    batch = fn(m, x, s0, n, chain_ids=ids, **kw)
+    for b in range(4):
+        alone = fn(m, x[b:b + 1], s0[b:b + 1], n, chain_ids=ids[b:b + 1], **dict(kw, step0=kw["step0"][b:b + 1]))
+        torch.testing.assert_close(batch.x[b:b + 1], alone.x, rtol=1e-6, atol=1e-6)
+        assert batch.nfe[b] == alone.nfe[0]
+
+
+@pytest.mark.parametrize("name", ["karras_sde", "reverse_diffusion", "euler_maruyama"])
+def test_step0_and_chain_id_select_the_noise(name):
+    fn, _ = INTEGRATORS[name]
+    m, x = two_mode_model(), torch.full((1, 2), 3.0, dtype=F64)
+    a = fn(m, x, 3.0, 5, chain_ids=torch.tensor([1]), seed=2).x
+    assert torch.equal(a, fn(m, x, 3.0, 5, chain_ids=torch.tensor([1]), seed=2).x)
+    assert not torch.allclose(a, fn(m, x, 3.0, 5, chain_ids=torch.tensor([1]), seed=2, step0=100).x)
+    assert not torch.allclose(a, fn(m, x, 3.0, 5, chain_ids=torch.tensor([2]), seed=2).x)
+
+
+# ---- NFE accounting and budgets ----
+@pytest.mark.parametrize("name", sorted(set(INTEGRATORS) - {"rk45"}))
+@pytest.mark.parametrize("final_tweedie", [True, False])
+def test_steps_for_nfe_fits_the_budget(name, final_tweedie):
+    fn, steps_for_nfe = INTEGRATORS[name]
+    m, x = gaussian(MU, S), torch.ones(2, 3, dtype=F64)
+    for budget in (3, 8):
+        n = steps_for_nfe(budget, final_tweedie)
+        spent = fn(m, x, 20.0, n, final_tweedie=final_tweedie).nfe
+        over = fn(m, x, 20.0, n + 1, final_tweedie=final_tweedie).nfe
+        assert (spent <= budget).all() and (over > budget).all(), (n, spent, over)
+
+
+def test_deis_runge_kutta_warm_start_budget():
+    m, x = gaussian(MU, S), torch.ones(1, 3, dtype=F64)
+    for order, extra in ((1, 0), (2, 1), (3, 4)):
+        n = deis_steps_for_nfe(12, order=order, warm_start="runge_kutta")
+        res = sample_deis(m, x, 20.0, n, order=order, warm_start="runge_kutta")
+        assert res.nfe.item() == 12 == n + extra
+
+
+def test_final_tweedie_is_the_denoiser_at_sigma_min():
+    m, x = two_mode_model(), torch.tensor([[4.0, -3.0]], dtype=F64)
+    for name in ("deis", "euler_maruyama", "heun"):
+        fn, _ = INTEGRATORS[name]
+        at_min = fn(m, x, 10.0, 6, sigma_min=0.05, final_tweedie=False)
+        done = fn(m, x, 10.0, 6, sigma_min=0.05)
+        torch.testing.assert_close(done.x, m(at_min.x, torch.tensor([0.05], dtype=F64)), rtol=1e-5, atol=1e-6)
+        assert (done.nfe - at_min.nfe).item() == 1
+
+
+# ---- DEIS coefficients ----
+def test_deis_coefficients_closed_forms():
+    sig = karras(7, 0.1, 10.0, 3.0, append_zero_=False)[None].to(F64)
+    h = sig[0, 1:] - sig[0, :-1]
+    c0 = deis_coefficients(sig, 0, "ve")
+    torch.testing.assert_close(c0[0, :, 0], h)  # order 0: Euler (DDIM)
+    c1 = deis_coefficients(sig, 1, "rho")  # int_{s_i}^{s_i+1} (s - s_{i-1})/(s_i - s_{i-1}) ds
+    s_prev, s_i, s_next = sig[0, :-2], sig[0, 1:-1], sig[0, 2:]
+    closed = ((s_next - s_prev) ** 2 - (s_i - s_prev) ** 2) / (2 * (s_i - s_prev))
+    torch.testing.assert_close(c1[0, 1:, 0], closed, rtol=1e-12, atol=1e-12)
+    for t in ("rho", "ve", "vp"):  # the Lagrange basis sums to 1: sum_j C_ij = sigma_{i+1} - sigma_i
+        c3 = deis_coefficients(sig, 3, t)
+        torch.testing.assert_close(c3[0].sum(1), h, rtol=1e-12, atol=1e-12)
+        assert (c3[0, 0, 1:] == 0).all() and (c3[0, 2, 3] == 0)  # warm start: order min(i, r)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, x: sample_karras_sde(m, x, 5.0, 4, s_tmin=2.0, s_tmax=1.0), "s_tmin"),
+    (lambda m, x: sample_deis(m, x, 5.0, 4, order=4), "order"),
+    (lambda m, x: sample_deis(m, x, 5.0, 4, ab_time="t"), "ab_time"),
+    (lambda m, x: sample_deis(m, x, 5.0, 4, warm_start="rk"), "warm_start"),
+    (lambda m, x: sample_heun(m, x, 5.0, 0), "n_steps"),
+    (lambda m, x: sample_heun(m, x, torch.tensor([1.0, 2.0, 3.0]), 4), "sigma_start"),
+    (lambda m, x: sample_rk45(m, x, 5.0, 50, rtol=0.0), "rtol"),
+])
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(gaussian(MU, S), torch.ones(2, 3))
