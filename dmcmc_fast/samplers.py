@@ -114,6 +114,7 @@ def get_sampler(name: str) -> SamplerSpec:
 
 def run_sampler(req: SampleRequest, spec: SamplerSpec) -> torch.Tensor:
     x = spec.resolve()(req)
+    req.model.raise_if_nonfinite()
     spent = int(req.model.nfe.max())
     if spent > req.nfe:
         raise RuntimeError(f"sampler {spec.name} spent {spent} NFE per sample, over the budget --nfe {req.nfe}")

@@ -69,7 +69,9 @@ class CountingDenoiser:
     """Wraps a denoiser and counts evaluations per sample (NFE) at the call site.
 
     `nfe` is a `[B]` int64 tensor; a call on a subset passes `idx` (the rows of the full batch it
-    holds) so only those samples are charged. Also rejects NaN/Inf model outputs with a clear error.
+    holds) so only those samples are charged. Also rejects NaN/Inf model outputs with a clear error:
+    at once on the CPU; on CUDA the check is kept on the device (no host sync per call, so the loop
+    stays graph-capturable) and raised by `raise_if_nonfinite()`, which `run_sampler` calls at the end.
     """
 
     def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True):
@@ -77,6 +79,8 @@ class CountingDenoiser:
         self.nfe = torch.zeros(batch, dtype=torch.int64, device=device)
         self.calls = 0
         self.check_finite = check_finite
+        self._nonfinite = None  # device flag (CUDA): any non-finite output so far
+        self._nonfinite_sigma = None
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
@@ -90,10 +94,19 @@ class CountingDenoiser:
         else:
             self.nfe[idx] += 1
         self.calls += 1
-        if self.check_finite and not torch.isfinite(out).all():
-            raise NonFiniteModelOutput(
-                f"model returned NaN/Inf at sigma in [{sigma.min().item():.4g}, {sigma.max().item():.4g}]")
+        if self.check_finite:
+            if out.is_cuda:
+                bad = ~torch.isfinite(out).all()
+                self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+            elif not torch.isfinite(out).all():
+                raise NonFiniteModelOutput(
+                    f"model returned NaN/Inf at sigma in [{sigma.min().item():.4g}, {sigma.max().item():.4g}]")
         return out
+
+    def raise_if_nonfinite(self):
+        """Raise if any output so far was NaN/Inf (the deferred CUDA check; a no-op on the CPU)."""
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise NonFiniteModelOutput("model returned NaN/Inf during sampling (checked on the device)")
 
 
 def flat_dim(shape) -> int:
