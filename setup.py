@@ -23,7 +23,7 @@ if sources and os.environ.get("DMCMC_NO_EXT", "0") != "1":
         CppExtension(
             name="dmcmc_fast._C",
             sources=sources,
-            extra_compile_args=["-O3", "-std=c++17"],
+            extra_compile_args=["-O3"],  # -std comes from torch (C++20 for torch 2.14)
         )
     )
     cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)

@@ -1,7 +1,7 @@
 """`dmcmc-fast sample | eval` — a thin layer over `dmcmc_fast.api`: parse, build, call.
 
     dmcmc-fast sample --model gmm-mnist --sampler heun --nfe 35 --num 256 --seed 0 --out DIR
-    dmcmc-fast eval DIR/samples.npz --ref gmm-mnist
+    dmcmc-fast eval DIR/samples.npz --ref gmm-mnist [--fid]
 
 Sampler options (`--eta`, `--n-skip`, ...) come from the sampler registry; a flag that the chosen
 sampler does not take is an error naming what it does take.
@@ -53,12 +53,54 @@ def build_parser():
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(sampler_opts=_sampler_flags(s))
 
-    e = sub.add_parser("eval", help="evaluate samples.npz against a reference model")
+    e = sub.add_parser("eval", help="evaluate samples.npz against a reference model and the real data")
     e.add_argument("samples", help="path to samples.npz")
-    e.add_argument("--ref", required=True, help="built-in model to compare with (exact statistics)")
+    e.add_argument("--ref", default=None, help="analytic built-in model to compare with (exact Fréchet distance, "
+                                               "mode coverage)")
     e.add_argument("--modes", type=int, default=None)
     e.add_argument("--std", type=float, default=None)
+    e.add_argument("--fid", action="store_true", help="FID with pytorch-fid's Inception (its weights must be in "
+                                                      "$TORCH_HOME/hub/checkpoints/; never downloaded)")
+    e.add_argument("--fid-ref", default="mnist", help="FID reference: an offline data set name or a pytorch-fid "
+                                                      "statistics .npz (default mnist)")
+    e.add_argument("--no-features", action="store_true", help="skip the MNIST-feature Fréchet distance and "
+                                                              "class balance (computed for 1x28x28 samples)")
+    t = sub.add_parser("train", help="train a component: `dmcmc-fast train classifier --data mnist ...`")
+    t.add_argument("what", help="what to train (a module of dmcmc_fast.training, e.g. classifier)")
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (see `dmcmc-fast train WHAT --help`)")
+    # prefix_chars="+": every flag after `bench` is handed, unparsed, to bench/throughput.py
+    b = sub.add_parser("bench", prefix_chars="+", add_help=False,
+                       help="throughput against plain loops, k-diffusion, diffusers, torch.compile "
+                            "(bench/throughput.py of a source checkout; `dmcmc-fast bench --help`)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of `python -m bench.throughput`")
     return p
+
+
+def cmd_bench(a) -> int:
+    """Runs bench/throughput.py of the checkout this package is installed from (bench/ is not installed)."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "bench", "throughput.py")):
+        raise FileNotFoundError(f"bench/throughput.py not found under {root}: `dmcmc-fast bench` needs a source "
+                                "checkout installed with `pip install -e .`")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench.throughput import main as bench_main
+
+    return bench_main(a.rest)
+
+
+def cmd_train(a) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"dmcmc_fast.training.{a.what}")
+    except ModuleNotFoundError as err:
+        if err.name != f"dmcmc_fast.training.{a.what}":
+            raise
+        raise ValueError(f"nothing to train called {a.what!r}") from None
+    return mod.main(a.rest)
 
 
 def cmd_sample(a) -> int:
@@ -93,15 +135,28 @@ def cmd_eval(a) -> int:
     rank, world, _ = init_from_env("cpu")
     samples, nfe, cfg = load_samples(a.samples)
     samples, nfe = samples[rank::world], nfe[rank::world]  # each rank reduces its own slice
-    ref = load_model(a.ref, modes=a.modes if a.modes is not None else cfg.get("model_options", {}).get("modes"),
-                     std=a.std if a.std is not None else cfg.get("model_options", {}).get("std"))
-    if tuple(samples.shape[1:]) != tuple(ref.shape):
-        raise ValueError(f"samples have shape {tuple(samples.shape[1:])}, --ref {a.ref} has {tuple(ref.shape)}")
-    mu, cov, n = reduced_gaussian_stats(samples)
-    nfe_sum = all_reduce_sum(nfe.double().sum())
-    report = {"num": n, "nfe_mean": float(nfe_sum) / n,
-              "frechet_exact": frechet_distance(mu, cov, ref.mean().numpy(), ref.covariance().numpy())}
-    report.update(mode_report(samples, ref, reduce=all_reduce_sum))
+    n = int(all_reduce_sum(torch.tensor(float(samples.shape[0]), dtype=torch.float64)))
+    report = {"num": n, "nfe_mean": float(all_reduce_sum(nfe.double().sum())) / n}
+    if a.ref is not None:
+        ref = load_model(a.ref, modes=a.modes if a.modes is not None else cfg.get("model_options", {}).get("modes"),
+                         std=a.std if a.std is not None else cfg.get("model_options", {}).get("std"))
+        if tuple(samples.shape[1:]) != tuple(ref.shape):
+            raise ValueError(f"samples have shape {tuple(samples.shape[1:])}, --ref {a.ref} has {tuple(ref.shape)}")
+        if not hasattr(ref, "covariance"):
+            raise ValueError(f"--ref {a.ref} has no closed-form statistics; use an analytic model (gmm-*, ideal-*)")
+        mu, cov, _ = reduced_gaussian_stats(samples)
+        report["frechet_exact"] = frechet_distance(mu, cov, ref.mean().numpy(), ref.covariance().numpy())
+        report.update(mode_report(samples, ref, reduce=all_reduce_sum))
+    if not a.no_features and tuple(samples.shape[1:]) == (1, 28, 28):
+        from dmcmc_fast.eval.features import class_balance, load_feature_net, mnist_feature_fd
+
+        net = load_feature_net()
+        report["fd_mnist_features"] = mnist_feature_fd(samples, net, stats=reduced_gaussian_stats)
+        report.update(class_balance(samples, net, reduce=all_reduce_sum))
+    if a.fid:
+        from dmcmc_fast.eval.fid import fid
+
+        report["fid"] = fid(samples, a.fid_ref, stats=reduced_gaussian_stats)
     if rank == 0:
         print(json.dumps(report, indent=2))
     return 0
@@ -110,7 +165,7 @@ def cmd_eval(a) -> int:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        return {"sample": cmd_sample, "eval": cmd_eval}[a.cmd](a)
+        return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train, "bench": cmd_bench}[a.cmd](a)
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError) as err:
         print(f"dmcmc-fast {a.cmd}: error: {err}", file=sys.stderr)
         return 2

@@ -7,12 +7,13 @@
 | ideal-mnist | ideal denoiser of the 5000 offline MNIST digits                                   |
 | ideal-digits| ideal denoiser of the 1797 sklearn digits                                         |
 | gmm-faces   | isotropic mixture at the 100 LFW faces of scikit-image, std 0.05                  |
+| unet-mnist  | EDM-preconditioned UNet trained on the 5000 MNIST digits (checkpoints/unet-mnist.md) |
 
-Trained networks (`unet-mnist`, ...) register here too once their checkpoints exist.
 Options: `modes` (how many images, balanced over classes where labels exist) and `std`.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -52,12 +53,24 @@ def _ideal(dataset: str):
     return build
 
 
+def _checkpoint(name: str):
+    def build(**_):
+        from dmcmc_fast.models.unet import load_checkpoint
+
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", f"{name}.pt")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"checkpoint {path} is missing; train it with `dmcmc-fast train score`")
+        return load_checkpoint(path, name=name)
+    return build
+
+
 BUILTIN_MODELS: dict[str, Callable] = {
     "gmm-mnist": _gmm("mnist", 1000),
     "gmm-digits": _gmm("digits", None),
     "gmm-faces": _gmm("faces", None),
     "ideal-mnist": _ideal("mnist"),
     "ideal-digits": _ideal("digits"),
+    "unet-mnist": _checkpoint("unet-mnist"),
 }
 
 

@@ -1,0 +1,225 @@
+"""CUDA-graph capture of the score network and of whole sampler steps.
+
+`GraphedDenoiser(model, shape)` wraps any denoiser `D(x, sigma)` (a module or a callable). Per
+batch-size bucket it keeps static input buffers `x [b, *shape]`, `sigma [b]` and captures one forward
+into a CUDA graph (warm-up on a side stream first; all buckets share one memory pool, captured
+lazily on first use). A call with batch B copies its rows into the smallest bucket b >= B (batches
+above the largest bucket run in chunks of it), replays, and returns the first B output rows. Rows
+B..b are padding: they keep earlier, finite inputs, which is harmless for a row-independent model
+(eval mode; no batch norm in training mode). Sigma travels as a device buffer, so a sampler loop
+never reads a value back to the host.
+
+`GraphedStep(fn, buffers)` captures a whole step `fn(buffers)` (forward + fused update + classifier +
+argmax) that reads and writes only the device tensors in `buffers`: the step counter, sigma and any
+other value that varies between steps live there, so every replay advances the state with no host
+sync. Warm-up runs on a snapshot of the buffers, so capturing does not advance the state.
+
+Modes: "auto" (graphs on CUDA, plain eager elsewhere: a no-op on CPU), "graph" (graphs; where capture
+fails the wrapper falls back to eager and logs the reason, kept in `.fallback_reason`), "static"
+(the static-buffer, bucketed path of a graph but run eagerly: the CPU twin of replay, used to test
+bucketing and padding without a GPU), "eager" (call the model directly).
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Callable
+
+import torch
+
+log = logging.getLogger("dmcmc_fast.engine")
+
+MODES = ("auto", "graph", "static", "eager")
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _check_mode(mode: str, device: torch.device) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "graph" if device.type == "cuda" else "eager"
+    return mode
+
+
+def capture_graph(fn: Callable[[], object], warmup: int, device: torch.device, pool=None):
+    """Warm `fn` up `warmup` times (on a side stream on CUDA), then capture one call into a CUDA graph.
+
+    Returns `(graph, result of the captured call)`; the result's tensors are the graph's static
+    outputs. Off CUDA the warm-up still runs (so callers exercise it everywhere) and capture raises.
+    """
+    if device.type != "cuda":
+        for _ in range(warmup):
+            fn()
+        raise RuntimeError(f"CUDA graphs need a CUDA device, the buffers are on {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn()
+    return graph, out
+
+
+class _Bucket:
+    """Static buffers of one batch size and the way to run the model on them (replay or eager)."""
+
+    def __init__(self, size: int, shape, device, dtype, fill_sigma: float):
+        self.size = size
+        self.x = torch.zeros(size, *shape, device=device, dtype=dtype)
+        self.sigma = torch.full((size,), fill_sigma, device=device, dtype=dtype)
+        self.out: torch.Tensor | None = None
+        self.graph = None
+
+
+class GraphedDenoiser:
+    """A denoiser whose forward is a CUDA graph per batch-size bucket (see the module docstring).
+
+    Args: `model` a denoiser `D(x, sigma [B])`; `shape` the per-sample shape (default `model.shape`);
+    `buckets` the captured batch sizes (positive, any order); `mode` one of MODES; `warmup` forward
+    passes before capture (>= 1 on CUDA); `fill_sigma` the sigma of padding rows before first use
+    (> 0); `dtype` of the static buffers (default: that of the first input); `copy_out` return a copy (True) or a view of the static
+    output that the next call overwrites (False).
+    """
+
+    def __init__(self, model, shape=None, buckets=DEFAULT_BUCKETS, mode: str = "auto", device=None,
+                 dtype: torch.dtype | None = None, warmup: int = 3, fill_sigma: float = 1.0, copy_out: bool = True):
+        shape = tuple(shape if shape is not None else getattr(model, "shape", ()))
+        if not shape:
+            raise ValueError("shape must be given (the per-sample shape) when the model has no .shape")
+        buckets = sorted({int(b) for b in buckets})
+        if not buckets or buckets[0] < 1:
+            raise ValueError(f"buckets must be a non-empty list of batch sizes >= 1, got {buckets}")
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        if not fill_sigma > 0:
+            raise ValueError(f"fill_sigma must be > 0, got {fill_sigma}")
+        self.model, self.shape, self.buckets = model, shape, buckets
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.mode = _check_mode(mode, self.device)
+        self.dtype, self.warmup, self.fill_sigma, self.copy_out = dtype, warmup, fill_sigma, copy_out
+        self.fallback_reason: str | None = None
+        self._buckets: dict[int, _Bucket] = {}
+        self._pool = None
+        for attr in ("sigma_min", "sigma_max", "data_range"):
+            if hasattr(model, attr):
+                setattr(self, attr, getattr(model, attr))
+
+    # ---- bucketing ----
+    def bucket_for(self, batch: int) -> int:
+        """The smallest captured batch size >= `batch` (the largest one when `batch` exceeds all)."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        i = bisect.bisect_left(self.buckets, batch)
+        return self.buckets[min(i, len(self.buckets) - 1)]
+
+    @property
+    def captured(self) -> list[int]:
+        """Bucket sizes that hold a captured CUDA graph."""
+        return sorted(b for b, bk in self._buckets.items() if bk.graph is not None)
+
+    def _bucket(self, size: int, dtype: torch.dtype) -> _Bucket:
+        bk = self._buckets.get(size)
+        if bk is None:
+            bk = _Bucket(size, self.shape, self.device, self.dtype or dtype, self.fill_sigma)
+            if self.mode == "graph":
+                self._capture(bk)
+            self._buckets[size] = bk
+        return bk
+
+    def _capture(self, bk: _Bucket):
+        try:
+            if self._pool is None and self.device.type == "cuda":
+                self._pool = torch.cuda.graph_pool_handle()
+            with torch.no_grad():
+                bk.graph, bk.out = capture_graph(lambda: self.model(bk.x, bk.sigma), max(1, self.warmup),
+                                                 self.device, self._pool)
+        except Exception as err:  # capture of an arbitrary model can fail in many ways: fall back, say why
+            self.fallback_reason = f"{type(err).__name__}: {err}"
+            log.warning("GraphedDenoiser: capture of batch %d failed, running eagerly (%s)", bk.size,
+                        self.fallback_reason)
+            self.mode = "eager"
+            bk.graph, bk.out = None, None
+
+    # ---- calls ----
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.mode == "eager":
+            return self.model(x, sigma)
+        B = x.shape[0]
+        if tuple(x.shape[1:]) != self.shape or sigma.shape != (B,):
+            raise ValueError(f"x must be [B, {', '.join(map(str, self.shape))}] and sigma [B]; "
+                             f"got {tuple(x.shape)} and {tuple(sigma.shape)}")
+        top = self.buckets[-1]
+        if B > top:
+            return torch.cat([self(x[i:i + top], sigma[i:i + top]) for i in range(0, B, top)])
+        bk = self._bucket(self.bucket_for(B), x.dtype)
+        if self.mode == "eager":  # capture just failed
+            return self.model(x, sigma)
+        bk.x[:B].copy_(x)
+        bk.sigma[:B].copy_(sigma)
+        if bk.graph is not None:
+            bk.graph.replay()
+        elif bk.out is None:
+            bk.out = self.model(bk.x, bk.sigma)
+        else:  # the static twin of replay: the same output buffer, overwritten by every call
+            bk.out.copy_(self.model(bk.x, bk.sigma))
+        out = bk.out[:B]
+        return out.clone() if self.copy_out else out
+
+
+class GraphedStep:
+    """A whole sampler step `fn(buffers)` captured once and replayed (see the module docstring).
+
+    `fn` must read and write only the tensors of `buffers` (a dict of device tensors, updated in
+    place, e.g. `buffers["x"].copy_(...)`, `buffers["step"].add_(1)`) and must not sync with the host.
+    Warm-up runs `warmup` times on the live buffers and then restores them from a snapshot.
+    """
+
+    def __init__(self, fn: Callable[[dict], None], buffers: dict, mode: str = "auto", warmup: int = 2):
+        if not buffers or not all(torch.is_tensor(t) for t in buffers.values()):
+            raise ValueError("buffers must be a non-empty dict of tensors (the step's device state)")
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        devices = {t.device for t in buffers.values()}
+        if len(devices) != 1:
+            raise ValueError(f"buffers must all live on one device, got {sorted(map(str, devices))}")
+        self.fn, self.buffers, self.warmup = fn, buffers, warmup
+        self.device = devices.pop()
+        self.mode = _check_mode(mode, self.device)
+        if self.mode == "static":
+            self.mode = "eager"  # a step has no batch buckets: static and eager are the same
+        self.fallback_reason: str | None = None
+        self.graph = None
+        if self.mode == "graph":
+            self._capture()
+
+    def _capture(self):
+        snapshot = {k: t.clone() for k, t in self.buffers.items()}
+        try:
+            with torch.no_grad():
+                self.graph, _ = capture_graph(lambda: self.fn(self.buffers), max(1, self.warmup), self.device)
+        except Exception as err:  # fall back to eager, say why
+            self.fallback_reason = f"{type(err).__name__}: {err}"
+            log.warning("GraphedStep: capture failed, running eagerly (%s)", self.fallback_reason)
+            self.mode, self.graph = "eager", None
+        finally:
+            for k, t in self.buffers.items():
+                t.copy_(snapshot[k])
+
+    @torch.no_grad()
+    def __call__(self):
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.fn(self.buffers)
+
+
+def _model_device(model) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        p = next(iter(model.parameters()), None) or next(iter(model.buffers()), None)
+        if p is not None:
+            return p.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,157 @@
+"""Noise-level classifiers for DLG's Gibbs step: `classifier(x) -> logits [B, M]` over M noise levels
+`classifier.levels` (decreasing, geometric; DLG paper: M = 1000).
+
+- `NoiseLevelNet`: the paper's network, four 3x3 conv layers (32, 64, 128, 256 channels; ReLU, 2x2
+  average pooling while the map is at least 2 wide) and one linear layer to M logits. Trained by
+  `dmcmc-fast train classifier` (cross-entropy, data noised at a uniformly drawn level). One change
+  to the input so that it trains in minutes on a CPU: the net sees x / r and a constant plane log r,
+  r = rms(x) (the raw input spans four orders of magnitude over sigma in [0.002, 80]); no information
+  is lost, and the layers are the paper's.
+- `ExactLevelPosterior`: for analytic mixtures, logits_m = log p_{sigma_m}(x) (exact), so that
+  softmax(logits + log prior) is the exact posterior p(m | x) ∝ prior_m p_{sigma_m}(x).
+- `save_classifier` / `load_classifier`: checkpoints (weights stored in float16) with their levels
+  and a card; `load_classifier("mnist")` loads the committed one under dmcmc_fast/checkpoints/.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn as nn
+
+from dmcmc_fast.schedules import geometric
+
+M_LEVELS = 1000
+CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints")
+
+
+def level_sigmas(n_levels: int = M_LEVELS, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
+    """The M geometric levels, sigma_max first (float32 [M])."""
+    return geometric(n_levels, sigma_min, sigma_max).float()
+
+
+class NoiseLevelNet(nn.Module):
+    """Paper's classifier: conv 32/64/128/256 (3x3, pad 1) + ReLU + avg-pool 2, then one linear layer."""
+
+    CHANNELS = (32, 64, 128, 256)
+
+    def __init__(self, shape: tuple[int, ...], n_levels: int = M_LEVELS):
+        super().__init__()
+        c, h, w = shape
+        self.shape, self.n_levels = tuple(shape), n_levels
+        layers, cin = [], c + 1  # x / rms(x) and log rms(x)
+        for cout in self.CHANNELS:
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU()]
+            if min(h, w) >= 2:
+                layers.append(nn.AvgPool2d(2, 2))
+                h, w = h // 2, w // 2
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin * h * w, n_levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = x.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-6).reshape(-1, 1, 1, 1)
+        inp = torch.cat([x / r, torch.log(r).expand(-1, 1, *x.shape[2:])], dim=1)
+        return self.fc(self.features(inp).flatten(1))
+
+
+class TrainedLevelClassifier:
+    """A trained `NoiseLevelNet` with its levels: `__call__(x) -> logits [B, M]`."""
+
+    def __init__(self, net: NoiseLevelNet, levels: torch.Tensor, card: str = ""):
+        self.net, self.levels, self.card = net.eval(), levels, card
+
+    def to(self, device):
+        self.net.to(device)
+        self.levels = self.levels.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        p = next(self.net.parameters())
+        return self.net(x.to(p.device, p.dtype)).to(x.dtype)
+
+
+class ExactLevelPosterior:
+    """logits_m(x) = log p_{sigma_m}(x) for a `GaussianMixture` (exact Gaussian-mixture density).
+
+    log p_sigma(x) = logsumexp_k(log w_k - r_k^2 / (2 var)) - (d/2) log(2 pi var), r_k = |x - mu_k|,
+    var = s^2 + sigma^2. With r* = min_k r_k (mode k*), every level's value lies in
+    [U_m + log w_k*, U_m], U_m = -r*^2/(2 var_m) - (d/2) log(2 pi var_m). Levels whose upper bound is
+    more than `prune` nats under the best lower bound (posterior mass < M e^-prune) get their lower
+    bound instead of the full sum over modes; all others are exact. `prune=inf` disables this.
+    """
+
+    def __init__(self, mixture, levels: torch.Tensor, prune: float = 40.0, max_elems: int = 2 ** 24):
+        self.mixture, self.levels, self.prune, self.max_elems = mixture, levels, float(prune), max_elems
+
+    def to(self, device):
+        self.levels = self.levels.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.mixture
+        dt = torch.float64 if x.dtype == torch.float64 else torch.float32  # distances in float32 or better
+        mu = g._params(x.device, dt)[0]
+        mu_sq, logw = (mu.double() ** 2).sum(1), torch.log(g.weights.to(x.device, torch.float64))
+        xf = x.reshape(x.shape[0], -1).to(dt)
+        r2 = ((xf * xf).sum(1, keepdim=True) - 2 * xf @ mu.T).double().add_(mu_sq).clamp_min_(0)  # [B, K]
+        r2_min, k_star = r2.min(1)
+        var = g.std ** 2 + self.levels.to(x.device, torch.float64) ** 2  # [M]
+        norm = -0.5 * g.dim * torch.log(2 * math.pi * var)  # [M]
+        upper = -r2_min[:, None] / (2 * var) + norm  # [B, M]
+        lower = upper + logw[k_star][:, None]
+        keep = upper >= lower.max(1, keepdim=True).values - self.prune  # a contiguous window per row
+        first = keep.int().argmax(1)  # U_m is unimodal in var, so the kept levels are contiguous
+        width = int(keep.sum(1).max())
+        idx = (first[:, None] + torch.arange(width, device=x.device)).clamp_max(len(var) - 1)  # [B, W]
+        rel = (r2 - r2_min[:, None]).to(dt)  # >= 0: the part of the exponent computed in dt
+        out = lower.clone()
+        chunk = max(1, self.max_elems // (width * r2.shape[1]))  # bounds the [b, W, K] intermediate
+        for lo in range(0, x.shape[0], chunk):
+            rows = slice(lo, lo + chunk)
+            v = var[idx[rows]]  # [b, W]
+            t = logw.to(dt) - rel[rows, None, :] / (2 * v.to(dt)[:, :, None])  # [b, W, K]
+            lse = torch.logsumexp(t, dim=2).double() - r2_min[rows, None] / (2 * v) + norm[idx[rows]]
+            out[rows] = out[rows].scatter(1, idx[rows], lse)
+        return out.to(x.dtype if x.is_floating_point() else torch.float32)
+
+
+def save_classifier(path: str, net: NoiseLevelNet, levels_spec: dict, card: str, meta: dict | None = None):
+    """Weights in float16 (half the size; the network is evaluated in float32), levels, card."""
+    sd = {k: v.detach().cpu().half() for k, v in net.state_dict().items()}
+    torch.save({"state_dict": sd, "shape": list(net.shape), "levels": levels_spec, "card": card,
+                "meta": meta or {}}, path)
+
+
+def checkpoint_path(name_or_path: str) -> str:
+    if os.path.exists(name_or_path):
+        return name_or_path
+    path = os.path.join(CHECKPOINT_DIR, f"classifier-{name_or_path}.pt")
+    if not os.path.exists(path):
+        have = sorted(f[len("classifier-"):-3] for f in os.listdir(CHECKPOINT_DIR)
+                      if f.startswith("classifier-") and f.endswith(".pt")) if os.path.isdir(CHECKPOINT_DIR) else []
+        raise FileNotFoundError(f"no classifier checkpoint {name_or_path!r}: not a file, and not one of the "
+                                f"committed ones ({', '.join(have) or 'none'}); train one with "
+                                "`dmcmc-fast train classifier --data mnist --out PATH`")
+    return path
+
+
+def load_classifier(name_or_path: str, device="cpu") -> TrainedLevelClassifier:
+    ck = torch.load(checkpoint_path(name_or_path), map_location="cpu", weights_only=True)
+    lv = ck["levels"]
+    net = NoiseLevelNet(tuple(ck["shape"]), lv["n_levels"])
+    net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+    levels = level_sigmas(lv["n_levels"], lv["sigma_min"], lv["sigma_max"])
+    return TrainedLevelClassifier(net, levels, ck.get("card", "")).to(device)
+
+
+def classifier_for_shape(shape) -> str:
+    """The committed checkpoint name for a data shape (what `--classifier trained` loads)."""
+    by_shape = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
+    if tuple(shape) not in by_shape:
+        raise ValueError(f"no trained noise-level classifier for data shape {tuple(shape)}; committed ones are for "
+                         f"{', '.join(str(s) for s in by_shape)}; pass a checkpoint path or --classifier exact")
+    return by_shape[tuple(shape)]

@@ -1,0 +1,61 @@
+"""Helpers shared by the MCMC samplers: the result type, the annealing grid, argument checks.
+
+Every MCMC sampler has the call shape
+
+    sample_X(model, x, ..., *, seed=0, chain_ids=None, step0=0, callback=None) -> MCMCResult
+
+`model` is called only as `model(x, sigma[B])` (wrapped in a `CountingDenoiser` so the NFE of each
+chain is counted where the model is called), and every random draw comes from the chain's Philox
+stream at the chain's step index (`step0 + k` for the k-th update), so a chain's trajectory does not
+depend on its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dmcmc_fast import rng
+from dmcmc_fast.integrators.common import ensure_counting
+from dmcmc_fast.schedules import geometric
+
+
+@dataclass
+class MCMCResult:
+    x: torch.Tensor
+    nfe: torch.Tensor  # [B] int64, spent in this call
+    v: torch.Tensor | None = None  # momentum / carried noise at the end (underdamped samplers, MILD)
+
+
+def check_int(name: str, v, lo: int, hi: int | None = None) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+    return v
+
+
+def check_positive(name: str, v) -> None:
+    t = torch.as_tensor(v, dtype=torch.float64)
+    if not torch.isfinite(t).all() or (t <= 0).any():
+        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
+
+
+def setup(model, x: torch.Tensor, chain_ids):
+    """-> (counting model, chain ids [B] int64, NFE counter before this call)."""
+    model = ensure_counting(model, x.shape[0], x.device)
+    ids = rng.default_chain_ids(x.shape[0], x.device) if chain_ids is None else \
+        torch.as_tensor(chain_ids, dtype=torch.int64, device=x.device)
+    if ids.shape != (x.shape[0],):
+        raise ValueError(f"chain_ids must have shape [{x.shape[0]}], got {tuple(ids.shape)}")
+    return model, ids, model.nfe.clone()
+
+
+def full(sigma: float, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
+
+
+def annealing_levels(n_levels: int, sigma_max: float, sigma_min: float) -> list[float]:
+    """NCSN's L geometric levels sigma_1 = sigma_max > ... > sigma_L = sigma_min (one level: sigma_min)."""
+    check_int("n_levels", n_levels, 1)
+    if n_levels == 1:
+        return [float(sigma_min)]
+    return [float(s) for s in geometric(n_levels, sigma_min, sigma_max)]

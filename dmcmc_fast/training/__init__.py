@@ -1,0 +1,1 @@
+"""Training commands: `dmcmc-fast train <what> ...` runs `dmcmc_fast.training.<what>.main(argv)`."""

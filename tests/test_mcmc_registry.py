@@ -1,0 +1,54 @@
+"""Every MCMC sampler runs through the registry (what `dmcmc-fast sample --sampler NAME` calls) within its
+NFE budget, spending exactly the cost its levels imply, and rejects bad options by name."""
+import json
+
+import pytest
+import torch
+
+from dmcmc_fast.api import sample
+from dmcmc_fast.cli import main
+from dmcmc_fast.models.gaussian_mixture import GaussianMixture
+
+MIX = GaussianMixture(torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)), std=0.2)
+
+# (sampler, options, NFE spent of a budget of 40): levels L = (40 - tweedie) // cost per level
+CASES = [("langevin", {}, 40),  # 39 steps + final denoise
+         ("ald", {"n_steps_each": 4}, 37),  # 9 levels x 4 + 1
+         ("mild", {"n_steps_each": 4}, 37),
+         ("baoab_limit", {"n_steps_each": 3}, 40),  # 13 x 3 + 1
+         ("obabo", {"n_steps_each": 3}, 37)]  # 9 x (3 + 1) + 1
+
+
+@pytest.mark.parametrize("name,opts,spent", CASES)
+def test_sampler_spends_its_levels_cost_within_budget(name, opts, spent):
+    out = sample(MIX, name, 3, 40, seed=2, progress=False, **opts)
+    assert out.samples.shape == (3, 1, 4, 4) and torch.isfinite(out.samples).all()
+    assert out.nfe.tolist() == [spent] * 3
+
+
+def test_cli_runs_dlg_on_a_builtin_model(tmp_path, capsys):
+    rc = main(["sample", "--model", "gmm-digits", "--sampler", "dlg", "--nfe", "45", "--num", "2", "--n-skip", "2",
+               "--n-den", "5", "--eta", "1.0", "--integrator", "euler", "--init-nfe", "5", "--n-init", "1",
+               "--out", str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["num"] == 2 and 5 * 2 + 1 < rep["nfe_max"] <= 41  # init <= 5 + 1, then 5 blocks of <= 2 + 5
+
+
+def test_bad_options_are_rejected_by_name():
+    with pytest.raises(ValueError, match="gamma"):
+        sample(MIX, "mild", 1, 10, progress=False, gamma=1.5)
+    with pytest.raises(ValueError, match="nfe must be at least"):
+        sample(MIX, "obabo", 1, 3, progress=False, n_steps_each=5)
+    with pytest.raises(ValueError, match="classifier 'exact' needs an analytic mixture"):
+        _not_mixture()
+
+
+def _not_mixture():
+    class Plain:
+        shape, sigma_min, sigma_max, data_range = (1, 4, 4), 0.002, 80.0, (-1, 1)
+
+        def __call__(self, x, sigma):
+            return x * 0
+
+    sample(Plain(), "dlg", 1, 100, progress=False)
