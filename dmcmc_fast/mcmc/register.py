@@ -53,5 +53,8 @@ register(SamplerSpec("dlg", E + "dlg", (
     Option("init_integrator", str, "karras_sde", choices=_integrators(), help="initialisation integrator"),
     Option("init_nfe", int, 20, 1, 100_000, help="NFE of the initialisation integrator run"),
     Option("init_noise", float, 0.5, 0.0, 1e3, help="std of the noise added after it (paper: 0.5)"),
-    Option("n_init", int, 10, 0, 100_000, help="Langevin-Gibbs steps of the initialisation")),
+    Option("n_init", int, 10, 0, 100_000, help="Langevin-Gibbs steps of the initialisation"),
+    Option("engine", str, "auto", choices=("auto", "pipelined", "plain"),
+           help="'pipelined' packs chain steps and block denoising into shared network batches "
+                "(dmcmc_fast.engine, same samples); 'auto' = pipelined on CUDA unless the integrator is adaptive (rk45), plain on the CPU")),
     "Denoising Langevin Gibbs (Kim & Ye 2023); --num chains, each returns its last block's sample"))
