@@ -92,7 +92,9 @@ def fid(samples: torch.Tensor, reference, net=None, data_range=(-1.0, 1.0), batc
         if not os.path.exists(path):
             os.makedirs(cache_dir(), exist_ok=True)
             mu_r, sig_r = image_stats(net, images, data_range, batch_size, device)
-            np.savez(path, mu=mu_r, sigma=sig_r)
+            tmp = f"{path}.{os.getpid()}.tmp.npz"  # atomic: ranks may write at once
+            np.savez(tmp, mu=mu_r, sigma=sig_r)
+            os.replace(tmp, path)
         reference = path
     if isinstance(reference, (str, os.PathLike)):
         mu_r, sig_r = load_stats(reference)
