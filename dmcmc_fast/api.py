@@ -54,6 +54,10 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     _check_int("world_size", world_size, 1)
     _check_int("rank", rank, 0, world_size - 1)
     device = torch.device(device)
+    if hasattr(model, "to"):  # network denoisers (unet-mnist, adapters of nn.Modules) follow the device
+        model = model.to(device)
+        if isinstance(model, torch.nn.Module):
+            model.eval()
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
 
     parts_dir = None

@@ -84,3 +84,11 @@ def test_diffusers_unet_adapter_matches_hand_conversion():
         x_vp = x * abar[t].sqrt().float()[:, None, None, None]
         eps = unet(x_vp, t.float()).sample
     torch.testing.assert_close(got, x - sigma[:, None, None, None] * eps, atol=1e-5, rtol=1e-4)
+
+
+def test_adapters_move_their_network():
+    net = torch.nn.Linear(4, 4).double()
+    a = VEScoreAdapter(lambda x, s: net(x), shape=(4,))
+    assert a.to("cpu") is a  # a plain callable stays where it is
+    b = VPAdapter(net, linear_abar(), shape=(4,))
+    assert b.to("meta") is b and net.weight.device.type == "meta"

@@ -21,7 +21,21 @@ from dmcmc_fast.models.base import bcast
 PREDICTION_TYPES = ("eps", "x0", "v")
 
 
-class VEScoreAdapter:
+class _NetOnDevice:
+    """`to(device)` for adapters: moves the wrapped network when it is an `nn.Module`."""
+
+    _net_attr = "net"
+
+    def to(self, device):
+        net = getattr(self, self._net_attr)
+        if isinstance(net, torch.nn.Module):
+            net.to(device)
+        return self
+
+
+class VEScoreAdapter(_NetOnDevice):
+    _net_attr = "score_net"
+
     def __init__(self, score_net, shape, sigma_min: float = 0.01, sigma_max: float = 50.0,
                  data_range=(-1.0, 1.0)):
         self.score_net, self.shape = score_net, tuple(shape)
@@ -31,7 +45,7 @@ class VEScoreAdapter:
         return x + bcast(sigma, x) ** 2 * self.score_net(x, sigma)
 
 
-class VPAdapter:
+class VPAdapter(_NetOnDevice):
     """`net(x_vp, t) -> eps | x0 | v` with `t` a float timestep in [0, T-1] (fractional allowed)."""
 
     def __init__(self, net, alphas_cumprod, shape, prediction_type: str = "eps",
@@ -88,3 +102,5 @@ class DiffusersUNetAdapter(VPAdapter):
         super().__init__(net, scheduler.alphas_cumprod, shape,
                          prediction_type=scheduler.config.prediction_type, data_range=data_range)
         self.unet = unet
+
+    _net_attr = "unet"
