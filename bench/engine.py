@@ -18,7 +18,6 @@ initialised state (initialisation not timed).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -27,6 +26,8 @@ import sys
 import time
 
 import torch
+
+from bench import append_jsonl  # noqa: E402
 
 if "--cpu-smoke" in sys.argv[1:] and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
@@ -170,11 +171,7 @@ def main(argv=None) -> list[dict]:
               f"{r['engine_samples_s']:9.1f} {r['plain_samples_s']:9.1f} {r['graph']}")
     if device == "cpu":
         print("# CPU smoke run: these timings say nothing about GPU performance")
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "a") as f:
-            for r in rows:
-                f.write(json.dumps({**meta, **r}) + "\n")
+    append_jsonl(out, meta, rows)
     return rows
 
 

@@ -15,7 +15,6 @@ launches with the 20% and 80% quantiles (triton.testing.do_bench on the GPU, whi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,8 @@ import sys
 import time
 
 import torch
+
+from bench import append_jsonl  # noqa: E402
 
 if "--cpu-smoke" in sys.argv[1:] and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
@@ -153,11 +154,7 @@ def main(argv=None) -> list[dict]:
               f"{r['frac_of_copy']:6.2f} {r['torch_ms'][0]:9.4f} {r['speedup_vs_torch']:8.1f}")
     if meta["interpreted"]:
         print("# Triton interpreter on CPU: these timings say nothing about GPU performance")
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "a") as f:
-            for r in rows:
-                f.write(json.dumps({**meta, **r}) + "\n")
+    append_jsonl(out, meta, rows)
     return rows
 
 

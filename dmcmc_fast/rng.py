@@ -118,3 +118,14 @@ def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None) 
 
 def default_chain_ids(batch: int, device=None) -> torch.Tensor:
     return torch.arange(batch, dtype=torch.int64, device=device)
+
+
+def resolve_chain_ids(chains: int | None, chain_ids, device) -> torch.Tensor:
+    """`chain_ids` as an int64 tensor on `device`, or `0..chains-1` when only `chains` is given."""
+    if chain_ids is None:
+        if chains is None:
+            raise ValueError("pass chains (how many chains) or chain_ids")
+        if not isinstance(chains, int) or chains < 1:
+            raise ValueError(f"chains must be an integer >= 1, got {chains!r}")
+        return default_chain_ids(chains, device)
+    return torch.as_tensor(chain_ids, dtype=torch.int64, device=device)

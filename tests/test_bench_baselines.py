@@ -1,21 +1,16 @@
 """The benchmark's baselines run the same algorithm as ours: same samples, same NFE, exact adapters.
-
-bench/ is not an installed package, so the repository root is put on sys.path here.
-"""
+(bench/ is importable through pytest's `pythonpath`, pyproject.toml.)"""
 import math
-import os
 import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench import baselines as bl  # noqa: E402
-from bench import throughput as tp  # noqa: E402
-from dmcmc_fast.integrators import sample_euler, sample_heun  # noqa: E402
-from dmcmc_fast.models import GaussianMixture, VPAdapter, gaussian  # noqa: E402
-from dmcmc_fast.schedules import karras  # noqa: E402
+from bench import baselines as bl
+from bench import throughput as tp
+from dmcmc_fast.integrators import sample_euler, sample_heun
+from dmcmc_fast.models import GaussianMixture, VPAdapter, gaussian
+from dmcmc_fast.schedules import karras
 
 SMIN, SMAX = 0.002, 80.0
 OURS = {"heun": sample_heun, "euler": sample_euler}

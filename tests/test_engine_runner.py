@@ -20,13 +20,6 @@ SIGMA_MAX = 20.0
 C, N_BLOCKS = 5, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: intra-op threads only add contention on the shared 2-core CI machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class RowWise:

@@ -22,13 +22,6 @@ MU, S = torch.tensor([0.5, -1.0, 2.0]), 1.0
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: OpenMP threads only spin on the shared 2-core machine (20x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def exact_flow(x0, s0, sigma):

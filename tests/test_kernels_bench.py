@@ -1,17 +1,12 @@
 """bench/kernels.py runs without a GPU (--cpu-smoke, Triton interpreter) and writes well-formed rows."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 import torch
 
 from conftest import requires_cuda
 
-_path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "kernels.py"
-_spec = importlib.util.spec_from_file_location("bench_kernels", _path)
-bench_kernels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_kernels)
+from bench import kernels as bench_kernels  # noqa: E402
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the real run (test_gpu_bench_small) is tested")

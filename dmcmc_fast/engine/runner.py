@@ -184,12 +184,7 @@ def _events(model, classifier, n_blocks: int, cfg: DLGConfig, ids: torch.Tensor,
 
 def _prepare(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, device, dtype, denoiser):
     check_int("n_blocks", n_blocks, 1)
-    if chain_ids is None:
-        if chains is None:
-            raise ValueError("pass chains (how many chains) or chain_ids")
-        check_int("chains", chains, 1)
-        chain_ids = rng.default_chain_ids(chains, device)
-    ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    ids = rng.resolve_chain_ids(chains, chain_ids, device)
     counting = model if isinstance(model, CountingDenoiser) else CountingDenoiser(model, ids.shape[0], ids.device)
     if state is None:
         state = dlg_init(counting, classifier, cfg, ids, seed, dtype)

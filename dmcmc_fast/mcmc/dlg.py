@@ -191,12 +191,7 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     Returns every block's denoised sample per chain and the state to resume from.
     """
     check_int("n_blocks", n_blocks, 0)
-    if chain_ids is None:
-        if chains is None:
-            raise ValueError("pass chains (how many chains) or chain_ids")
-        check_int("chains", chains, 1)
-        chain_ids = rng.default_chain_ids(chains, device)
-    ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    ids = rng.resolve_chain_ids(chains, chain_ids, device)
     model = ensure_counting(model, ids.shape[0], ids.device)
     c = _Chains(model, classifier, cfg, seed, ids)
     if state is None:
