@@ -1,0 +1,31 @@
+"""Rebuild bench/RESULTS.md from the sections the benchmark scripts write into bench/results/*.md.
+
+    python -m bench.build_results
+"""
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "throughput.md"]
+HEADER = """# Benchmark results
+
+Every number names its device and the command that made it; the raw data sit beside each section's
+source in `bench/results/`. Rebuild this page with `python -m bench.build_results`.
+
+GPU tables (kernel bandwidth `bench/kernels.py`, engine overhead `bench/engine.py`, GPU throughput
+`bench/throughput.py`) are not here yet: no session so far has had a GPU, and none is faked.
+"""
+
+
+def main():
+    parts = [HEADER]
+    for name in SECTIONS:
+        path = os.path.join(HERE, "results", name)
+        if os.path.exists(path):
+            with open(path) as f:
+                parts.append(f.read().strip() + "\n")
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+        f.write("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
