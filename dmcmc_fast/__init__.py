@@ -3,7 +3,17 @@
 Every model is a denoiser `D(x, sigma) -> E[x0 | x]` with per-sample `sigma` of shape `[B]`
 (see `dmcmc_fast.models`); every random draw comes from a per-chain Philox stream
 (`dmcmc_fast.rng`), so a chain's trajectory does not depend on its batch or slot.
+The façade classes (`DLG`, `MILD`, `DEIS`, `Heun`, ...) are loaded on first use.
 """
 __version__ = "0.1.0"
 
 from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
+
+
+def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade
+    import importlib
+
+    facade = importlib.import_module("dmcmc_fast.facade")
+    if name in facade.__all__:
+        return getattr(facade, name)
+    raise AttributeError(f"module 'dmcmc_fast' has no attribute {name!r}")

@@ -35,6 +35,15 @@ def _save_npz_atomic(path: str, **arrays):
     os.replace(tmp, path)
 
 
+@dataclass
+class SampleBatch:
+    """One finished batch: samples `start .. stop-1` (chain ids), as `stream` yields them."""
+    start: int
+    stop: int
+    samples: torch.Tensor  # [stop - start, *shape], float32 on the CPU
+    nfe: torch.Tensor  # [stop - start] int64
+
+
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
@@ -45,6 +54,29 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
+    it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
+                resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, **options)
+    batches = list(it)
+    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config)
+
+
+class _Stream:
+    """The generator behind `stream`, with the run's resolved configuration as `.config`."""
+
+    def __init__(self, gen, config):
+        self._gen, self.config = gen, config
+
+    def __iter__(self):
+        return self._gen
+
+
+def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
+           device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
+           progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
+           **options) -> _Stream:
+    """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
+    (and, with `out_dir`, after its shard is on disk): for pipelines that want the first samples early.
+    Arguments are checked before the first batch is drawn."""
     spec = get_sampler(sampler)
     opts = spec.validate(options)
     _check_int("num", num, 1)
@@ -68,33 +100,31 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
             barrier()
         parts_dir = os.path.join(out_dir, "parts")
 
-    xs, nfes = [], []
     mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
-    total = sum(min(num, s + batch_size) - s for s in mine)
-    bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""), unit="sample",
-               disable=not progress)
-    for start in mine:
-        stop = min(num, start + batch_size)
-        shard = os.path.join(parts_dir, f"part_{start:09d}_{stop:09d}.npz") if parts_dir else None
-        if shard and os.path.exists(shard):
-            with np.load(shard) as z:
-                xs.append(torch.from_numpy(z["samples"]))
-                nfes.append(torch.from_numpy(z["nfe"]))
+
+    def batches():
+        total = sum(min(num, s + batch_size) - s for s in mine)
+        bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""),
+                   unit="sample", disable=not progress)
+        for start in mine:
+            stop = min(num, start + batch_size)
+            shard = os.path.join(parts_dir, f"part_{start:09d}_{stop:09d}.npz") if parts_dir else None
+            if shard and os.path.exists(shard):
+                with np.load(shard) as z:
+                    x, n = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
+            else:
+                chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
+                counting = CountingDenoiser(model, stop - start, device)
+                req = SampleRequest(counting, chain_ids, seed, nfe, opts, device)
+                x, n = run_sampler(req, spec).float().cpu(), counting.nfe.cpu()
+                if shard:
+                    _save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
+                bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
             bar.update(stop - start)
-            continue
-        chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
-        counting = CountingDenoiser(model, stop - start, device)
-        req = SampleRequest(counting, chain_ids, seed, nfe, opts, device)
-        x = run_sampler(req, spec).float().cpu()
-        n = counting.nfe.cpu()
-        if shard:
-            _save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
-        xs.append(x)
-        nfes.append(n)
-        bar.update(stop - start)
-        bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
-    bar.close()
-    return SampleOutput(torch.cat(xs), torch.cat(nfes), cfg)
+            yield SampleBatch(start, stop, x, n)
+        bar.close()
+
+    return _Stream(batches(), cfg)
 
 
 def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):

@@ -1,0 +1,67 @@
+"""The Python façade: one class per sampler, `sampler.sample(n)` and `sampler.stream(n)`.
+
+    from dmcmc_fast import DLG
+    from dmcmc_fast.models.builtin import load_model
+    dlg = DLG(load_model("gmm-mnist"), nfe=400, eta=4.0, n_skip=5, n_den=20, integrator="heun")
+    out = dlg.sample(64)                 # out.samples [64, 1, 28, 28], out.nfe [64]
+    for batch in dlg.stream(1024):       # SampleBatch(start, stop, samples, nfe), in chain order
+        ...
+
+Options are the registry's (`dmcmc_fast.samplers`), checked when the object is built, with the
+error naming the option and its range. Sample `i` is chain `i`: the same seed gives the same samples
+through `sample`, `stream`, the CLI or torchrun, whatever the batch size.
+"""
+from __future__ import annotations
+
+from dmcmc_fast import api
+from dmcmc_fast.samplers import get_sampler
+
+
+class Sampler:
+    sampler_name: str = ""
+
+    def __init__(self, model, nfe: int, *, seed: int = 0, device="cpu", batch_size: int = 256,
+                 progress: bool = False, **options):
+        self.spec = get_sampler(self.sampler_name)
+        self.options = self.spec.validate(options)  # fail early, with the option's range
+        self.model, self.nfe, self.seed = model, nfe, seed
+        self.device, self.batch_size, self.progress = device, batch_size, progress
+
+    def _kw(self, out_dir, resume):
+        return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
+                    resume=resume, progress=self.progress, **self.options)
+
+    def sample(self, n: int, out_dir: str | None = None, resume: bool = False) -> api.SampleOutput:
+        """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""
+        return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume))
+
+    def stream(self, n: int, out_dir: str | None = None, resume: bool = False):
+        """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done."""
+        return api.stream(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(nfe={self.nfe}, seed={self.seed}, {self.options})"
+
+
+def _sampler_class(class_name: str, sampler_name: str) -> type:
+    spec = get_sampler(sampler_name)
+    return type(class_name, (Sampler,), {"sampler_name": sampler_name, "__doc__": spec.help,
+                                         "__module__": __name__})
+
+
+DLG = _sampler_class("DLG", "dlg")
+MILD = _sampler_class("MILD", "mild")
+DEIS = _sampler_class("DEIS", "deis")
+OBABO = _sampler_class("OBABO", "obabo")
+BAOABLimit = _sampler_class("BAOABLimit", "baoab_limit")
+Langevin = _sampler_class("Langevin", "langevin")
+AnnealedLangevin = _sampler_class("AnnealedLangevin", "ald")
+Heun = _sampler_class("Heun", "heun")
+KarrasSDE = _sampler_class("KarrasSDE", "karras_sde")
+Euler = _sampler_class("Euler", "euler")
+RK45 = _sampler_class("RK45", "rk45")
+ReverseDiffusion = _sampler_class("ReverseDiffusion", "reverse_diffusion")
+EulerMaruyama = _sampler_class("EulerMaruyama", "euler_maruyama")
+
+__all__ = ["Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
+           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama"]
