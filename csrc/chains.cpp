@@ -118,6 +118,24 @@ I64 ready_prefix(torch::Tensor ready, torch::Tensor sample_ids, I64 start) {
   return start;
 }
 
+// Route `n` finished samples (in stream order) to requests, first come first served: each goes to
+// the oldest request with samples still owed (`owed` is decremented in place). Returns [n] request
+// indices, -1 for a sample no request is waiting for.
+torch::Tensor route_samples(torch::Tensor owed, I64 n) {
+  I64* o = ptr(owed);
+  const I64 R = owed.size(0);
+  auto out = torch::full({n}, -1, torch::kInt64);
+  I64* r = out.data_ptr<I64>();
+  I64 q = 0;
+  for (I64 i = 0; i < n; ++i) {
+    while (q < R && o[q] == 0) ++q;
+    if (q == R) break;
+    r[i] = q;
+    --o[q];
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -126,4 +144,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_batch", &pack_batch);
   m.def("commit_batch", &commit_batch);
   m.def("ready_prefix", &ready_prefix);
+  m.def("route_samples", &route_samples);
 }

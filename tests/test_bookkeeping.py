@@ -117,3 +117,24 @@ def test_bad_arguments_name_the_argument():
         b.commit(torch.tensor([1, 1]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="backend"):
         bk.ready_prefix(torch.zeros(2, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), 0, backend="cuda")
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_route_samples_hand_case(backend):
+    owed = torch.tensor([3, 0, 2], dtype=torch.int64)
+    first = bk.route_samples(owed, 4, backend=backend)
+    assert first.tolist() == [0, 0, 0, 2] and owed.tolist() == [0, 0, 1]
+    rest = bk.route_samples(owed, 3, backend=backend)
+    assert rest.tolist() == [2, -1, -1] and owed.tolist() == [0, 0, 0]
+
+
+def test_route_samples_cpp_equals_torch_on_random_cases():
+    r = random.Random(7)
+    for _ in range(50):
+        owed = torch.tensor([r.randint(0, 5) for _ in range(r.randint(1, 6))], dtype=torch.int64)
+        n = r.randint(0, 25)
+        a, b = owed.clone(), owed.clone()
+        assert torch.equal(bk.route_samples(a, n, backend="cpp"), bk.route_samples(b, n, backend="torch"))
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="owed must be >= 0"):
+        bk.route_samples(torch.tensor([1, -1]), 1)

@@ -185,6 +185,27 @@ def ready_prefix(ready, sample_ids, start: int, backend=None) -> int:
     return start + int(gaps[0]) if gaps.numel() else ready.shape[0]
 
 
+def route_samples(owed, n: int, backend=None) -> torch.Tensor:
+    """Route `n` finished samples, in stream order, to the requests that asked for them: each goes to
+    the oldest request still owed samples (`owed[r]`, decremented in place). Returns `[n]` request
+    indices, -1 where no request is waiting (the sample stays with the pool)."""
+    _check("owed", owed)
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    if owed.numel() and owed.min() < 0:
+        raise ValueError("owed must be >= 0 for every request")
+    ext = _impl(backend)
+    if ext is not None:
+        return ext.route_samples(owed, n)
+    # sample i goes to the request whose cumulative owed count first exceeds i
+    ends = torch.cumsum(owed, 0)
+    out = torch.searchsorted(ends, torch.arange(n, dtype=torch.int64), right=True)
+    out[out >= owed.shape[0]] = -1
+    taken = torch.bincount(out[out >= 0], minlength=owed.shape[0])
+    owed -= taken
+    return out
+
+
 class ChainBooks:
     """The state these functions update, for `n_chains` chains of `n_blocks` blocks of `n_skip` steps,
     `n_jobs` job slots of `n_den` evaluations each, and network batches of `batch_size` rows."""
