@@ -11,3 +11,16 @@ def append_jsonl(path: str | None, meta: dict, rows: list[dict]):
     with open(path, "a") as f:
         for r in rows:
             f.write(json.dumps({**meta, **r}) + "\n")
+
+
+def write_outputs(out: str, result: dict, figure, markdown):
+    """`out.json` (the result), `out.png` (`figure(result, path)`) and `out.md` (`markdown(result)`),
+    and print the markdown."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    figure(result, out + ".png")
+    text = markdown(result)
+    with open(out + ".md", "w") as f:
+        f.write(text)
+    print(text)

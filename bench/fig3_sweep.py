@@ -40,6 +40,8 @@ from multiprocessing import get_context
 
 import torch
 
+from bench import write_outputs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 INTEGRATOR_NAMES = ("heun", "karras_sde", "euler", "rk45", "reverse_diffusion", "euler_maruyama")
 TITLES = {"heun": "heun (EDM Alg. 1)", "karras_sde": "karras_sde (EDM Alg. 2)", "euler": "euler (probability flow)",
@@ -452,13 +454,7 @@ def main(argv=None):
         r["command"] = "python -m bench.fig3_sweep " + " ".join(sys.argv[1:] if argv is None else argv)
         if a.extend and os.path.exists(a.out + ".json"):
             r = merge(_load(a.out + ".json"), r)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".json", "w") as f:
-        json.dump(r, f, indent=1)
-    figure(r, a.out + ".png")
-    with open(a.out + ".md", "w") as f:
-        f.write(markdown(r))
-    print(markdown(r))
+    write_outputs(a.out, r, figure, markdown)
 
 
 if __name__ == "__main__":

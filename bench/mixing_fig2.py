@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from bench import write_outputs
 from dmcmc_fast.mcmc import DLGConfig, DLGState, ExactLevelPosterior, level_sigmas, run_dlg, sample_langevin
 from dmcmc_fast.models.builtin import load_model
 
@@ -190,13 +191,7 @@ def main(argv=None):
             r = json.load(f)
     else:
         r = run(a)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out + ".json", "w") as f:
-        json.dump(r, f, indent=1)
-    figure(r, a.out + ".png")
-    with open(a.out + ".md", "w") as f:
-        f.write(markdown(r))
-    print(markdown(r))
+    write_outputs(a.out, r, figure, markdown)
 
 
 if __name__ == "__main__":

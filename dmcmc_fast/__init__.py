@@ -10,10 +10,13 @@ __version__ = "0.1.0"
 from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
 
 
-def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade
-    import importlib
+_FACADE = ("Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
+           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama")
 
-    facade = importlib.import_module("dmcmc_fast.facade")
-    if name in facade.__all__:
-        return getattr(facade, name)
+
+def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade
+    if name in _FACADE:  # only these: `from dmcmc_fast import rng` must still import the submodule
+        import importlib
+
+        return getattr(importlib.import_module("dmcmc_fast.facade"), name)
     raise AttributeError(f"module 'dmcmc_fast' has no attribute {name!r}")

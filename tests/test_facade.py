@@ -39,3 +39,8 @@ def test_bad_option_fails_when_built(model):
         dmcmc_fast.Heun(model, nfe=10, eta=0.1)
     with pytest.raises(AttributeError):
         dmcmc_fast.NoSuchSampler
+
+
+def test_facade_names_match_the_lazy_list():
+    from dmcmc_fast import facade
+    assert set(dmcmc_fast._FACADE) == set(facade.__all__)
