@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import triton
+import triton.language as tl
 
 from dmcmc_fast import rng
 
@@ -27,6 +28,14 @@ def block_for(n: int) -> int:
 def grid_for(b: int, n: int):
     block = block_for(n)
     return (b, triton.cdiv(n, block)), block
+
+
+@triton.jit
+def row_tile(n, BLOCK: tl.constexpr):
+    """Device side of that grid: (row b, element indices of this block, in-row mask, flat offsets)."""
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    return row, cols, cols < n, row.to(tl.int64) * n + cols
 
 
 def seed_words(seed: int) -> tuple[int, int]:

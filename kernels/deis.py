@@ -14,7 +14,7 @@ import triton.language as tl
 
 from ._args import compute_dtype, per_sample, rows
 from ._dispatch import choose_backend
-from ._launch import as_rows, grid_for
+from ._launch import as_rows, grid_for, row_tile
 
 
 def _prepare(x, eps_hist, coeffs):
@@ -35,10 +35,7 @@ def _prepare(x, eps_hist, coeffs):
 # ---------------- Triton kernel (grid: (row, block of the row)) ----------------
 @triton.jit
 def _deis_kernel(x_ptr, eps_ptr, out_ptr, psi_ptr, coeff_ptr, n, hist_stride, J: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     psi = tl.load(psi_ptr + row)
     acc = psi * tl.load(x_ptr + offs, mask=mask).to(psi.dtype)
     eps = eps_ptr + offs

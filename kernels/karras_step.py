@@ -18,17 +18,14 @@ from dmcmc_fast import rng
 
 from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
 from ._dispatch import choose_backend
-from ._launch import as_rows, grid_for, seed_words
+from ._launch import as_rows, grid_for, row_tile, seed_words
 from ._philox import chain_randn
 
 
 # ---------------- Triton kernels (grid: (row, block of the row)) ----------------
 @triton.jit
 def _euler_kernel(x_ptr, d_ptr, x_out_ptr, dir_out_ptr, sigma_ptr, sigma_next_ptr, n, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     dt = tl.load(sigma_next_ptr + row) - sigma
     x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
@@ -40,10 +37,7 @@ def _euler_kernel(x_ptr, d_ptr, x_out_ptr, dir_out_ptr, sigma_ptr, sigma_next_pt
 
 @triton.jit
 def _heun_kernel(x_ptr, dir_ptr, xe_ptr, dn_ptr, out_ptr, sigma_ptr, sigma_next_ptr, n, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma_next = tl.load(sigma_next_ptr + row)
     half_dt = 0.5 * (sigma_next - tl.load(sigma_ptr + row))
     x = tl.load(x_ptr + offs, mask=mask).to(sigma_next.dtype)
@@ -57,10 +51,7 @@ def _heun_kernel(x_ptr, dir_ptr, xe_ptr, dn_ptr, out_ptr, sigma_ptr, sigma_next_
 @triton.jit
 def _churn_kernel(x_ptr, out_ptr, sigma_ptr, gamma_ptr, s_noise_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi, stream,
                   BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     g = tl.load(gamma_ptr + row)
     scale = tl.load(s_noise_ptr + row) * tl.load(sigma_ptr + row) * tl.sqrt(g * (2.0 + g))
     z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)

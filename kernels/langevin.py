@@ -16,7 +16,7 @@ from dmcmc_fast import rng
 
 from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
 from ._dispatch import choose_backend
-from ._launch import as_rows, grid_for, seed_words
+from ._launch import as_rows, grid_for, row_tile, seed_words
 from ._philox import chain_randn
 
 
@@ -24,10 +24,7 @@ from ._philox import chain_randn
 @triton.jit
 def _langevin_kernel(x_ptr, d_ptr, out_ptr, sigma_ptr, eta_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi,
                      stream, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     eta = tl.load(eta_ptr + row)
     drift = 0.5 * eta / (sigma * sigma)
@@ -41,10 +38,7 @@ def _langevin_kernel(x_ptr, d_ptr, out_ptr, sigma_ptr, eta_ptr, chain_ptr, step_
 @triton.jit
 def _mild_kernel(x_ptr, v_ptr, d_ptr, x_out_ptr, v_out_ptr, sigma_ptr, alpha_ptr, gamma_ptr, chain_ptr, step_ptr,
                  n, seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     alpha = tl.load(alpha_ptr + row)
     gamma = tl.load(gamma_ptr + row)

@@ -16,7 +16,7 @@ from dmcmc_fast import rng
 
 from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
 from ._dispatch import choose_backend
-from ._launch import as_rows, grid_for, seed_words
+from ._launch import as_rows, grid_for, row_tile, seed_words
 from ._philox import chain_randn
 
 STREAM_O2 = rng.STREAM_MOMENTUM + 8  # the second O half-step's noise (API.md)
@@ -26,10 +26,7 @@ STREAM_O2 = rng.STREAM_MOMENTUM + 8  # the second O half-step's noise (API.md)
 @triton.jit
 def _baoab_limit_kernel(x_ptr, d_ptr, xi_ptr, x_out_ptr, xi_out_ptr, sigma_ptr, h_ptr, chain_ptr, step_ptr, n,
                         seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     h = tl.load(h_ptr + row)
     xi = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
@@ -45,10 +42,7 @@ def _baoab_limit_kernel(x_ptr, d_ptr, xi_ptr, x_out_ptr, xi_out_ptr, sigma_ptr, 
 def _obabo_kernel(x_ptr, v_ptr, d_ptr, x_out_ptr, v_out_ptr, sigma_ptr, h_ptr, gamma_ptr, chain_ptr, step_ptr, n,
                   seed_lo, seed_hi, stream, FIRST_HALF: tl.constexpr, BLOCK: tl.constexpr):
     """FIRST_HALF: O, B, A (writes x', v'); else B, O (writes v')."""
-    row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n
-    offs = row.to(tl.int64) * n + cols
+    row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     h = tl.load(h_ptr + row)
     c = tl.exp(-0.5 * tl.load(gamma_ptr + row) * h)
