@@ -77,16 +77,35 @@ def test_lower_order_warm_start_caps_order_at_two():
 def test_rk45_meets_tolerance_and_reports_solver_nfe():
     s0 = torch.tensor([40.0, 3.0], dtype=F64)
     x0, m = start_state(s0), gaussian(MU, S)
-    nfev = []
+    nfev = {}  # the callback reports each sample as it finishes (in any order)
     res = sample_rk45(m, x0, s0, 500, sigma_min=0.01, rtol=1e-7, atol=1e-7, final_tweedie=False,
-                      callback=lambda info: nfev.append(info["nfev"]))
+                      callback=lambda info: nfev.__setitem__(info["i"], info["nfev"]))
     assert (res.x - exact_flow(x0, s0, 0.01)).abs().max() < 1e-5
-    assert res.nfe.tolist() == nfev  # counted at the call site == the solver's own count
+    assert res.nfe.tolist() == [nfev[0], nfev[1]]  # counted at the call site == the solver's own count
     loose = sample_rk45(m, x0, s0, 500, sigma_min=0.01, rtol=1e-3, atol=1e-3)
     assert (loose.nfe < res.nfe + 1).all() and (loose.nfe >= 7).all()
     with pytest.raises(ValueError, match="rtol=1e-07, atol=1e-07"):
         sample_rk45(m, x0, s0, 20, sigma_min=0.01, rtol=1e-7, atol=1e-7)
 
+
+
+@pytest.mark.parametrize("tol", [1e-1, 1e-3, 1e-6])
+def test_batched_rk45_takes_scipys_steps_sample_by_sample(tol):
+    """The batched controller (one model call per stage for all samples) against one scipy solve per
+    sample: same NFE per sample (so the same accepted and rejected steps) and the same end state."""
+    from dmcmc_fast.integrators.rk45 import sample_rk45_scipy
+
+    m = GaussianMixture(torch.tensor([[-2.0, 0.5, 1.0], [1.5, -1.0, 0.0], [0.0, 2.0, -2.0]], dtype=F64),
+                        0.4, torch.tensor([0.3, 0.5, 0.2]))
+    s0 = torch.tensor([80.0, 12.0, 3.0, 0.7, 0.3, 0.001], dtype=F64)  # the last starts below sigma_min
+    x0 = s0[:, None] * rng.chain_randn(4, torch.arange(6), 0, (3,), stream=rng.STREAM_INIT, dtype=F64)
+    fast = sample_rk45(m, x0, s0, 1000, sigma_min=0.002, rtol=tol, atol=tol)
+    ref = sample_rk45_scipy(m, x0, s0, 1000, sigma_min=0.002, rtol=tol, atol=tol)
+    assert fast.nfe.tolist() == ref.nfe.tolist()
+    assert fast.nfe[-1] == 1 and (fast.nfe[:-1] >= 8).all()  # below sigma_min: only the Tweedie step
+    torch.testing.assert_close(fast.x, ref.x, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=f"rtol={tol}, atol={tol}"):
+        sample_rk45(m, x0, s0, int(ref.nfe.max()) - 1, sigma_min=0.002, rtol=tol, atol=tol)
 
 # ---- Heun / KAR2 against the published implementation ----
 def kdiffusion_sample_heun(model, x, sigmas, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
