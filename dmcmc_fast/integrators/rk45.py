@@ -114,15 +114,15 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
         u_new = torch.maximum(u - h_abs, torch.full_like(u, u_end))  # never past sigma_min
         h = u_new - u  # negative
         h_abs = h.abs()
-        K = [f]
+        K = y.new_empty((7, *y.shape))  # the Dormand-Prince stages; K[6] = f at the new point (FSAL)
+        K[0] = f
         for s in range(1, 6):
-            dy = torch.einsum("sbd,s->bd", torch.stack(K), A[s, :s]) * h[:, None]
-            K.append(velocity(u + C[s] * h, y + dy, rows))
-        y_new = y + h[:, None] * torch.einsum("sbd,s->bd", torch.stack(K), Bw)
-        f_new = velocity(u + h, y_new, rows)
-        K.append(f_new)
+            dy = torch.einsum("sbd,s->bd", K[:s], A[s, :s]) * h[:, None]
+            K[s] = velocity(u + C[s] * h, y + dy, rows)
+        y_new = y + h[:, None] * torch.einsum("sbd,s->bd", K[:6], Bw)
+        f_new = K[6] = velocity(u + h, y_new, rows)
         scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
-        err = _rms(torch.einsum("sbd,s->bd", torch.stack(K), E) * h[:, None] / scale)
+        err = _rms(torch.einsum("sbd,s->bd", K, E) * h[:, None] / scale)
         accept = err < 1
         grow = torch.where(err == 0, torch.full_like(err, MAX_FACTOR),
                            torch.clamp(SAFETY * err ** ERROR_EXPONENT, max=MAX_FACTOR))
