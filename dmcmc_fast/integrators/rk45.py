@@ -102,7 +102,7 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
         f1 = velocity(u - h0, y - h0[:, None] * f, rows)
         d2 = _rms((f1 - f) / scale) / h0
         h1 = torch.where((d1 <= 1e-15) & (d2 <= 1e-15), torch.clamp(h0 * 1e-3, min=1e-6),
-                         (0.01 / torch.maximum(d1, d2)) ** (1.0 / (_DormandPrince.error_estimator_order + 1)))
+                         (0.01 / torch.maximum(d1, d2)) ** -ERROR_EXPONENT)
         h_abs = torch.minimum(torch.minimum(100 * h0, h1), interval)
         rejected = torch.zeros(len(rows), dtype=torch.bool, device=dev)  # the current step saw a rejection
     while len(rows):
