@@ -76,9 +76,16 @@ def box_muller(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
     return r * torch.cos((2.0 * math.pi) * u2)
 
 
+def _int64(v, device) -> torch.Tensor:
+    """An int (filled on the device: no host-to-device copy, so capturable), a list or a tensor -> int64."""
+    if isinstance(v, int):
+        return torch.full((1,), v, dtype=torch.int64, device=device)
+    return torch.as_tensor(v, dtype=torch.int64, device=device)
+
+
 def _counters(chain_ids: torch.Tensor, step, n: int, device):
-    chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device).reshape(-1, 1)
-    step = torch.as_tensor(step, dtype=torch.int64, device=device).reshape(-1, 1)
+    chain_ids = _int64(chain_ids, device).reshape(-1, 1)
+    step = _int64(step, device).reshape(-1, 1)
     elem = torch.arange(n, dtype=torch.int64, device=device).reshape(1, -1)
     return elem, chain_ids, step
 

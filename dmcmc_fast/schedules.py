@@ -70,27 +70,39 @@ def vesde(n: int, sigma_min: float, sigma_max: float, eps: float = 1e-5, append_
     return append_zero(s) if append_zero_ else s
 
 
+def _start_row(sigma_start, n: int, sigma_min: float) -> torch.Tensor:
+    """Checks of the Python arguments (on the host, free) and the start sigmas clamped to >= sigma_min.
+
+    The values of a start tensor are not read back (a grid is built inside DLG's loop); a start that is
+    not finite gives a non-finite grid, which the sampler's deferred check reports at the end of the run.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of steps n must be an integer >= 1, got {n!r}")
+    if not (0 < sigma_min < math.inf):
+        raise ValueError(f"sigma_min must be finite and > 0, got {sigma_min}")
+    s0 = torch.as_tensor(sigma_start, dtype=torch.float64)
+    if s0.ndim != 1:
+        raise ValueError(f"sigma_start must be [B], got shape {tuple(s0.shape)}")
+    return torch.clamp(s0, min=sigma_min)
+
+
 def karras_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, rho: float = 7.0,
                       append_zero_: bool = True) -> torch.Tensor:
     """`[B, n(+1)]`: row b is the Karras grid from sigma_start[b] down to sigma_min.
 
     A start at or below sigma_min gives a constant row (no movement until the final step to 0).
     """
-    s0 = torch.as_tensor(sigma_start, dtype=torch.float64)
-    if s0.ndim != 1:
-        raise ValueError(f"sigma_start must be [B], got shape {tuple(s0.shape)}")
-    if (s0 <= 0).any() or not torch.isfinite(s0).all():
-        raise ValueError("sigma_start must be finite and > 0")
-    s0 = torch.clamp(s0, min=sigma_min)
-    _check_range(n, sigma_min, float(s0.max()) if s0.numel() else sigma_min)
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    s0 = _start_row(sigma_start, n, sigma_min)
     r = _ramp(n, s0.device)[None, :]
     s = (s0[:, None] ** (1 / rho) + r * (sigma_min ** (1 / rho) - s0[:, None] ** (1 / rho))) ** rho
     return append_zero(s) if append_zero_ else s
 
 
 def geometric_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, append_zero_: bool = True) -> torch.Tensor:
-    s0 = torch.as_tensor(sigma_start, dtype=torch.float64).clamp(min=sigma_min)
-    _check_range(n, sigma_min, float(s0.max()))
+    """`[B, n(+1)]`: row b is geometric from sigma_start[b] down to sigma_min."""
+    s0 = _start_row(sigma_start, n, sigma_min)
     r = _ramp(n, s0.device)[None, :]
     s = torch.exp(torch.log(s0)[:, None] + r * (math.log(sigma_min) - torch.log(s0)[:, None]))
     return append_zero(s) if append_zero_ else s

@@ -2,7 +2,8 @@
 vectors of the compute dtype (float32; float64 for float64 state), chain ids and steps as [B] int64, and the per-chain Philox noise of the references.
 
 Only shapes are checked here (ValueError naming the argument); values are never read back to the host,
-so entry points stay CUDA-graph capturable.
+and a Python number becomes a device tensor by a fill (`torch.full`), never by a host-to-device copy,
+so entry points stay free of host syncs and CUDA-graph capturable (`dmcmc_fast.engine.audit`).
 """
 from __future__ import annotations
 
@@ -16,15 +17,24 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def per_sample(v, x: torch.Tensor, name: str) -> torch.Tensor:
-    """float or [B] tensor -> contiguous [B] tensor of the compute dtype on x's device."""
+def _vector(v, x: torch.Tensor, dtype: torch.dtype, name: str, what: str) -> torch.Tensor:
+    """A Python number (filled on the device: no host-to-device copy) or a 0-d / [B] tensor -> contiguous [B]."""
     b = x.shape[0]
-    t = torch.as_tensor(v, dtype=compute_dtype(x), device=x.device)
+    if isinstance(v, (list, tuple)):  # a list of values: setup-time input, copied once
+        v = torch.as_tensor(v, dtype=dtype)
+    if not torch.is_tensor(v):
+        return torch.full((b,), v, dtype=dtype, device=x.device)
+    t = v.to(device=x.device, dtype=dtype)
     if t.ndim == 0:
         return t.expand(b).contiguous()
     if t.shape != (b,):
-        raise ValueError(f"{name} must be a float or a tensor of shape [{b}] (one per sample), got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be {what} or a tensor of shape [{b}] (one per sample), got shape {tuple(t.shape)}")
     return t.contiguous()
+
+
+def per_sample(v, x: torch.Tensor, name: str) -> torch.Tensor:
+    """float or [B] tensor -> contiguous [B] tensor of the compute dtype on x's device."""
+    return _vector(v, x, compute_dtype(x), name, "a float")
 
 
 def rows(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -34,24 +44,17 @@ def rows(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def chain_vec(chain_ids, x: torch.Tensor) -> torch.Tensor:
     """chain_ids ([B] ints, or None for 0..B-1) -> contiguous [B] int64 on x's device."""
-    b = x.shape[0]
     if chain_ids is None:
-        return rng.default_chain_ids(b, device=x.device)
-    t = torch.as_tensor(chain_ids, dtype=torch.int64, device=x.device)
-    if t.shape != (b,):
-        raise ValueError(f"chain_ids must have shape [{b}] (one id per sample), got shape {tuple(t.shape)}")
-    return t.contiguous()
+        return rng.default_chain_ids(x.shape[0], device=x.device)
+    if not isinstance(chain_ids, (list, tuple)) and not (torch.is_tensor(chain_ids) and chain_ids.ndim == 1):
+        raise ValueError(f"chain_ids must be a list or a tensor of shape [{x.shape[0]}] (one id per sample), "
+                         f"got {type(chain_ids).__name__} {tuple(getattr(chain_ids, 'shape', ()))}")
+    return _vector(chain_ids, x, torch.int64, "chain_ids", "a list of ints")
 
 
 def step_vec(step, x: torch.Tensor) -> torch.Tensor:
     """step (int or [B] ints) -> contiguous [B] int64 on x's device."""
-    b = x.shape[0]
-    t = torch.as_tensor(step, dtype=torch.int64, device=x.device)
-    if t.ndim == 0:
-        return t.expand(b).contiguous()
-    if t.shape != (b,):
-        raise ValueError(f"step must be an int or a tensor of shape [{b}], got shape {tuple(t.shape)}")
-    return t.contiguous()
+    return _vector(step, x, torch.int64, "step", "an int")
 
 
 def same_shape(name: str, t: torch.Tensor, x: torch.Tensor):

@@ -109,6 +109,17 @@ def test_counting_denoiser_counts_per_sample_and_rejects_nan():
     c(x, torch.ones(5, dtype=torch.float64))
     c(x[[1, 3]], torch.ones(2, dtype=torch.float64), idx=torch.tensor([1, 3]))
     assert c.nfe.tolist() == [1, 2, 1, 2, 1]
-    bad = CountingDenoiser(lambda x, s: x * math.nan, 5)
-    with pytest.raises(NonFiniteModelOutput, match="NaN"):
-        bad(x, torch.ones(5))
+    c.raise_if_nonfinite()  # all outputs finite: nothing to raise
+
+
+def test_counting_denoiser_defers_the_nan_check_and_names_the_first_bad_sigma():
+    x = torch.randn(5, 3)
+    bad = CountingDenoiser(lambda x, s: torch.where(s[:, None] < 0.5, x * math.nan, x), 5)
+    bad.FOLD_EVERY = 3  # cross a fold: the first bad call must survive folding
+    for s in (4.0, 2.0, 1.0, 0.25, 0.1, 0.05, 0.01):
+        bad(x, torch.full((5,), s))  # no raise here: the check stays on the device
+    with pytest.raises(NonFiniteModelOutput, match=r"first at sigma in \[0\.25, 0\.25\]"):
+        bad.raise_if_nonfinite()
+    bad.defer_check(torch.tensor(True), "sigma_start must be finite and > 0")
+    with pytest.raises(ValueError, match="sigma_start must be finite"):  # input checks are named first
+        bad.raise_if_nonfinite()

@@ -51,7 +51,8 @@ def test_start_below_sigma_min_is_constant_then_zero():
     (lambda: S.karras(5, 1.0, 0.1), "sigma_max must be >= sigma_min"),
     (lambda: S.karras(5, 0.1, 1.0, rho=0), "rho must be > 0"),
     (lambda: S.vesde_times(5, eps=2.0), "eps must be in"),
-    (lambda: S.karras_per_sample(torch.tensor([1.0, -1.0]), 3, 0.01), "sigma_start"),
+    (lambda: S.karras_per_sample(torch.tensor([[1.0, 2.0]]), 3, 0.01), "sigma_start must be \\[B\\]"),
+    (lambda: S.geometric_per_sample(torch.tensor([1.0]), 3, 0.0), "sigma_min must be finite and > 0"),
 ])
 def test_bad_input_errors(call, match):
     with pytest.raises(ValueError, match=match):

@@ -23,12 +23,14 @@ Every integrator has one call shape:
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.models.base import CountingDenoiser, as_sigma, bcast
+from dmcmc_fast.models.base import CountingDenoiser, bcast
 
 
 @dataclass
@@ -38,7 +40,20 @@ class IntegratorResult:
 
 
 def ensure_counting(model, batch: int, device) -> CountingDenoiser:
-    return model if isinstance(model, CountingDenoiser) else CountingDenoiser(model, batch, device)
+    """The caller's `CountingDenoiser`, or a new one owned by this sampler call (`standalone`): then
+    `finish` raises its deferred checks at the end of the call."""
+    if isinstance(model, CountingDenoiser):
+        return model
+    counting = CountingDenoiser(model, batch, device)
+    counting.standalone = True
+    return counting
+
+
+def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -> IntegratorResult:
+    """The call's result; a counter this call made raises its deferred NaN/input checks here (one sync)."""
+    if model.standalone:
+        model.raise_if_nonfinite()
+    return IntegratorResult(x, model.nfe - nfe_before)
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -61,18 +76,32 @@ def check_nfe(nfe: int, sampler: str, lo: int = 1):
         raise ValueError(f"nfe must be an integer >= {lo} for {sampler}, got {nfe!r}")
 
 
-def start_sigma(sigma_start, x: torch.Tensor) -> torch.Tensor:
-    return as_sigma(sigma_start, x.shape[0], device=x.device, dtype=torch.float64, name="sigma_start")
+def start_sigma(sigma_start, x: torch.Tensor, model: CountingDenoiser) -> torch.Tensor:
+    """`[B]` float64 start sigmas on x's device. A number is checked here, on the host; a tensor's values
+    are checked on the device and reported at the end of the run (`model.defer_check`), so a start that
+    comes from inside a sampler's loop (DLG's blocks) costs no host sync."""
+    b = x.shape[0]
+    if isinstance(sigma_start, numbers.Real):
+        if not 0 < sigma_start < math.inf:
+            raise ValueError(f"sigma_start must be finite and > 0, got {sigma_start}")
+        return torch.full((b,), float(sigma_start), dtype=torch.float64, device=x.device)
+    s = torch.as_tensor(sigma_start).to(x.device, torch.float64)
+    if s.ndim == 0:
+        s = s.expand(b)
+    if s.shape != (b,):
+        raise ValueError(f"sigma_start must be a scalar or of shape [{b}] (one per sample), got shape {tuple(s.shape)}")
+    model.defer_check((~(torch.isfinite(s) & (s > 0))).any(), "sigma_start must be finite and > 0")
+    return s.contiguous()
 
 
-def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_min: float, **kw) -> torch.Tensor:
+def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_min: float,
+                    model: CountingDenoiser, **kw) -> torch.Tensor:
     """`[B, N+1]` float64 rows sigma_start[b] .. sigma_min, 0 from a per-sample schedule of
     `dmcmc_fast.schedules` (starts at or below sigma_min give constant rows)."""
     check_steps(n_steps)
     if not (sigma_min > 0):
         raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
-    s0 = start_sigma(sigma_start, x).clamp(min=sigma_min)
-    return schedule(s0, n_steps, sigma_min, **kw).to(x.device)
+    return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
 
 
 def n_loop(n_steps: int, final_tweedie: bool) -> int:

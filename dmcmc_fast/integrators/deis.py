@@ -33,7 +33,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, per_sample_grid,
+from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            to_d, tweedie)
 from dmcmc_fast.integrators.karras import _heun_step
 from dmcmc_fast.kernels.deis import deis_combine
@@ -43,7 +43,8 @@ AB_TIMES = ("rho", "ve", "vp")
 WARM_STARTS = ("lower_order", "runge_kutta")
 QUAD_NODES = 16
 _CACHE_SIZE = 64
-_cache: OrderedDict = OrderedDict()
+_cache: OrderedDict = OrderedDict()  # shared-start coefficient rows, by (start, grid, options)
+_nodes: dict = {}  # Gauss-Legendre nodes per device
 
 
 def _rk_steps(order: int, warm_start: str) -> int:
@@ -73,26 +74,32 @@ def deis_time(sigma: torch.Tensor, ab_time: str, beta_min: float = 0.1, beta_max
     raise ValueError(f"ab_time must be one of {', '.join(AB_TIMES)}, got {ab_time!r}")
 
 
+def _gauss_legendre(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """QUAD_NODES Gauss-Legendre nodes and weights on [-1, 1], float64 on `device` (copied there once)."""
+    key = str(device)
+    if key not in _nodes:
+        nodes, weights = np.polynomial.legendre.leggauss(QUAD_NODES)
+        _nodes[key] = tuple(torch.from_numpy(a).to(device) for a in (nodes, weights))
+    return _nodes[key]
+
+
 def deis_coefficients(sigmas: torch.Tensor, order: int, ab_time: str = "ve", beta_min: float = 0.1,
                       beta_max: float = 20.0) -> torch.Tensor:
     """`[B, N-1, order+1]` float64: C_ij for the steps sigma_i -> sigma_{i+1} of each row of `sigmas`
-    (`[B, N]`, positive, non-increasing); entries j > min(i, order) are 0. Cached per grid."""
+    (`[B, N]`, positive, non-increasing); entries j > min(i, order) are 0. Computed on the device
+    without reading `sigmas` back (DLG builds a new grid per block inside its loop)."""
     check_order(order)
     if not (0 < beta_min <= beta_max):
         raise ValueError(f"beta_min and beta_max must satisfy 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
     sigmas = sigmas.to(torch.float64)
-    key = (ab_time, order, beta_min, beta_max, tuple(sigmas.shape), sigmas.cpu().numpy().tobytes())
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key].to(sigmas.device)
     B, N = sigmas.shape
-    nodes, weights = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(QUAD_NODES))
+    nodes, weights = _gauss_legendre(sigmas.device)
     tau = deis_time(sigmas, ab_time, beta_min, beta_max)  # [B, N]
     C = torch.zeros(B, max(N - 1, 0), order + 1, dtype=torch.float64, device=sigmas.device)
     for i in range(N - 1):
         u0, u1 = torch.log(sigmas[:, i]), torch.log(sigmas[:, i + 1])  # [B]
-        u = 0.5 * (u0 + u1)[:, None] + 0.5 * (u1 - u0)[:, None] * nodes.to(sigmas.device)  # [B, Q]
-        w = 0.5 * (u1 - u0)[:, None] * weights.to(sigmas.device) * torch.exp(u)  # dsigma = e^u du
+        u = 0.5 * (u0 + u1)[:, None] + 0.5 * (u1 - u0)[:, None] * nodes  # [B, Q]
+        w = 0.5 * (u1 - u0)[:, None] * weights * torch.exp(u)  # dsigma = e^u du
         t = deis_time(torch.exp(u), ab_time, beta_min, beta_max)  # [B, Q]
         r = min(i, order)
         past = [tau[:, i - k] for k in range(r + 1)]  # tau_{i-j}, j = 0 newest
@@ -102,11 +109,21 @@ def deis_coefficients(sigmas: torch.Tensor, order: int, ab_time: str = "ve", bet
                 if k != j:
                     basis = basis * (t - past[k][:, None]) / (past[j] - past[k])[:, None]
             C[:, i, j] = (w * basis).sum(1)
-    C = torch.nan_to_num(C)  # constant rows (start <= sigma_min): 0/0 in the basis, zero-length step
-    _cache[key] = C
-    if len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return C
+    return torch.nan_to_num(C)  # constant rows (start <= sigma_min): 0/0 in the basis, zero-length step
+
+
+def _coefficients(sigmas: torch.Tensor, grid_key, order, ab_time, beta_min, beta_max) -> torch.Tensor:
+    """deis_coefficients; for a shared grid (`grid_key` = the host-side numbers that made it, or None
+    for per-sample starts) one row, cached by that key and expanded to [B]."""
+    if grid_key is None:
+        return deis_coefficients(sigmas, order, ab_time, beta_min, beta_max)
+    key = (grid_key, sigmas.shape[1], order, ab_time, beta_min, beta_max, str(sigmas.device))
+    row = _cache.get(key)
+    if row is None:
+        row = _cache[key] = deis_coefficients(sigmas[:1], order, ab_time, beta_min, beta_max)
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return row.expand(sigmas.shape[0], *row.shape[1:])
 
 
 def check_order(order: int):
@@ -140,8 +157,9 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     n_rk = _rk_steps(order, warm_start)
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, rho=rho)
-    coeffs = deis_coefficients(sigmas[:, :n_steps], order, ab_time, beta_min, beta_max)
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
+    shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
+    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max)
     eps_hist: list[torch.Tensor] = []  # newest first
     for i in range(n_steps - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
@@ -159,4 +177,4 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
     if final_tweedie:
         x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return IntegratorResult(x, model.nfe - before)
+    return finish(model, x, before)

@@ -20,7 +20,7 @@ import math
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, n_loop,
+from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, n_loop,
                                            per_sample_grid)
 from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct
 from dmcmc_fast.schedules import karras_per_sample
@@ -56,14 +56,14 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
                  final_tweedie: bool = True) -> IntegratorResult:
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, rho=rho)
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     for i in range(n_loop(n_steps, final_tweedie)):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
         x, _ = euler_step(x, denoised, s, s_next)
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    return IntegratorResult(x, model.nfe - before)
+    return finish(model, x, before)
 
 
 @torch.no_grad()
@@ -72,13 +72,13 @@ def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
                 final_tweedie: bool = True) -> IntegratorResult:
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, rho=rho)
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     for i in range(n_loop(n_steps, final_tweedie)):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         x, denoised = _heun_step(model, x, s, s_next, last=i == n_steps - 1)
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    return IntegratorResult(x, model.nfe - before)
+    return finish(model, x, before)
 
 
 def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
@@ -100,7 +100,7 @@ def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     check_churn(s_churn, s_tmin, s_tmax, s_noise)
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, rho=rho)
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     gamma_max = min(s_churn / n_steps, math.sqrt(2.0) - 1.0)
     for i in range(n_loop(n_steps, final_tweedie)):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
@@ -110,4 +110,4 @@ def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_hat": s_hat, "sigma_next": s_next,
                       "denoised": denoised})
-    return IntegratorResult(x, model.nfe - before)
+    return finish(model, x, before)

@@ -29,7 +29,7 @@ import torch
 from scipy.integrate import RK45 as _DormandPrince
 from scipy.integrate import solve_ivp
 
-from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, check_steps, ensure_counting,
+from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, check_steps, ensure_counting,
                                            start_sigma, tweedie)
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller constants (as scipy's RK45)
@@ -74,25 +74,28 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     before = model.nfe.clone()
     ode_budget = n_steps - int(final_tweedie)
     dev, dt, shape = x.device, x.dtype, x.shape[1:]
-    s0 = start_sigma(sigma_start, x).clamp(min=sigma_min).to(dev, torch.float64)
+    s0 = start_sigma(sigma_start, x, model).clamp(min=sigma_min).to(dev, torch.float64)
     u_end = math.log(sigma_min)
     A, Bw, C, E = (torch.as_tensor(np.asarray(m, dtype=np.float64), device=dev)
                    for m in (_DormandPrince.A, _DormandPrince.B, _DormandPrince.C, _DormandPrince.E))
     out = x.clone()
-    rows = torch.nonzero(s0.log() > u_end).flatten()  # samples that move at all
+    rows = torch.nonzero(s0.log() > u_end).flatten()  # samples that move at all (setup: one sync)
     u = s0.log()[rows]
     y = x[rows].reshape(len(rows), math.prod(shape)).double()
+    calls = 0  # model calls so far; every active sample is in every call, so its NFE is `calls` (host-known)
 
     def velocity(u_, y_, rows_):  # dx/du = x - D(x, e^u), every row at its own u
-        spent = model.nfe[rows_] - before[rows_]
-        if len(rows_) and int(spent.max()) >= ode_budget:
-            b = int(rows_[int(spent.argmax())])
-            raise _over_budget(b, ode_budget, float(s0[b]), rtol, atol)
         xb = y_.to(dt).reshape(len(rows_), *shape)
         return (xb - model(xb, u_.exp().to(dt), idx=rows_)).reshape(len(rows_), -1).double()
 
+    def check_budget(ahead: int):  # before the next `ahead` calls; only the error path reads the device
+        if calls + ahead > ode_budget:
+            b = int(rows[0])
+            raise _over_budget(b, ode_budget, float(s0[b]), rtol, atol)
+
     if len(rows):
         # initial step (Hairer et al. II.4, scipy's select_initial_step), direction -1
+        check_budget(2)
         f = velocity(u, y, rows)
         interval = u - u_end
         scale = atol + y.abs() * rtol
@@ -100,17 +103,17 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
         h0 = torch.minimum(h0, interval)
         f1 = velocity(u - h0, y - h0[:, None] * f, rows)
+        calls += 2
         d2 = _rms((f1 - f) / scale) / h0
         h1 = torch.where((d1 <= 1e-15) & (d2 <= 1e-15), torch.clamp(h0 * 1e-3, min=1e-6),
                          (0.01 / torch.maximum(d1, d2)) ** -ERROR_EXPONENT)
         h_abs = torch.minimum(torch.minimum(100 * h0, h1), interval)
         rejected = torch.zeros(len(rows), dtype=torch.bool, device=dev)  # the current step saw a rejection
     while len(rows):
+        check_budget(6)
         min_step = 10 * (torch.nextafter(u, torch.full_like(u, -math.inf)) - u).abs()
         h_abs = torch.where(rejected, h_abs, torch.maximum(h_abs, min_step))  # a new step starts >= min_step
-        if bool((h_abs < min_step).any()):
-            b = int(rows[int(torch.nonzero(h_abs < min_step)[0])])
-            raise RuntimeError(f"rk45 failed on sample {b}: required step size is less than spacing between numbers.")
+        too_small = h_abs < min_step
         u_new = torch.maximum(u - h_abs, torch.full_like(u, u_end))  # never past sigma_min
         h = u_new - u  # negative
         h_abs = h.abs()
@@ -121,6 +124,7 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
             K[s] = velocity(u + C[s] * h, y + dy, rows)
         y_new = y + h[:, None] * torch.einsum("sbd,s->bd", K[:6], Bw)
         f_new = K[6] = velocity(u + h, y_new, rows)
+        calls += 6
         scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
         err = _rms(torch.einsum("sbd,s->bd", K, E) * h[:, None] / scale)
         accept = err < 1
@@ -133,7 +137,14 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
             torch.where(accept[:, None], f_new, f)
         rejected = ~accept
         done = accept & (u <= u_end)
-        if bool(done.any()):
+        # The adaptive solver's one host decision per step (6 network calls): did a step size underflow,
+        # did a sample finish. One read of two flags; the compaction below runs only on steps where
+        # samples finish (at most once per sample).
+        any_too_small, any_done = torch.stack([too_small.any(), done.any()]).tolist()
+        if any_too_small:
+            b = int(rows[int(torch.nonzero(too_small)[0])])
+            raise RuntimeError(f"rk45 failed on sample {b}: required step size is less than spacing between numbers.")
+        if any_done:
             out[rows[done]] = y[done].to(dt).reshape(-1, *shape)
             if callback is not None:
                 for j in torch.nonzero(done).flatten().tolist():
@@ -145,7 +156,7 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
             rows, u, y, f, h_abs, rejected = rows[keep], u[keep], y[keep], f[keep], h_abs[keep], rejected[keep]
     if final_tweedie:
         out = tweedie(model, out, torch.full((x.shape[0],), sigma_min, dtype=torch.float64, device=dev))
-    return IntegratorResult(out, model.nfe - before)
+    return finish(model, out, before)
 
 
 class _OverBudget(Exception):
@@ -160,7 +171,7 @@ def sample_rk45_scipy(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     _check(n_steps, rtol, atol, sigma_min)
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    s0 = start_sigma(sigma_start, x).clamp(min=sigma_min).cpu()
+    s0 = start_sigma(sigma_start, x, model).clamp(min=sigma_min).cpu()
     ode_budget = n_steps - int(final_tweedie)
     out = x.clone()
     for b in range(x.shape[0]):
@@ -189,4 +200,4 @@ def sample_rk45_scipy(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
                       "sigma_next": torch.full((1,), sigma_min, dtype=torch.float64), "nfev": sol.nfev})
     if final_tweedie:
         out = tweedie(model, out, torch.full((x.shape[0],), sigma_min, dtype=torch.float64, device=x.device))
-    return IntegratorResult(out, model.nfe - before)
+    return finish(model, out, before)

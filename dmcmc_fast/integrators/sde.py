@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, per_sample_grid,
+from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            step_noise, tweedie)
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import geometric_per_sample
@@ -38,7 +38,7 @@ def _reverse_sde(model, x, sigma_start, n_steps, sigma_min, seed, chain_ids, ste
     """Shared loop: x <- x + v_i s_i + sqrt(v_i) z_i with v_i = variance(sigma_i, sigma_{i+1}) [B]."""
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
-    sigmas = per_sample_grid(geometric_per_sample, sigma_start, x, n_steps, sigma_min)
+    sigmas = per_sample_grid(geometric_per_sample, sigma_start, x, n_steps, sigma_min, model)
     for i in range(n_steps - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
@@ -49,7 +49,7 @@ def _reverse_sde(model, x, sigma_start, n_steps, sigma_min, seed, chain_ids, ste
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
     if final_tweedie:
         x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return IntegratorResult(x, model.nfe - before)
+    return finish(model, x, before)
 
 
 @torch.no_grad()

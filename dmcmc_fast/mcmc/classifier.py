@@ -81,21 +81,50 @@ class ExactLevelPosterior:
     [U_m + log w_k*, U_m], U_m = -r*^2/(2 var_m) - (d/2) log(2 pi var_m). Levels whose upper bound is
     more than `prune` nats under the best lower bound (posterior mass < M e^-prune) get their lower
     bound instead of the full sum over modes; all others are exact. `prune=inf` disables this.
+    The kept levels form one window per row; its width `self.width` is a bound over all inputs fixed at
+    construction, so a call has no data-dependent shape and reads nothing back to the host.
     """
 
     def __init__(self, mixture, levels: torch.Tensor, prune: float = 40.0, max_elems: int = 2 ** 24):
         self.mixture, self.levels, self.prune, self.max_elems = mixture, levels, float(prune), max_elems
+        self.width = self._window_width()
+        self._log_w: dict = {}  # log mixture weights per device (copied once)
 
     def to(self, device):
         self.levels = self.levels.to(device)
         return self
+
+    def _window_width(self) -> int:
+        """Most levels any input keeps. Level m is kept iff U_m >= max U + log w_k* - prune (see above),
+        so kept levels satisfy U_m(a) >= max_m' U_m'(a) - (prune - min log w), a = r*^2, whose count
+        depends on a alone: take its maximum over a grid of a (each level as the maximiser of U, 4
+        points per level step, and both ends), plus a margin of 4 levels for counts between grid points."""
+        m = len(self.levels)
+        if not math.isfinite(self.prune):
+            return m
+        g = self.mixture
+        var = g.std ** 2 + self.levels.detach().cpu().double() ** 2  # [M], decreasing
+        norm = -0.5 * g.dim * torch.log(2 * math.pi * var)
+        margin = self.prune - float(torch.log(g.weights.double()).min())
+        lv = torch.log(g.dim * var).flip(0)  # a = d var_m maximises U_m over continuous var
+        a = torch.exp(torch.cat([(lv[:-1, None] + (lv[1:] - lv[:-1])[:, None] * torch.linspace(0, 1, 5)[:-1]).flatten(),
+                                 lv[-1:], lv[-1:] + 2.0, lv[:1] - 2.0]))
+        a = torch.cat([a, a.new_zeros(1)])
+        widest = 0
+        for rows in torch.split(a, 512):
+            u = -rows[:, None] / (2 * var) + norm  # [A, M]
+            widest = max(widest, int((u >= u.max(1, keepdim=True).values - margin).sum(1).max()))
+        return min(m, widest + 4)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         g = self.mixture
         dt = torch.float64 if x.dtype == torch.float64 else torch.float32  # distances in float32 or better
         mu = g._params(x.device, dt)[0]
-        mu_sq, logw = (mu.double() ** 2).sum(1), torch.log(g.weights.to(x.device, torch.float64))
+        key = str(x.device)
+        if key not in self._log_w:
+            self._log_w[key] = torch.log(g.weights.to(x.device, torch.float64))
+        mu_sq, logw = (mu.double() ** 2).sum(1), self._log_w[key]
         xf = x.reshape(x.shape[0], -1).to(dt)
         r2 = ((xf * xf).sum(1, keepdim=True) - 2 * xf @ mu.T).double().add_(mu_sq).clamp_min_(0)  # [B, K]
         r2_min, k_star = r2.min(1)
@@ -104,9 +133,9 @@ class ExactLevelPosterior:
         upper = -r2_min[:, None] / (2 * var) + norm  # [B, M]
         lower = upper + logw[k_star][:, None]
         keep = upper >= lower.max(1, keepdim=True).values - self.prune  # a contiguous window per row
-        first = keep.int().argmax(1)  # U_m is unimodal in var, so the kept levels are contiguous
-        width = int(keep.sum(1).max())
-        idx = (first[:, None] + torch.arange(width, device=x.device)).clamp_max(len(var) - 1)  # [B, W]
+        width = self.width  # >= every row's kept count (static: no shape read back from the device)
+        first = keep.int().argmax(1).clamp_max(len(var) - width)  # U_m is unimodal in var: kept levels are contiguous
+        idx = first[:, None] + torch.arange(width, device=x.device)  # [B, W]
         rel = (r2 - r2_min[:, None]).to(dt)  # >= 0: the part of the exponent computed in dt
         out = lower.clone()
         chunk = max(1, self.max_elems // (width * r2.shape[1]))  # bounds the [b, W, K] intermediate

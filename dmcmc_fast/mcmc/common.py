@@ -11,13 +11,13 @@ depend on its batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import ensure_counting
-from dmcmc_fast.schedules import geometric
 
 
 @dataclass
@@ -39,6 +39,13 @@ def check_positive(name: str, v) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {v!r}")
 
 
+def done(model, x: torch.Tensor, nfe_before: torch.Tensor, v: torch.Tensor | None = None) -> MCMCResult:
+    """The call's result; a counter this call made raises its deferred NaN checks here (one sync)."""
+    if model.standalone:
+        model.raise_if_nonfinite()
+    return MCMCResult(x, model.nfe - nfe_before, v)
+
+
 def setup(model, x: torch.Tensor, chain_ids):
     """-> (counting model, chain ids [B] int64, NFE counter before this call)."""
     model = ensure_counting(model, x.shape[0], x.device)
@@ -54,8 +61,13 @@ def full(sigma: float, x: torch.Tensor) -> torch.Tensor:
 
 
 def annealing_levels(n_levels: int, sigma_max: float, sigma_min: float) -> list[float]:
-    """NCSN's L geometric levels sigma_1 = sigma_max > ... > sigma_L = sigma_min (one level: sigma_min)."""
+    """NCSN's L geometric levels sigma_1 = sigma_max > ... > sigma_L = sigma_min (one level: sigma_min).
+    Python floats (the host's own numbers: no tensor to read back), as `schedules.geometric` computes them."""
     check_int("n_levels", n_levels, 1)
+    if not 0 < sigma_min <= sigma_max < math.inf:
+        raise ValueError(f"sigma_min and sigma_max must satisfy 0 < sigma_min <= sigma_max < inf, got "
+                         f"sigma_min={sigma_min}, sigma_max={sigma_max}")
     if n_levels == 1:
         return [float(sigma_min)]
-    return [float(s) for s in geometric(n_levels, sigma_min, sigma_max)]
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    return [math.exp(hi + i / (n_levels - 1) * (lo - hi)) for i in range(n_levels)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast.kernels.langevin import langevin_step, mild_step
-from dmcmc_fast.mcmc.common import MCMCResult, annealing_levels, check_int, check_positive, full, setup
+from dmcmc_fast.mcmc.common import MCMCResult, done, annealing_levels, check_int, check_positive, full, setup
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def sample_langevin(model, x: torch.Tensor, sigma, eta, n_steps: int, *, seed: i
         x = langevin_step(x, model(x, sig), sig, eta, seed, ids, step0 + k)
         if callback is not None:
             callback({"i": k, "x": x, "sigma": sig})
-    return MCMCResult(x, model.nfe - before)
+    return done(model, x, before)
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def sample_ald(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sigm
             callback({"i": i, "x": x, "sigma": sig})
     if tweedie:
         x = model(x, full(levels[-1], x))
-    return MCMCResult(x, model.nfe - before)
+    return done(model, x, before)
 
 
 @torch.no_grad()
@@ -82,7 +82,7 @@ def sample_mild(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sig
             callback({"i": i, "x": x, "sigma": sig})
     if tweedie:
         x = model(x, full(levels[-1], x))
-    return MCMCResult(x, model.nfe - before, v)
+    return done(model, x, before, v)
 
 
 __all__ = ["sample_langevin", "sample_ald", "sample_mild"]

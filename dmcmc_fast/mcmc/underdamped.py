@@ -22,7 +22,7 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.kernels.underdamped import baoab_limit_step, obabo_bo, obabo_oba
-from dmcmc_fast.mcmc.common import MCMCResult, annealing_levels, check_int, check_positive, full, setup
+from dmcmc_fast.mcmc.common import MCMCResult, done, annealing_levels, check_int, check_positive, full, setup
 
 
 def annealed_schedule(n_levels: int, sigma_max: float, sigma_min: float, eps: float, power: int):
@@ -63,7 +63,7 @@ def sample_baoab_limit(model, x: torch.Tensor, levels, hs, n_steps_each: int, *,
             callback({"i": i, "x": x, "sigma": sig})
     if tweedie:
         x = model(x, full(levels[-1], x))
-    return MCMCResult(x, model.nfe - before, xi)
+    return done(model, x, before, xi)
 
 
 @torch.no_grad()
@@ -91,4 +91,4 @@ def sample_obabo(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, gamma
             callback({"i": i, "x": x, "sigma": sig})
     if tweedie:
         x = model(x, full(levels[-1], x))
-    return MCMCResult(x, model.nfe - before, p)
+    return done(model, x, before, p)

@@ -69,18 +69,25 @@ class CountingDenoiser:
     """Wraps a denoiser and counts evaluations per sample (NFE) at the call site.
 
     `nfe` is a `[B]` int64 tensor; a call on a subset passes `idx` (the rows of the full batch it
-    holds) so only those samples are charged. Also rejects NaN/Inf model outputs with a clear error:
-    at once on the CPU; on CUDA the check is kept on the device (no host sync per call, so the loop
-    stays graph-capturable) and raised by `raise_if_nonfinite()`, which `run_sampler` calls at the end.
+    holds) so only those samples are charged. NaN/Inf outputs are caught on the device, on every
+    device alike: each call adds a flag and its sigma range to a deferred check (no host sync per call,
+    so the loop stays graph-capturable), and `raise_if_nonfinite()` — called once at the end of a run
+    by `run_sampler`, or by an integrator that made its own counter — raises `NonFiniteModelOutput`
+    naming the sigma range of the first bad call. Samplers add their own deferred input checks with
+    `defer_check`.
     """
+
+    FOLD_EVERY = 256  # pending per-call flags folded into one running result (bounded memory)
 
     def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True):
         self.model = model
         self.nfe = torch.zeros(batch, dtype=torch.int64, device=device)
         self.calls = 0
         self.check_finite = check_finite
-        self._nonfinite = None  # device flag (CUDA): any non-finite output so far
-        self._nonfinite_sigma = None
+        self.standalone = False  # made by ensure_counting inside a sampler call: that call raises at its end
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (bad, sigma lo, hi) per call
+        self._first_bad: torch.Tensor | None = None  # [3] float64: (seen, sigma lo, sigma hi) of the first bad call
+        self._checks: list[tuple[torch.Tensor, str]] = []
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
@@ -94,19 +101,42 @@ class CountingDenoiser:
         else:
             self.nfe[idx] += 1
         self.calls += 1
-        if self.check_finite:
-            if out.is_cuda:
-                bad = ~torch.isfinite(out).all()
-                self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-            elif not torch.isfinite(out).all():
-                raise NonFiniteModelOutput(
-                    f"model returned NaN/Inf at sigma in [{sigma.min().item():.4g}, {sigma.max().item():.4g}]")
+        if self.check_finite and sigma.numel():
+            lo, hi = torch.aminmax(sigma)
+            self._pending.append((torch.isfinite(out).all().logical_not(), lo, hi))
+            if len(self._pending) >= self.FOLD_EVERY:
+                self._fold()
         return out
 
+    def _fold(self):
+        """Reduce the pending per-call flags to (seen, lo, hi) of the first bad call, on the device."""
+        bad, lo, hi = (torch.stack(v).to(torch.float64) for v in zip(*self._pending))
+        self._pending.clear()
+        i = bad.argmax().reshape(1)  # the first bad call of this stretch (0 when none); a tensor index: no sync
+        new = torch.cat([bad.max().reshape(1), lo.index_select(0, i), hi.index_select(0, i)])
+        self._first_bad = new if self._first_bad is None else \
+            torch.where(self._first_bad[0] > 0, self._first_bad, new)
+
+    def defer_check(self, bad: torch.Tensor, message: str):
+        """Raise `ValueError(message)` at the end of the run if the 0-d device flag `bad` is true."""
+        self._checks.append((bad, message))
+
     def raise_if_nonfinite(self):
-        """Raise if any output so far was NaN/Inf (the deferred CUDA check; a no-op on the CPU)."""
-        if self._nonfinite is not None and bool(self._nonfinite):
-            raise NonFiniteModelOutput("model returned NaN/Inf during sampling (checked on the device)")
+        """Raise for the deferred checks and for any NaN/Inf output so far (one host sync)."""
+        if self._pending:
+            self._fold()
+        checks, self._checks = self._checks, []
+        flags = [b for b, _ in checks] + ([self._first_bad[0] > 0] if self._first_bad is not None else [])
+        if not flags:
+            return
+        values = torch.stack(flags).tolist()  # the one read back to the host
+        for (_, message), failed in zip(checks, values):
+            if failed:
+                raise ValueError(message)
+        if values[-1] and self._first_bad is not None:
+            lo, hi = self._first_bad[1:].tolist()
+            raise NonFiniteModelOutput(f"model returned NaN/Inf, first at sigma in [{lo:.4g}, {hi:.4g}] "
+                                       "(checked on the device, raised at the end of the run)")
 
 
 def flat_dim(shape) -> int:

@@ -1,0 +1,105 @@
+"""The hot loop reads nothing back to the host (DESIGN.md, "The hot path"), checked on the CPU.
+
+Every registered sampler runs through `api.sample` (the path users run) at two budgets under
+`HostSyncAudit`; the ops that would stall a GPU or break graph capture may appear in setup and at the
+end of a run, but their number must not grow with the number of steps: zero per extra step. rk45 is
+the one sampler with a genuine host decision (adaptive steps): one read per step, documented there.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dmcmc_fast import api
+from dmcmc_fast.engine.audit import HostSyncAudit
+from dmcmc_fast.models.builtin import load_model
+from dmcmc_fast.samplers import all_samplers
+
+DLG_SMALL = dict(n_levels=50, init_nfe=5, n_init=2, n_skip=2, n_den=5)
+# sampler -> (two runs (nfe, options) that differ in the number of steps)
+RUNS = {
+    "dlg": [(60, dict(DLG_SMALL, classifier="exact")), (90, dict(DLG_SMALL, classifier="exact"))],
+    "rk45": [(400, dict(rtol=1e-2, atol=1e-2)), (400, dict(rtol=1e-4, atol=1e-4))],
+}
+EXTRA_CASES = {  # more configurations of one sampler: (sampler, runs)
+    "dlg-trained": ("dlg", [(60, dict(DLG_SMALL, classifier="trained")), (90, dict(DLG_SMALL, classifier="trained"))]),
+    "dlg-sample-deis": ("dlg", [(60, dict(DLG_SMALL, classifier="exact", gibbs="sample", integrator="deis")),
+                                (90, dict(DLG_SMALL, classifier="exact", gibbs="sample", integrator="deis"))]),
+    "karras_sde-churn": ("karras_sde", [(9, dict(s_churn=10.0, s_tmin=0.0, s_tmax=100.0)),
+                                        (19, dict(s_churn=10.0, s_tmin=0.0, s_tmax=100.0))]),
+    "deis-rk-warm-start": ("deis", [(12, dict(warm_start="runge_kutta")), (22, dict(warm_start="runge_kutta"))]),
+}
+
+
+def audited_runs(model, sampler, runs):
+    """[(events, NFE per sample)] of `api.sample` for each (nfe, options)."""
+    out = []
+    for nfe, options in runs:
+        with HostSyncAudit() as audit:
+            res = api.sample(model, sampler, num=3, nfe=nfe, progress=False, **options)
+        out.append((audit.counts(), int(res.nfe.max())))
+    return out
+
+
+def extra_syncs(model, sampler, runs):
+    (few, nfe_few), (many, nfe_many) = audited_runs(model, sampler, runs)
+    assert nfe_many > nfe_few, f"{sampler}: the two runs must differ in steps ({nfe_few} vs {nfe_many} NFE)"
+    return many - few, nfe_many - nfe_few
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_model("gmm-digits")
+
+
+CASES = {name: (name, RUNS.get(name, [(9, {}), (19, {})])) for name in sorted(all_samplers()) if name != "rk45"}
+CASES.update(EXTRA_CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_host_sync_per_step(case, digits):
+    sampler, runs = CASES[case]
+    extra, dnfe = extra_syncs(digits, sampler, runs)
+    assert not extra, (f"{case}: {sum(extra.values())} host syncs more over {dnfe} more NFE per sample "
+                       f"(must be 0 per step):\n" + "\n".join(f"  {n} x {e}" for e, n in extra.most_common()))
+
+
+def test_every_registered_sampler_is_audited():
+    assert set(all_samplers()) == {s for s, _ in CASES.values()} | {"rk45"}
+
+
+def test_rk45_reads_back_once_per_step(digits):
+    extra, dnfe = extra_syncs(digits, "rk45", RUNS["rk45"])
+    steps = math.ceil(dnfe / 6)  # 6 model calls per Dormand-Prince step
+    reads = {e: n for e, n in extra.items() if not e.startswith("index ")}  # index: compaction of finished rows
+    assert all("rk45.py" in e and "Tensor.tolist" in e for e in reads), reads
+    assert sum(reads.values()) <= steps, f"{sum(reads.values())} reads for {steps} more steps"
+
+
+def test_network_model_and_trained_classifier_are_sync_free():
+    unet = load_model("unet-mnist")
+    for sampler, runs in [("heun", [(3, {}), (5, {})]),
+                          ("dlg", [(30, dict(classifier="trained", init_nfe=3, n_init=1, n_skip=2, n_den=3)),
+                                   (40, dict(classifier="trained", init_nfe=3, n_init=1, n_skip=2, n_den=3))])]:
+        extra, _ = extra_syncs(unet, sampler, runs)
+        assert not extra, f"{sampler} on unet-mnist: {extra}"
+
+
+def test_the_audit_sees_each_kind_of_sync():
+    x = torch.randn(5)
+    with HostSyncAudit() as audit:
+        x.sum().item()
+        bool((x > 0).any())
+        x[x > 0]
+        torch.nonzero(x)
+        torch.tensor([1.0, 2.0])
+        x.tolist()
+        x.cpu()
+        y = x * 2 + torch.full((5,), 0.5)  # fine: fills and elementwise ops
+    ops = [e.op for e in audit.events]
+    assert ops == ["_local_scalar_dense", "_local_scalar_dense", "index", "nonzero", "lift_fresh", "Tensor.tolist",
+                   "Tensor.cpu"], ops
+    assert y.shape == (5,)
+    assert torch.Tensor.cpu is not None and "patched" not in torch.Tensor.cpu.__name__  # methods restored
