@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models.base import CountingDenoiser
 from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
 
@@ -22,6 +23,7 @@ class SampleOutput:
     samples: torch.Tensor  # [N, *shape], float32, data range of the model
     nfe: torch.Tensor  # [N] int64
     config: dict
+    graph: dict = field(default_factory=dict)  # how the network ran: mode, captured buckets, fallback reason
 
 
 def _check_int(name, v, lo, hi=None):
@@ -47,24 +49,32 @@ class SampleBatch:
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
-           **options) -> SampleOutput:
+           graph: str = "auto", **options) -> SampleOutput:
     """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample.
+
+    `graph` (auto | on | off): on a CUDA device the network runs as CUDA graphs captured once per batch
+    size (`engine.graph.GraphedDenoiser`; samples equal eager ones); "auto" does so on CUDA and calls the
+    model plainly elsewhere, "off" never. A capture that fails falls back to eager with a logged warning
+    naming the reason; `SampleOutput.graph` says what ran.
 
     With `world_size > 1` (torchrun), this process draws the batches `j` with `j % world_size == rank`
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
     it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
-                resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, **options)
+                resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
+                **options)
     batches = list(it)
-    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config)
+    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config,
+                        it.graph)
 
 
 class _Stream:
-    """The generator behind `stream`, with the run's resolved configuration as `.config`."""
+    """The generator behind `stream`, with the run's resolved configuration as `.config` and how the
+    network runs as `.graph` (filled as batches are drawn)."""
 
-    def __init__(self, gen, config):
-        self._gen, self.config = gen, config
+    def __init__(self, gen, config, graph: dict):
+        self._gen, self.config, self.graph = gen, config, graph
 
     def __iter__(self):
         return self._gen
@@ -73,7 +83,7 @@ class _Stream:
 def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
-           **options) -> _Stream:
+           graph: str = "auto", **options) -> _Stream:
     """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
     (and, with `out_dir`, after its shard is on disk): for pipelines that want the first samples early.
     Arguments are checked before the first batch is drawn."""
@@ -86,6 +96,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     _check_int("world_size", world_size, 1)
     _check_int("rank", rank, 0, world_size - 1)
     device = torch.device(device)
+    graph_mode(graph, device)  # checks `graph` before any work
     if hasattr(model, "to"):  # network denoisers (unet-mnist, adapters of nn.Modules) follow the device
         model = model.to(device)
         if isinstance(model, torch.nn.Module):
@@ -101,6 +112,8 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         parts_dir = os.path.join(out_dir, "parts")
 
     mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
+    net, graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
+    graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
 
     def batches():
         total = sum(min(num, s + batch_size) - s for s in mine)
@@ -114,9 +127,11 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
                     x, n = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
             else:
                 chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
-                counting = CountingDenoiser(model, stop - start, device)
-                req = SampleRequest(counting, chain_ids, seed, nfe, opts, device)
+                counting = CountingDenoiser(net, stop - start, device)
+                req = SampleRequest(counting, chain_ids, seed, nfe, opts, device, extra={"base_model": model})
                 x, n = run_sampler(req, spec).float().cpu(), counting.nfe.cpu()
+                if graphed is not None:
+                    graph_info.update(graphed.describe())
                 if shard:
                     _save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
                 bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
@@ -124,7 +139,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
             yield SampleBatch(start, stop, x, n)
         bar.close()
 
-    return _Stream(batches(), cfg)
+    return _Stream(batches(), cfg, graph_info)
 
 
 def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):

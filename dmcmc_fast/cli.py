@@ -48,6 +48,8 @@ def build_parser():
     s.add_argument("--batch-size", type=int, default=256, help="samples per batch (>= 1)")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--graph", choices=("auto", "on", "off"), default="auto",
+                   help="run the network as CUDA graphs: auto (on CUDA devices), on, off (default auto)")
     s.add_argument("--modes", type=int, default=None, help="model option: number of mixture modes / images")
     s.add_argument("--std", type=float, default=None, help="model option: mixture component std (>= 0)")
     s.add_argument("--no-progress", action="store_true")
@@ -114,15 +116,16 @@ def cmd_sample(a) -> int:
     cfg = {"model": a.model, "model_options": {"modes": a.modes, "std": a.std}}
     out = sample(model, a.sampler, a.num, a.nfe, seed=a.seed, batch_size=a.batch_size, device=device,
                  out_dir=a.out, resume=a.resume, progress=not a.no_progress, config=cfg,
-                 rank=rank, world_size=world, **opts)
+                 rank=rank, world_size=world, graph=a.graph, **opts)
     if world > 1:  # every rank has written its shards; rank 0 merges them in chain order
         barrier()
         if rank != 0:
             return 0
-        out = SampleOutput(*merge_shards(a.out, a.num), out.config)
+        out = SampleOutput(*merge_shards(a.out, a.num), out.config, out.graph)
     path = save_samples(out, a.out, model.data_range)
     print(json.dumps({"samples": path, "num": int(out.samples.shape[0]),
-                      "nfe_mean": float(out.nfe.float().mean()), "nfe_max": int(out.nfe.max())}))
+                      "nfe_mean": float(out.nfe.float().mean()), "nfe_max": int(out.nfe.max()),
+                      "graph": out.graph}))
     return 0
 
 

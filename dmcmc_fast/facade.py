@@ -14,6 +14,7 @@ through `sample`, `stream`, the CLI or torchrun, whatever the batch size.
 from __future__ import annotations
 
 from dmcmc_fast import api
+from dmcmc_fast.engine.graph import graph_mode
 from dmcmc_fast.samplers import get_sampler
 
 
@@ -21,15 +22,16 @@ class Sampler:
     sampler_name: str = ""
 
     def __init__(self, model, nfe: int, *, seed: int = 0, device="cpu", batch_size: int = 256,
-                 progress: bool = False, **options):
+                 progress: bool = False, graph: str = "auto", **options):
         self.spec = get_sampler(self.sampler_name)
         self.options = self.spec.validate(options)  # fail early, with the option's range
+        graph_mode(graph, device)  # likewise for graph (auto | on | off; see api.sample)
         self.model, self.nfe, self.seed = model, nfe, seed
-        self.device, self.batch_size, self.progress = device, batch_size, progress
+        self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
 
     def _kw(self, out_dir, resume):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
-                    resume=resume, progress=self.progress, **self.options)
+                    resume=resume, progress=self.progress, graph=self.graph, **self.options)
 
     def sample(self, n: int, out_dir: str | None = None, resume: bool = False) -> api.SampleOutput:
         """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""

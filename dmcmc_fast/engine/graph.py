@@ -107,6 +107,10 @@ class GraphedDenoiser:
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
 
+    def describe(self) -> dict:
+        """What ran: the mode, the captured bucket sizes and why it is not a CUDA graph (if so)."""
+        return {"mode": self.mode, "captured": self.captured, "fallback_reason": self.fallback_reason}
+
     # ---- bucketing ----
     def bucket_for(self, batch: int) -> int:
         """The smallest captured batch size >= `batch` (the largest one when `batch` exceeds all)."""
@@ -217,9 +221,48 @@ class GraphedStep:
             self.fn(self.buffers)
 
 
+GRAPH_CHOICES = ("auto", "on", "off")
+
+
+def graph_mode(graph: str, device) -> tuple[str, str | None]:
+    """The GraphedDenoiser mode the sampling path uses for `graph` (auto | on | off) on `device`, and the
+    reason when that is not a captured CUDA graph although graphs were asked for (None otherwise).
+
+    auto: CUDA graphs on a CUDA device, the plain eager call elsewhere (nothing to capture on a CPU).
+    on:   CUDA graphs; off CUDA the static-buffer path run eagerly (the captured path's CPU twin), named.
+    off:  the plain eager call.
+    """
+    if graph not in GRAPH_CHOICES:
+        raise ValueError(f"graph must be one of {', '.join(GRAPH_CHOICES)}, got {graph!r}")
+    cuda = torch.device(device).type == "cuda"
+    if graph == "off":
+        return "eager", None
+    if cuda:
+        return "graph", None
+    if graph == "on":
+        return "static", f"CUDA graphs need a CUDA device, sampling on {torch.device(device)}: running the " \
+                         "graph path's static buffers eagerly"
+    return "eager", None
+
+
+def graphed_for_sampling(model, graph: str, device, batch_size: int):
+    """`(denoiser to sample with, GraphedDenoiser or None)`: the model behind a GraphedDenoiser whose
+    buckets hold `batch_size` and the powers of two below it (the last batch, DLG's and rk45's subsets)."""
+    mode, reason = graph_mode(graph, device)
+    if mode == "eager":
+        return model, None
+    if reason is not None:
+        log.warning("graph=%s: %s", graph, reason)
+    buckets = sorted({b for b in DEFAULT_BUCKETS if b < batch_size} | {batch_size})
+    graphed = GraphedDenoiser(model, shape=getattr(model, "shape", None), buckets=buckets, mode=mode, device=device)
+    graphed.fallback_reason = graphed.fallback_reason or reason
+    return graphed, graphed
+
+
 def _model_device(model) -> torch.device:
     if isinstance(model, torch.nn.Module):
-        p = next(iter(model.parameters()), None) or next(iter(model.buffers()), None)
+        p = next(iter(model.parameters()), None)
+        p = next(iter(model.buffers()), None) if p is None else p
         if p is not None:
             return p.device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

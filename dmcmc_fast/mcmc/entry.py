@@ -108,8 +108,8 @@ def dlg(req):
                     sigma_min=o["sigma_min"], sigma_max=o["sigma_max"], gibbs=o["gibbs"],
                     init_integrator=o["init_integrator"], init_nfe=o["init_nfe"], init_noise=o["init_noise"],
                     n_init=o["n_init"])
-    clf = make_classifier(req.model.model, o["classifier"], o["n_levels"], o["sigma_min"], o["sigma_max"],
-                          req.device)
+    base = req.extra.get("base_model", req.model.model)  # the user's model, under the graph wrapper if any
+    clf = make_classifier(base, o["classifier"], o["n_levels"], o["sigma_min"], o["sigma_max"], req.device)
     n_blocks = blocks_for_budget(req.nfe, cfg)
     # "auto" is the plain loop on every device: its steps read nothing back to the host, so on CUDA the
     # network runs as a captured graph (api.sample's GraphedDenoiser). The pipelined runner packs chains and
