@@ -103,3 +103,16 @@ def test_the_audit_sees_each_kind_of_sync():
                    "Tensor.cpu"], ops
     assert y.shape == (5,)
     assert torch.Tensor.cpu is not None and "patched" not in torch.Tensor.cpu.__name__  # methods restored
+
+
+def test_vp_adapter_copies_its_table_to_the_device_once():
+    from dmcmc_fast.models import VPAdapter
+
+    abar = torch.linspace(0.999, 0.01, 100)
+    model = VPAdapter(lambda x, t: torch.zeros_like(x), abar, shape=(2,))
+    sigma, x = torch.full((3,), 0.5), torch.randn(3, 2)
+    model(x, sigma)  # first call: setup
+    with HostSyncAudit() as audit:
+        model(x, sigma)
+    assert not audit.events, audit.counts()
+    assert len(model._log_sigmas_on) == 1

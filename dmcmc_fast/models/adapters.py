@@ -66,12 +66,16 @@ class VPAdapter(_NetOnDevice):
         if not (self.sigmas[1:] > self.sigmas[:-1]).all():
             raise ValueError("alphas_cumprod must be strictly decreasing")
         self.log_sigmas = self.sigmas.log().float()
+        self._log_sigmas_on: dict = {}  # per device, copied once: a copy per call would be a host-to-device
+        # transfer inside the sampling loop (a stall, and it breaks CUDA-graph capture)
         self.sigma_min, self.sigma_max = float(self.sigmas[0]), float(self.sigmas[-1])
         self.data_range = tuple(data_range)
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Fractional timestep by linear interpolation of log sigma (clamped to the table)."""
-        ls = self.log_sigmas.to(sigma.device)
+        ls = self._log_sigmas_on.get(sigma.device)
+        if ls is None:
+            ls = self._log_sigmas_on[sigma.device] = self.log_sigmas.to(sigma.device)
         log_s = sigma.float().log().clamp(ls[0], ls[-1])
         hi = torch.searchsorted(ls, log_s).clamp(1, len(ls) - 1)
         lo = hi - 1
