@@ -4,15 +4,23 @@ counter = (element index within the chain's row, chain id, step, stream), key = 
 `chain_randn` turns words 0 and 1 into one standard normal (Box-Muller, cosine branch) and
 `chain_rand` word 0 into a uniform in [0, 1), with the same int32 -> float mapping as the torch side.
 """
+import math
+
 import triton
 import triton.language as tl
 
-PHILOX_ROUND_A: tl.constexpr = 0xD2511F53
-PHILOX_ROUND_B: tl.constexpr = 0xCD9E8D57
-PHILOX_KEY_A: tl.constexpr = 0x9E3779B9
-PHILOX_KEY_B: tl.constexpr = 0xBB67AE85
-UNIFORM_SCALE: tl.constexpr = 4.6566127342e-10
-TWO_PI: tl.constexpr = 6.283185307179586
+from dmcmc_fast import rng
+
+# Globals a kernel reads must be constexpr *instances*: the compiler refuses `NAME: tl.constexpr = v`
+# (the interpreter accepts it). Write them right of a tensor (`u * TWO_PI`): under the interpreter
+# `constexpr * tensor` wraps the product in a constexpr, which tl.cos & co. then refuse.
+# The constants are declared once, in dmcmc_fast.rng (the torch reference).
+PHILOX_ROUND_A = tl.constexpr(rng.PHILOX_ROUND_A)
+PHILOX_ROUND_B = tl.constexpr(rng.PHILOX_ROUND_B)
+PHILOX_KEY_A = tl.constexpr(rng.PHILOX_KEY_A)
+PHILOX_KEY_B = tl.constexpr(rng.PHILOX_KEY_B)
+UNIFORM_SCALE = tl.constexpr(rng.UNIFORM_SCALE)
+TWO_PI = tl.constexpr(2.0 * math.pi)
 
 
 @triton.jit
@@ -56,7 +64,7 @@ def chain_randn(seed_lo, seed_hi, elem, chain, step, stream):
     w0, w1, _, _ = chain_words(seed_lo, seed_hi, elem, chain, step, stream)
     u1 = tl.maximum(uint32_to_uniform(w0), 1.0e-7)
     u2 = uint32_to_uniform(w1)
-    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(TWO_PI * u2)
+    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(u2 * TWO_PI)
 
 
 @triton.jit
