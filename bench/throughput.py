@@ -5,7 +5,10 @@
 
 For every (model, batch, sampler kind in heun/euler) the same initial state (sigma_max times
 per-chain Philox normals) goes through
-  ours         dmcmc_fast.integrators.sample_<kind> on a GraphedDenoiser (CUDA graph; eager on CPU)
+  ours         what users run: dmcmc_fast.api.sample(model, kind, num=B, nfe, device=..., batch_size=B,
+               graph="auto") (on CUDA the network runs through the captured graph; eager on CPU); the
+               path it took (graph mode, fallback reason) is reported; its time includes what the
+               call does besides sampling (graph capture, the copy of the samples to the host)
   plain        the papers' loop (bench.baselines.plain_<kind>, NVlabs/edm style)
   k-diffusion  k_diffusion.sampling.sample_<kind> on the same grid
   diffusers    <Kind>DiscreteScheduler (use_karras_sigmas) on an eps network: the CIFAR UNet itself,
@@ -15,10 +18,12 @@ with the same NFE (counted in every method and asserted equal before timing), af
 round-robin repetitions (so load drifting on a shared machine hits every method alike). Reported:
 median wall time, its 10/90% quantiles, samples/s, ms per NFE, each method's time over ours, the
 largest difference of its samples from ours, and the overhead ratio: ours' time per NFE over the
-bare forward time of the GraphedDenoiser at that batch (on CPU the graph falls back to eager, and
+bare forward time of a GraphedDenoiser at that batch (on CPU the graph falls back to eager, and
 the ratio is labelled so).
-Output: bench/results/throughput-<device>-<timestamp>.json, a section appended to
-bench/results/throughput.md, and bench/results/throughput-<device>-<timestamp>.png.
+Output: bench/results/throughput-<device>-<timestamp>.json (rewritten after every cell, so a run cut
+short keeps what it measured), a section appended to bench/results/throughput.md, and
+bench/results/throughput-<device>-<timestamp>.png. --max-seconds starts no new cell after that many
+seconds (the cells left out are listed).
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ from dataclasses import dataclass
 import torch
 
 from bench import baselines as bl
-from dmcmc_fast import rng
+from bench.engine import _path_str, check_api, path_taken
+from dmcmc_fast import api, rng
 from dmcmc_fast.engine.graph import GraphedDenoiser
 from dmcmc_fast.integrators import INTEGRATORS
 from dmcmc_fast.models.adapters import DiffusersUNetAdapter
@@ -113,12 +119,12 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
     x0 = case.sigma_max * rng.chain_randn(0, torch.arange(batch, device=device), 0, case.shape,
                                           stream=rng.STREAM_INIT, device=device)
     grid = karras(n, case.sigma_min, case.sigma_max, device=device).to(torch.float32)
-    graphed = GraphedDenoiser(case.denoiser, case.shape, mode="auto", device=device)
     counted = bl.CallCounter(case.denoiser)
     eps_counted = bl.CallCounter(case.eps_net)
-    sample_fn = INTEGRATORS[kind][0]
-    runs = {"ours": lambda: sample_fn(graphed, x0, case.sigma_max, n, sigma_min=case.sigma_min)}
-    nfe_of = {"ours": lambda out: int(out.nfe.max())}
+    # ours: the façade users call; it draws the same prior (seed 0, chains 0..B-1, STREAM_INIT) as x0
+    runs = {"ours": lambda: api.sample(case.denoiser, kind, num=batch, nfe=nfe, seed=0, batch_size=batch,
+                                       device=device, progress=False, graph="auto", sigma_max=case.sigma_max,
+                                       sigma_min=case.sigma_min)}
     runs["plain"] = lambda: bl.PLAIN[kind](counted, x0, grid)
     kd = bl.k_diffusion_sampler(kind)
     unavailable = {}
@@ -144,7 +150,7 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
         t = _timed(lambda: outs.__setitem__(m, fn()), device)
         out = outs[m]
         if m == "ours":
-            got, outs[m] = nfe_of[m](out), out.x
+            got, outs[m], ours_path = int(out.nfe.max()), out.samples, path_taken(out)
         else:
             got = counter.rows // batch
             if counter.rows != counter.calls * batch:
@@ -154,7 +160,7 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
         res[m] = {"nfe": got, "first_call_s": t}
     scale = float(outs["ours"].abs().max())
     for m in runs:
-        res[m]["max_abs_diff_vs_ours"] = float((outs[m].float() - outs["ours"].float()).abs().max())
+        res[m]["max_abs_diff_vs_ours"] = float((outs[m].float().cpu() - outs["ours"].float()).abs().max())
         res[m]["max_abs_ours"] = scale
 
     # 2. warm-up, then round-robin repetitions (fewer if one round would blow the budget)
@@ -174,6 +180,7 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
                       time_over_ours=st["median_s"] / ours)
 
     # 3. overhead ratio: ours' time per NFE over the (graphed) network's bare forward at this batch
+    graphed = GraphedDenoiser(case.denoiser, case.shape, buckets=(batch,), mode="auto", device=device)
     sig = torch.full((batch,), case.sigma_max, device=device)
     with torch.no_grad():
         for _ in range(max(warmup, 1)):
@@ -183,11 +190,11 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
     bare = _stats(fwd)
     cell = {"model": case.name, "kind": kind, "batch": batch, "nfe": nfe, "n_steps": n,
             "sigma_min": case.sigma_min, "sigma_max": case.sigma_max, "methods": res, "unavailable": unavailable,
-            "bare_forward": bare, "forward_label": label,
+            "bare_forward": bare, "forward_label": label, "ours_path": ours_path,
             "overhead_ratio": (ours / nfe) / bare["median_s"]}
     log(f"{case.name:12s} {kind:5s} B={batch:<4d} NFE={nfe:<3d} ours {1e3 * ours / nfe:8.3f} ms/NFE  "
         + "  ".join(f"{m} x{res[m]['time_over_ours']:.2f}" for m in runs if m != "ours")
-        + f"  overhead {cell['overhead_ratio']:.2f} ({label})")
+        + f"  overhead {cell['overhead_ratio']:.2f} ({label}); ours ran {_path_str(ours_path)}")
     return cell
 
 
@@ -239,6 +246,8 @@ def parse_args(argv):
                         "list (default: all on CUDA; the analytic models on CPU, where compiling a UNet takes "
                         "minutes of the run)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run (default: torch's)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="start no new cell after this many seconds (the rest are listed as not run)")
     p.add_argument("--out", default=RESULTS, help="results folder (default bench/results)")
     p.add_argument("--no-plot", action="store_true")
     a = p.parse_args(argv)
@@ -281,6 +290,7 @@ def batches_for(a, name: str) -> list[int]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    check_api()
     if a.threads:
         torch.set_num_threads(a.threads)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -289,8 +299,16 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     run = {"device": str(a.device), "device_name": device_name(a.device), "threads": torch.get_num_threads(),
            "versions": versions(), "command": command.strip(), "timestamp": stamp, "loadavg_start": load0,
-           "cells": [], "unavailable_models": {}}
+           "cells": [], "unavailable_models": {}, "not_run": []}
     log(f"# {run['device_name']}, torch {torch.__version__}, {run['threads']} threads, load {load0[0]:.1f}")
+    os.makedirs(a.out, exist_ok=True)
+    base = os.path.join(a.out, f"throughput-{a.device.type}-{stamp}")
+    t0 = time.perf_counter()
+
+    def save():
+        with open(base + ".json", "w") as f:
+            json.dump(run, f, indent=1)
+
     for name in a.models:
         try:
             case = build_case(name, a.device)
@@ -302,6 +320,9 @@ def main(argv=None) -> int:
         for kind in a.kinds:
             compiled = compiled_pair(kind, case.denoiser) if name in a.compile_models else None
             for batch in batches_for(a, name):
+                if a.max_seconds is not None and time.perf_counter() - t0 > a.max_seconds:
+                    run["not_run"].append(f"{name} {kind} B={batch} (--max-seconds {a.max_seconds:g})")
+                    continue
                 try:
                     run["cells"].append(run_cell(case, kind, batch, nfe, a.device, a.reps, a.warmup, a.budget,
                                                  compiled, log))
@@ -309,16 +330,32 @@ def main(argv=None) -> int:
                     run["cells"].append({"model": name, "kind": kind, "batch": batch, "nfe": nfe, "oom": str(err)})
                     log(f"{name} {kind} B={batch}: out of memory")
                     torch.cuda.empty_cache()
+                run["loadavg_end"] = os.getloadavg()
+                save()
     run["loadavg_end"] = os.getloadavg()
-    os.makedirs(a.out, exist_ok=True)
-    base = os.path.join(a.out, f"throughput-{a.device.type}-{stamp}")
-    with open(base + ".json", "w") as f:
-        json.dump(run, f, indent=1)
+    save()
     plot = None if a.no_plot else write_plot(run, base + ".png")
     with open(os.path.join(a.out, "throughput.md"), "a") as f:
         f.write(markdown(run, os.path.basename(base + ".json"), plot and os.path.basename(plot)))
     log(f"wrote {base}.json, {os.path.join(a.out, 'throughput.md')}" + (f", {plot}" if plot else ""))
+    for what in run["not_run"]:
+        log(f"# not run: {what}")
+    log("# summary: " + summary(run))
     return 0
+
+
+def summary(run: dict) -> str:
+    """One line: cells measured, and for each the largest and smallest baseline time over ours."""
+    cells = [c for c in run["cells"] if "methods" in c]
+    parts = []
+    for c in cells:
+        others = {m: d["time_over_ours"] for m, d in c["methods"].items() if m != "ours"}
+        lo = min(others, key=others.get) if others else None
+        parts.append(f"{c['model']} {c['kind']} B={c['batch']}: overhead {c['overhead_ratio']:.2f}"
+                     + (f", fastest baseline {lo} x{others[lo]:.2f}" if lo else ""))
+    extra = [f"{len(run['not_run'])} not run"] if run["not_run"] else []
+    extra += [f"{len(run['cells']) - len(cells)} out of memory"] if len(run["cells"]) > len(cells) else []
+    return f"{len(cells)} cells; " + "; ".join(parts + extra)
 
 
 def _fmt_ms(v: float) -> str:
@@ -342,6 +379,11 @@ def markdown(run: dict, json_name: str, png_name: str | None) -> str:
              "(GraphedDenoiser) at that batch\n"]
     for name, why in run["unavailable_models"].items():
         lines.insert(-1, f"- {name}: unavailable ({why})")
+    for what in run.get("not_run", []):
+        lines.insert(-1, f"- not run: {what}")
+    paths = sorted({_path_str(c["ours_path"]) for c in run["cells"] if "ours_path" in c})
+    if paths:
+        lines.insert(-1, f"- ours ran: {'; '.join(paths)}")
     hdr = ["model", "sampler", "B", "NFE", "ours ms/NFE", "ours samples/s"] + [m for m in METHODS if m != "ours"] \
         + ["overhead (forward)"]
     lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]

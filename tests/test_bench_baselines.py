@@ -130,11 +130,28 @@ def test_run_cell_reports_every_method_at_equal_nfe():
     assert got["ours"]["time_over_ours"] == 1.0 and cell["overhead_ratio"] > 0
     assert got["plain"]["max_abs_diff_vs_ours"] < 1e-4 * (1 + got["plain"]["max_abs_ours"])
     assert cell["forward_label"].startswith("eager fallback")
+    assert cell["ours_path"]["mode"] == "eager"  # ours is api.sample(graph="auto"): plain eager on the CPU
     run = {"device": "cpu", "device_name": "test", "threads": 1, "versions": tp.versions(), "command": "x",
            "timestamp": "t", "loadavg_start": (1.0,), "loadavg_end": (1.0,), "cells": [cell],
-           "unavailable_models": {"unet-mnist": "FileNotFoundError: missing"}}
+           "unavailable_models": {"unet-mnist": "FileNotFoundError: missing"}, "not_run": ["tiny euler B=2"]}
     md = tp.markdown(run, "r.json", None)
     assert "| tiny | heun | 2 | 5 |" in md and "unet-mnist: unavailable" in md
+    assert "- not run: tiny euler B=2" in md and "- ours ran: mode=eager" in md
+    assert tp.summary(run).startswith("1 cells; tiny heun B=2: overhead ") and "1 not run" in tp.summary(run)
+
+
+def test_ours_is_the_facade(monkeypatch):
+    """The 'ours' column times dmcmc_fast.api.sample with graph="auto" (the path users run)."""
+    calls = []
+    real = tp.api.sample
+    monkeypatch.setattr(tp.api, "sample", lambda *a, **k: calls.append(k) or real(*a, **k))
+    model = _mixture(dim=4, k=3)
+    abar = bl.ve_alphas_cumprod(SMIN, SMAX)
+    case = tp.Case("tiny", model, bl.VPEpsFromVE(model, abar), abar, SMIN, SMAX, model.shape,
+                   {"alphas_cumprod": abar})
+    tp.run_cell(case, "euler", 3, 3, torch.device("cpu"), reps=3, warmup=0, budget_s=5.0, compiled=None,
+                log=lambda s: None)
+    assert len(calls) >= 4 and all(k["graph"] == "auto" and k["num"] == k["batch_size"] == 3 for k in calls)
 
 
 def test_ddpm_cifar10_unet_has_the_papers_size():

@@ -157,6 +157,7 @@ class TinyConvDenoiser(torch.nn.Module):
         return x + self.net(torch.cat([x, c], 1))
 
 
+@pytest.mark.gpu
 @cuda
 def test_cuda_replay_equals_eager():
     torch.manual_seed(0)
@@ -169,6 +170,7 @@ def test_cuda_replay_equals_eager():
     assert d.fallback_reason is None and d.captured == [1, 16, 64]
 
 
+@pytest.mark.gpu
 @cuda
 def test_cuda_captured_step_equals_eager_loop():
     torch.manual_seed(0)
@@ -190,6 +192,7 @@ class HostSyncDenoiser(TinyConvDenoiser):
         return super().forward(x, sigma) * (1.0 + 0.0 * float(sigma.max().item()))
 
 
+@pytest.mark.gpu
 @cuda
 def test_cuda_capture_failure_falls_back_to_eager(caplog):
     torch.manual_seed(0)

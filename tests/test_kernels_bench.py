@@ -1,5 +1,7 @@
-"""bench/kernels.py runs without a GPU (--cpu-smoke, Triton interpreter) and writes well-formed rows."""
+"""bench/kernels.py runs without a GPU (--cpu-smoke, Triton interpreter) and writes well-formed rows;
+every timed launch does the work its bytes count; an empty --out / --md writes nothing."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,18 +13,58 @@ from bench import kernels as bench_kernels  # noqa: E402
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the real run (test_gpu_bench_small) is tested")
 def test_cpu_smoke_writes_rows(tmp_path, capsys):
-    out = tmp_path / "k.jsonl"
-    rows = bench_kernels.main(["--cpu-smoke", "--kernels", "euler_step", "deis_combine_J3", "--out", str(out)])
-    assert [r["kernel"] for r in rows] == ["euler_step", "deis_combine_J3"]
-    assert rows[0]["bytes"] == 4 * 2 * 300 * 4 and rows[1]["bytes"] == 5 * 2 * 300 * 4  # (reads + writes) x B x N x 4
+    out, md = tmp_path / "k.jsonl", tmp_path / "k.md"
+    rows = bench_kernels.main(["--cpu-smoke", "--kernels", "euler_step", "deis_combine_J3", "block_min_update",
+                               "--out", str(out), "--md", str(md)])
+    assert [r["kernel"] for r in rows] == ["euler_step", "deis_combine_J3", "block_min_update"]
+    # (reads + writes) x B x N x 4
+    assert [r["bytes"] for r in rows] == [4 * 2 * 300 * 4, 5 * 2 * 300 * 4, 2 * 2 * 300 * 4]
     for r in rows:
         assert r["fused_ms"][0] > 0 and r["torch_ms"][0] > 0 and r["copy_gbs"] > 0
     saved = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(saved) == 2 and saved[0]["interpreted"] and "cpu" in saved[0]["device"] and saved[0]["triton"]
+    assert len(saved) == 3 and saved[0]["interpreted"] and "cpu" in saved[0]["device"] and saved[0]["triton"]
+    text = md.read_text()
+    assert "## Kernel bandwidth" in text and "| block_min_update | 0.00 |" in text and "interpreter" in text
     assert "interpreter" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU smoke run")
+def test_empty_out_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = []
+    monkeypatch.setattr(bench_kernels, "append_jsonl", lambda path, meta, rows: written.append(path))
+    bench_kernels.main(["--cpu-smoke", "--kernels", "euler_step", "--out", "", "--md", ""])
+    assert written == [""] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_block_min_copies_in_every_timed_launch(backend, device):
+    """The case's setup (untimed, before every launch) resets best_sigma, so each launch copies every row."""
+    fn, args, k, setup = bench_kernels._cases(3, 70, torch.float32, device)["block_min_update"]
+    x, sigma, best_x, best_sigma = args
+    assert k == 2 and bool((sigma < best_sigma).all())
+    launches = []
+
+    def launch():
+        best_x.fill_(float("nan"))  # poison: only a real copy makes best_x equal x again
+        fn(*args, backend=backend)
+        launches.append(torch.equal(best_x, x))
+
+    bench_kernels._time_ms(launch, 3, device, setup)
+    assert launches == [True] * len(launches) and len(launches) >= 4  # warm-up(s) + 3 timed
+
+
+def test_time_ms_runs_setup_before_every_call():
+    calls = []
+    med, lo, hi = bench_kernels._time_ms(lambda: calls.append("fn"), 4, "cpu", lambda: calls.append("setup"))
+    assert calls == ["setup", "fn"] * 5 and lo <= med <= hi
+
+
+@pytest.mark.gpu
 @requires_cuda
 def test_gpu_bench_small():
-    rows = bench_kernels.main(["--batch", "8", "--dim", "4096", "--reps", "10", "--out", ""])
+    results = Path(bench_kernels.__file__).parent / "results"
+    before = {p: p.stat().st_mtime_ns for p in results.glob("kernels.*")}
+    rows = bench_kernels.main(["--batch", "8", "--dim", "4096", "--reps", "10", "--out", "", "--md", ""])
     assert len(rows) == 12 and all(r["fused_gbs"] > 0 for r in rows)
+    assert {p: p.stat().st_mtime_ns for p in results.glob("kernels.*")} == before  # committed results untouched

@@ -1,0 +1,76 @@
+"""scripts/gpu_check.sh, the one command a lent GPU runs first, cannot rot: its --dry-run runs every stage
+on the CPU at tiny sizes and each must pass; and every test that skips without CUDA carries the `gpu`
+marker that the script's CUDA-test stage selects (`pytest -m gpu`)."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["env", "wheels", "build", "aot", "cuda-tests", "kernel-tests", "bench-kernels-fp32", "bench-kernels-bf16",
+          "bench-engine", "bench-throughput"]
+
+
+def _env(**extra):
+    env = dict(os.environ, **extra)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # this venv's python3 first
+    env.pop("PYTHON", None)
+    env.pop("TRITON_INTERPRET", None)  # as on a fresh shell: each stage sets what it needs
+    return env
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
+def test_dry_run_passes_every_stage(tmp_path):
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run"], cwd=ROOT, env=_env(OUT=str(tmp_path)),
+                          capture_output=True, text=True, timeout=400)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    got = {s["stage"]: s for s in summary["stages"]}
+    assert list(got) == STAGES
+    failed = {k: f"{s['status']}: {s['note']}" for k, s in got.items() if s["status"] != "pass"}
+    assert not failed, f"{failed}\n{proc.stdout[-4000:]}"
+    assert proc.returncode == 0 and summary["dry_run"] is True
+    assert all(0 <= s["seconds"] <= s["limit_s"] for s in got.values())
+    assert sum(int(s["limit_s"]) for s in got.values()) <= 480  # the whole run fits 8 minutes
+    # what the device tool brings back: at most 8 files, flat
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.log", "results.md", "results.tar.gz",
+                                                          "summary.json", "summary.md"]
+    with tarfile.open(tmp_path / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"results/kernels.jsonl", "results/kernels.md", "results/engine.jsonl", "results/engine.md",
+            "results/cuda-tests.xml", "summary.md"} <= names
+    assert any(n.startswith("results/throughput/throughput-cpu-") and n.endswith(".json") for n in names)
+    results = (tmp_path / "results.md").read_text()
+    assert "## Kernel bandwidth" in results and "## Engine overhead" in results and "## Throughput" in results
+    assert "| bench-throughput | pass |" in (tmp_path / "summary.md").read_text()
+
+
+PROBE = '''
+import json
+
+def pytest_collection_modifyitems(session, config, items):
+    unmarked = []
+    for item in items:
+        for m in item.iter_markers("skipif"):
+            cond = m.args[0] if m.args else m.kwargs.get("condition")
+            reason = m.kwargs.get("reason", "")
+            if cond is True and ("CUDA" in reason or "GPU" in reason) and item.get_closest_marker("gpu") is None:
+                unmarked.append(item.nodeid)
+    print("UNMARKED " + json.dumps(unmarked))
+'''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the skip conditions are only true without CUDA")
+def test_every_cuda_only_test_is_marked_gpu(tmp_path):
+    (tmp_path / "gpu_marker_probe.py").write_text(PROBE)
+    env = _env(PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "gpu_marker_probe",
+                           "-p", "no:cacheprovider", "tests"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("UNMARKED ")]
+    assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(line[0][len("UNMARKED "):]) == [], "add @pytest.mark.gpu to these CUDA-only tests"
