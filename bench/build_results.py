@@ -14,9 +14,6 @@ source in `bench/results/`. Rebuild this page with `python -m bench.build_result
 GPU tables (kernel bandwidth `bench/kernels.py`, engine overhead `bench/engine.py`, GPU throughput
 `bench/throughput.py`) are not here yet: no session so far has had a GPU, and none is faked. The
 prepared command that makes them on a lent GPU is `bash scripts/gpu_check.sh` (README, "On a GPU").
-The CPU throughput section below was measured on 2026-11-27, when "ours" still meant the integrator on
-a private `GraphedDenoiser`; `bench/throughput.py` now times `api.sample(graph="auto")`, the path users
-run, and the section is owed a rerun.
 """
 
 
