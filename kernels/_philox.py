@@ -44,9 +44,11 @@ def chain_words(seed_lo, seed_hi, elem, chain, step, stream):
     zero = tl.zeros_like(c0)
     c1 = zero + chain.to(tl.uint32)
     c2 = zero + step.to(tl.uint32)
-    c3 = zero + tl.to_tensor(stream).to(tl.uint32)
-    k0 = tl.to_tensor(seed_lo).to(tl.uint32)
-    k1 = tl.to_tensor(seed_hi).to(tl.uint32)
+    # tl.cast makes a tensor of an int that Triton specialised to a constexpr (== 1), so the key schedule
+    # wraps in uint32; it exists in every Triton we run (tl.to_tensor does not in 3.6, the GPU image's).
+    c3 = zero + tl.cast(stream, tl.uint32)
+    k0 = tl.cast(seed_lo, tl.uint32)
+    k1 = tl.cast(seed_hi, tl.uint32)
     return philox4x32_10(c0, c1, c2, c3, k0, k1)
 
 

