@@ -129,6 +129,11 @@ def _block_min(x, c):
     gibbs.block_min_update_triton(x, sigma, torch.zeros_like(x), sigma.clone())
 
 
+def _noise(x, c):
+    from . import noise  # a draw of x's shape and dtype: [B] chain ids, one step for all (an int)
+    noise.chain_randn_triton(c.seed, torch.arange(x.shape[0]), 7, x.shape[1:], c.stream, dtype=x.dtype)
+
+
 ON_OFF = (False, True)
 # kernel ("module.function") -> (launch, the kernel's own constexpr switches); each variant is
 # kernel x dtype (DTYPES) x case (CASES) x one value per switch.
@@ -143,6 +148,7 @@ VARIANTS = {
     "deis._deis_kernel": (_deis, {"J": (1, 4)}),  # DEIS orders r = 0 and 3 (J = r + 1 history terms)
     "gibbs._gibbs_kernel": (_gibbs, {"prior": ON_OFF, "sample": ON_OFF, "block_min": ON_OFF}),
     "gibbs._block_min_kernel": (_block_min, {}),
+    "noise._randn_kernel": (_noise, {}),
 }
 
 

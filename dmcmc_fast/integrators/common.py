@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.models.base import CountingDenoiser, bcast
 
 
@@ -112,4 +113,4 @@ def n_loop(n_steps: int, final_tweedie: bool) -> int:
 def step_noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torch.Tensor:
     """Per-chain standard normals shaped like x (chain_ids None = 0..B-1), in x's dtype."""
     ids = rng.default_chain_ids(x.shape[0], x.device) if chain_ids is None else chain_ids
-    return rng.chain_randn(seed, ids, step, tuple(x.shape[1:]), stream=stream, device=x.device, dtype=x.dtype)
+    return noise.chain_randn(seed, ids, step, tuple(x.shape[1:]), stream=stream, device=x.device, dtype=x.dtype)

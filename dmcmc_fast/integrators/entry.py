@@ -6,11 +6,12 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 
 
 def prior_sample(req) -> torch.Tensor:
     shape = tuple(req.model.shape)
-    z = rng.chain_randn(req.seed, req.chain_ids, 0, shape, stream=rng.STREAM_INIT, device=req.device)
+    z = noise.chain_randn(req.seed, req.chain_ids, 0, shape, stream=rng.STREAM_INIT, device=req.device)
     return req.options["sigma_max"] * z
 
 

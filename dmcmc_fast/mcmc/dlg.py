@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.integrators.common import ensure_counting
 from dmcmc_fast.kernels.gibbs import block_min_update, gibbs_select
 from dmcmc_fast.kernels.langevin import langevin_step
@@ -167,10 +168,10 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
     c = _chains or _Chains(model, classifier, cfg, seed, chain_ids)
     shape = tuple(model.shape)
     before = model.nfe.clone()
-    x = cfg.sigma_max * rng.chain_randn(seed, chain_ids, 0, shape, stream=rng.STREAM_INIT, device=chain_ids.device,
+    x = cfg.sigma_max * noise.chain_randn(seed, chain_ids, 0, shape, stream=rng.STREAM_INIT, device=chain_ids.device,
                                         dtype=dtype)
     x, k = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, {})
-    x = x + cfg.init_noise * rng.chain_randn(seed, chain_ids, k, shape, stream=rng.STREAM_INIT,
+    x = x + cfg.init_noise * noise.chain_randn(seed, chain_ids, k, shape, stream=rng.STREAM_INIT,
                                              device=chain_ids.device, dtype=dtype)
     sigma = c.gibbs(x, k)
     k += 1

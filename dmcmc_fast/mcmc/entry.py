@@ -13,6 +13,7 @@ import json
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.mcmc.classifier import (ExactLevelPosterior, classifier_for_shape, level_sigmas,
                                         load_classifier)
 from dmcmc_fast.mcmc.dlg import DLGConfig, blocks_for_budget, run_dlg
@@ -22,7 +23,7 @@ from dmcmc_fast.models.gaussian_mixture import GaussianMixture
 
 
 def _start(req, sigma_max: float) -> torch.Tensor:
-    z = rng.chain_randn(req.seed, req.chain_ids, 0, tuple(req.model.shape), stream=rng.STREAM_INIT,
+    z = noise.chain_randn(req.seed, req.chain_ids, 0, tuple(req.model.shape), stream=rng.STREAM_INIT,
                         device=req.device)
     return sigma_max * z
 

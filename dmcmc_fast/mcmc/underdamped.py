@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.kernels.underdamped import baoab_limit_step, obabo_bo, obabo_oba
 from dmcmc_fast.mcmc.common import MCMCResult, done, annealing_levels, check_int, check_positive, full, setup
 
@@ -51,7 +52,7 @@ def sample_baoab_limit(model, x: torch.Tensor, levels, hs, n_steps_each: int, *,
     _check(levels, hs, n_steps_each)
     model, ids, before = setup(model, x, chain_ids)
     if xi is None:
-        xi = rng.chain_randn(seed, ids, step0, tuple(x.shape[1:]), stream=rng.STREAM_LANGEVIN, device=x.device,
+        xi = noise.chain_randn(seed, ids, step0, tuple(x.shape[1:]), stream=rng.STREAM_LANGEVIN, device=x.device,
                              dtype=x.dtype)
     k = step0 + 1
     for i, (s, h) in enumerate(zip(levels, hs)):
@@ -76,7 +77,7 @@ def sample_obabo(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, gamma
     check_positive("gamma", gamma)
     model, ids, before = setup(model, x, chain_ids)
     if p is None:
-        p = rng.chain_randn(seed, ids, step0, tuple(x.shape[1:]), stream=rng.STREAM_MOMENTUM, device=x.device,
+        p = noise.chain_randn(seed, ids, step0, tuple(x.shape[1:]), stream=rng.STREAM_MOMENTUM, device=x.device,
                             dtype=x.dtype)
     k = step0 + 1
     for i, (s, h) in enumerate(zip(levels, hs)):

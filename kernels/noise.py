@@ -1,0 +1,56 @@
+"""Per-chain standard normals in one launch: `rng.chain_randn` as a Triton kernel, its launcher, the
+torch reference (`rng.chain_randn` itself) and the entry point that dispatches by device.
+
+The samplers draw most of their noise inside the fused update kernels; this one serves the draws that
+stand alone: the prior sample N(0, sigma_max^2 I) of every run, DLG's initialisation noise, the carried
+noise / momentum of the underdamped samplers, and the per-step noise of the reverse-SDE integrators.
+The torch reference is hundreds of int64 elementwise ops per draw, i.e. hundreds of kernel launches on
+a GPU; the kernel is one, and draws the same numbers (counter = (element, chain, step, stream)).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from dmcmc_fast import rng
+
+from ._args import chain_vec, step_vec
+from ._dispatch import choose_backend
+from ._launch import grid_for, row_tile, seed_words
+from ._philox import chain_randn as philox_randn
+
+
+@triton.jit
+def _randn_kernel(out_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
+    row, cols, mask, offs = row_tile(n, BLOCK)
+    z = philox_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    tl.store(out_ptr + offs, z.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def chain_randn_triton(seed: int, chain_ids: torch.Tensor, step, shape, stream: int = 0,
+                       dtype=torch.float32) -> torch.Tensor:
+    """[B, *shape] normals on chain_ids' device (a CUDA device, or the CPU under TRITON_INTERPRET=1)."""
+    b, n = chain_ids.shape[0], math.prod(shape)
+    out = torch.empty((b, n), dtype=dtype, device=chain_ids.device)
+    if b and n:
+        (grid, block), (lo, hi) = grid_for(b, n), seed_words(seed)
+        _randn_kernel[grid](out, chain_ids.contiguous(), step_vec(step, out), n, lo, hi, stream, BLOCK=block)
+    return out.view(b, *shape)
+
+
+def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None, dtype=torch.float32,
+                backend=None) -> torch.Tensor:
+    """`rng.chain_randn(seed, chain_ids, step, shape, stream, device, dtype)`, one launch on CUDA.
+
+    `chain_ids` a `[B]` int64 tensor (or list), `step` an int or a `[B]` tensor; the result lives on
+    `device` (default: chain_ids' device)."""
+    device = torch.device(device) if device is not None else (
+        chain_ids.device if torch.is_tensor(chain_ids) else torch.device("cpu"))
+    rows = torch.empty(len(chain_ids), 0, device=device)  # only its shape and device are used
+    ids, steps, shape = chain_vec(chain_ids, rows), step_vec(step, rows), tuple(shape)
+    if choose_backend(ids, backend) == "triton":
+        return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
+    return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)

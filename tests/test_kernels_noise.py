@@ -1,0 +1,44 @@
+"""The per-chain noise kernel (kernels/noise.py) against its reference, `rng.chain_randn`, on fresh
+chain ids and steps: odd row lengths and several blocks per row (MAX_BLOCK lowered to 64), a batch of
+1, every output dtype, per-row steps and an int step; the output poisoned with NaN first. Under
+TRITON_INTERPRET=1 here, on the GPU when there is one. The Philox words are equal on both sides; the
+float32 Box-Muller may round differently by an ulp, hence the tolerance.
+"""
+import pytest
+import torch
+
+from dmcmc_fast import rng
+from dmcmc_fast.kernels import _launch, noise
+
+SEEDS = [0, 1, 0x7BADF00DDEADBEEF]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(_launch, "MAX_BLOCK", 64)
+
+
+@pytest.mark.parametrize("b,shape", [(1, (7,)), (3, (5, 29)), (2, (3, 8, 8)), (4, (1,))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_noise_kernel_matches_reference(b, shape, dtype, seed, device, monkeypatch):
+    g = torch.Generator().manual_seed(hash((b, shape, str(dtype), seed)) % 2**31)
+    ids = (torch.randperm(1000, generator=g)[:b] + 2**31 - 500).to(device)  # across the int32 sign boundary
+    step = torch.randint(0, 2**40, (b,), generator=g).to(device) if seed != 1 else 7
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))
+    got = noise.chain_randn(seed, ids, step, shape, stream=rng.STREAM_SDE, dtype=dtype, backend="triton")
+    monkeypatch.setattr(torch, "empty", empty)
+    ref = rng.chain_randn(seed, ids, step, shape, stream=rng.STREAM_SDE, device=device, dtype=dtype)
+    assert got.shape == (b, *shape) and got.dtype == dtype and got.device == ref.device
+    tol = {torch.float32: 1e-5, torch.float64: 1e-5}.get(dtype, 1e-2)
+    torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
+
+
+def test_noise_entry_dispatches_by_device_and_defaults():
+    ids = torch.arange(3)
+    z = noise.chain_randn(5, ids, 2, (4,), stream=rng.STREAM_INIT)  # CPU tensors: the torch reference
+    assert torch.equal(z, rng.chain_randn(5, ids, 2, (4,), stream=rng.STREAM_INIT))
+    assert noise.chain_randn(5, [0, 1, 2], 2, (4,), stream=rng.STREAM_INIT).shape == (3, 4)
+    with pytest.raises(ValueError, match="step must be an int or a tensor of shape \\[3\\]"):
+        noise.chain_randn(5, ids, torch.zeros(2, dtype=torch.int64), (4,), backend="torch")
