@@ -56,6 +56,6 @@ register(SamplerSpec("dlg", E + "dlg", (
     Option("n_init", int, 10, 0, 100_000, help="Langevin-Gibbs steps of the initialisation"),
     Option("engine", str, "auto", choices=("auto", "pipelined", "plain"),
            help="'pipelined' packs chain steps and block denoising into shared network batches "
-                "(dmcmc_fast.engine, same samples); 'auto' = plain (host-sync free, so its network "
-                "calls run as captured CUDA graphs; the pipelined runner's bookkeeping still reads back per batch)")),
+                "(dmcmc_fast.engine, same samples); 'auto' = plain (audited free of host reads, so its "
+                "network calls run as captured CUDA graphs)")),
     "Denoising Langevin Gibbs (Kim & Ye 2023); --num chains, each returns its last block's sample"))
