@@ -96,3 +96,28 @@ def test_cuda_graph_path_equals_eager(sampler, nfe, options):
     assert graphed.graph["mode"] == "graph", graphed.graph  # captured, no fallback
     assert graphed.graph["captured"], graphed.graph
     torch.testing.assert_close(graphed.samples, eager.samples, rtol=1e-4, atol=1e-4)
+
+
+def test_a_later_run_reuses_the_captured_denoiser_until_the_weights_move():
+    from dmcmc_fast.engine.graph import graphed_for_sampling
+
+    class Net(torch.nn.Module):
+        shape = (1, 4, 4)
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x, sigma):
+            return self.conv(x)
+
+    net = Net()
+    first, _ = graphed_for_sampling(net, "on", "cpu", 8)
+    again, _ = graphed_for_sampling(net, "on", "cpu", 8)
+    assert again is first  # same model, device, buckets, weights where they were: reused
+    assert graphed_for_sampling(net, "on", "cpu", 4)[0] is not first  # other buckets
+    net.conv.weight.data = net.conv.weight.data.clone()  # the weights move: a graph would read stale memory
+    moved, _ = graphed_for_sampling(net, "on", "cpu", 8)
+    assert moved is not first and graphed_for_sampling(net, "on", "cpu", 8)[0] is moved
+    plain = lambda x, s: x  # noqa: E731
+    assert graphed_for_sampling(plain, "off", "cpu", 8) == (plain, None)  # off: the model itself, no wrapper

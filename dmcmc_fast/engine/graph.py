@@ -22,7 +22,9 @@ bucketing and padding without a GPU), "eager" (call the model directly).
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
+import weakref
 from typing import Callable
 
 import torch
@@ -245,17 +247,40 @@ def graph_mode(graph: str, device) -> tuple[str, str | None]:
     return "eager", None
 
 
+# model -> {(mode, device, buckets): (storage key, GraphedDenoiser)}: a later run on the same model reuses
+# the graphs captured by an earlier one (a capture costs warm-up forwards; a low-latency caller pays it once)
+_REUSE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _storage_key(model) -> tuple:
+    """Where the model's tensors live (data pointer, shape): a captured graph reads them by address, so it
+    is reused only while they stay put (`.to()` round trips or reassigned parameters make new ones)."""
+    modules = [model] if isinstance(model, torch.nn.Module) else \
+        [v for v in vars(model).values() if isinstance(v, torch.nn.Module)] if hasattr(model, "__dict__") else []
+    return tuple((t.data_ptr(), tuple(t.shape)) for m in modules
+                 for t in itertools.chain(m.parameters(), m.buffers()))
+
+
 def graphed_for_sampling(model, graph: str, device, batch_size: int):
     """`(denoiser to sample with, GraphedDenoiser or None)`: the model behind a GraphedDenoiser whose
-    buckets hold `batch_size` and the powers of two below it (the last batch, DLG's and rk45's subsets)."""
+    buckets hold `batch_size` and the powers of two below it (the last batch, DLG's and rk45's subsets),
+    the one an earlier run on this model made when its tensors have not moved since."""
     mode, reason = graph_mode(graph, device)
     if mode == "eager":
         return model, None
     if reason is not None:
         log.warning("graph=%s: %s", graph, reason)
-    buckets = sorted({b for b in DEFAULT_BUCKETS if b < batch_size} | {batch_size})
+    buckets = tuple(sorted({b for b in DEFAULT_BUCKETS if b < batch_size} | {batch_size}))
+    key, storage = (mode, str(torch.device(device)), buckets), _storage_key(model)
+    try:
+        runs = _REUSE.setdefault(model, {})
+    except TypeError:  # not weak-referenceable (or unhashable): no reuse
+        runs = {}
+    if key in runs and runs[key][0] == storage:
+        return runs[key][1], runs[key][1]
     graphed = GraphedDenoiser(model, shape=getattr(model, "shape", None), buckets=buckets, mode=mode, device=device)
     graphed.fallback_reason = graphed.fallback_reason or reason
+    runs[key] = (storage, graphed)  # replaces graphs of moved tensors: they would read stale memory
     return graphed, graphed
 
 
