@@ -138,11 +138,16 @@ torch::Tensor route_samples(torch::Tensor owed, I64 n) {
 
 }  // namespace
 
+// csrc/philox.cpp: per-chain Philox uniforms on the CPU (see dmcmc_fast/kernels/noise.py)
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
+                             int64_t words);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py)";
+  m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py) and CPU Philox draws";
   m.def("assign_jobs", &assign_jobs);
   m.def("pack_batch", &pack_batch);
   m.def("commit_batch", &commit_batch);
   m.def("ready_prefix", &ready_prefix);
   m.def("route_samples", &route_samples);
+  m.def("philox_uniform", &philox_uniform);
 }

@@ -63,6 +63,9 @@ def same_shape(name: str, t: torch.Tensor, x: torch.Tensor):
 
 
 def noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torch.Tensor:
-    """Reference noise: standard normals shaped like x (float32 words, compute dtype), row b from chain_ids[b]."""
-    return rng.chain_randn(seed, chain_vec(chain_ids, x), step_vec(step, x), tuple(x.shape[1:]),
-                           stream=stream, device=x.device).to(compute_dtype(x))
+    """Reference noise: standard normals shaped like x (float32 words, compute dtype), row b from chain_ids[b]
+    (`noise.chain_randn` on x's device: on the CPU the C++ words, bit-identical to `rng.chain_randn`)."""
+    from .noise import chain_randn  # noise.py builds on this module
+
+    return chain_randn(seed, chain_vec(chain_ids, x), step_vec(step, x), tuple(x.shape[1:]), stream=stream,
+                       device=x.device, backend="torch" if x.is_cuda else None).to(compute_dtype(x))

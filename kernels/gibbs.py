@@ -16,6 +16,7 @@ import triton.language as tl
 
 from dmcmc_fast import rng
 
+from . import noise
 from ._args import chain_vec, compute_dtype, rows, same_shape, step_vec
 from ._dispatch import choose_backend
 from ._launch import as_rows, block_for, grid_for, seed_words
@@ -121,8 +122,8 @@ def gibbs_select_reference(logits, level_sigmas, log_prior=None, sample=False, s
     if log_prior is not None:
         score = score + log_prior.to(cd)
     if sample:
-        u = rng.chain_rand(seed, chain_vec(chain_ids, logits), step_vec(step, logits), (logits.shape[1],),
-                           stream=stream, device=logits.device)
+        u = noise.chain_rand(seed, chain_vec(chain_ids, logits), step_vec(step, logits), (logits.shape[1],),
+                             stream=stream, device=logits.device)
         score = score - torch.log(-torch.log(u))
     idx = torch.argmax(score, dim=1)
     return idx, level_sigmas[idx]

@@ -5,10 +5,14 @@ The samplers draw most of their noise inside the fused update kernels; this one 
 stand alone: the prior sample N(0, sigma_max^2 I) of every run, DLG's initialisation noise, the carried
 noise / momentum of the underdamped samplers, and the per-step noise of the reverse-SDE integrators.
 The torch reference is hundreds of int64 elementwise ops per draw, i.e. hundreds of kernel launches on
-a GPU; the kernel is one, and draws the same numbers (counter = (element, chain, step, stream)).
+a GPU; the kernel is one, and draws the same numbers (counter = (element, chain, step, stream)). On the
+CPU the Philox words come from the C++ extension (`csrc/philox.cpp`, one tight loop; 14x faster than the
+torch reference at [256, 784]) and go through the reference's own `rng.box_muller`, so a CPU draw is
+bit-identical to the reference; without the extension the reference itself runs.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -41,16 +45,44 @@ def chain_randn_triton(seed: int, chain_ids: torch.Tensor, step, shape, stream: 
     return out.view(b, *shape)
 
 
+@functools.lru_cache(maxsize=1)
+def _cpp():
+    """The C++ extension's Philox (dmcmc_fast._C.philox_uniform), or None where it was not built."""
+    try:
+        from dmcmc_fast import _C
+    except ImportError:
+        return None
+    return getattr(_C, "philox_uniform", None)
+
+
 def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None, dtype=torch.float32,
                 backend=None) -> torch.Tensor:
     """`rng.chain_randn(seed, chain_ids, step, shape, stream, device, dtype)`, one launch on CUDA.
 
     `chain_ids` a `[B]` int64 tensor (or list), `step` an int or a `[B]` tensor; the result lives on
     `device` (default: chain_ids' device)."""
+    ids, steps, shape = _rows(seed, chain_ids, step, shape, device)
+    if choose_backend(ids, backend) == "triton":
+        return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
+    if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
+        u = _cpp()(seed, ids, steps, math.prod(shape), stream, 2).view(2, ids.shape[0], *shape)
+        return rng.box_muller(u[0], u[1]).to(dtype)  # the reference's own float32 math: bit-identical
+    return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
+
+
+def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None, backend=None) -> torch.Tensor:
+    """`rng.chain_rand` (uniforms in [0, 1), word 0): the C++ words on the CPU (bit-identical), else the
+    reference (the Triton kernels draw their uniforms inside, e.g. the Gibbs kernel's Gumbel-max)."""
+    ids, steps, shape = _rows(seed, chain_ids, step, shape, device)
+    if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
+        return _cpp()(seed, ids, steps, math.prod(shape), stream, 1).view(ids.shape[0], *shape)
+    return rng.chain_rand(seed, ids, steps, shape, stream=stream, device=device)
+
+
+def _rows(seed, chain_ids, step, shape, device):
+    """chain ids and steps as [B] int64 on the device (default: chain_ids'), shape as a tuple; checks seed."""
+    seed_words(seed)  # ValueError naming the seed outside [0, 2**63)
     device = torch.device(device) if device is not None else (
         chain_ids.device if torch.is_tensor(chain_ids) else torch.device("cpu"))
     rows = torch.empty(len(chain_ids), 0, device=device)  # only its shape and device are used
-    ids, steps, shape = chain_vec(chain_ids, rows), step_vec(step, rows), tuple(shape)
-    if choose_backend(ids, backend) == "triton":
-        return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
-    return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
+    return chain_vec(chain_ids, rows), step_vec(step, rows), tuple(shape)

@@ -42,3 +42,26 @@ def test_noise_entry_dispatches_by_device_and_defaults():
     assert noise.chain_randn(5, [0, 1, 2], 2, (4,), stream=rng.STREAM_INIT).shape == (3, 4)
     with pytest.raises(ValueError, match="step must be an int or a tensor of shape \\[3\\]"):
         noise.chain_randn(5, ids, torch.zeros(2, dtype=torch.int64), (4,), backend="torch")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("b,shape,stream", [(1, (1,), 0), (5, (3, 7), rng.STREAM_INIT), (64, (1, 8, 8), rng.STREAM_GIBBS)])
+def test_cpu_draws_from_the_extension_are_bit_identical_to_the_reference(seed, b, shape, stream):
+    assert noise._cpp() is not None, "dmcmc_fast._C is not built: run bash scripts/setup.sh"
+    g = torch.Generator().manual_seed(seed % 2**31 + b)
+    ids = torch.randperm(1000, generator=g)[:b] + 2**32 - 500  # ids past 2**32: the counter keeps 32 bits
+    step = torch.randint(0, 2**40, (b,), generator=g)
+    z = noise.chain_randn(seed, ids, step, shape, stream=stream, dtype=torch.float64)
+    assert torch.equal(z, rng.chain_randn(seed, ids, step, shape, stream=stream, dtype=torch.float64))
+    u = noise.chain_rand(seed, ids, 3, shape, stream=stream)
+    assert torch.equal(u, rng.chain_rand(seed, ids, 3, shape, stream=stream))
+    assert torch.equal(noise.chain_randn(seed, ids, step, shape, stream=stream, backend="torch"),
+                       rng.chain_randn(seed, ids, step, shape, stream=stream))
+
+
+def test_cpu_draws_fall_back_to_the_reference_without_the_extension(monkeypatch):
+    ids = torch.arange(3)
+    monkeypatch.setattr(noise, "_cpp", lambda: None)
+    assert torch.equal(noise.chain_randn(4, ids, 1, (5,)), rng.chain_randn(4, ids, 1, (5,)))
+    with pytest.raises(ValueError, match="seed"):
+        noise.chain_rand(-1, ids, 1, (5,))
