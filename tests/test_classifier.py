@@ -44,6 +44,20 @@ def test_exact_posterior_matches_brute_force():
                                atol=1e-12)
 
 
+def test_static_and_batch_windows_give_the_same_logits(monkeypatch):
+    """The device branch (a static window bounded over all inputs) and the CPU one (the batch's widest kept
+    window) compute the same logits, near the data and far from it."""
+    mix = GaussianMixture(torch.randn(30, 50, generator=torch.Generator().manual_seed(4)), std=0.05)
+    clf = ExactLevelPosterior(mix, level_sigmas(400, 0.002, 80.0))
+    x = torch.cat([mix.sample(4, sigma=s, generator=torch.Generator().manual_seed(5))[0] for s in (0.003, 0.3, 4.0, 60.0)])
+    batch = clf(x.double())
+    monkeypatch.setattr(ExactLevelPosterior, "STATIC_WIDTH_ON_CPU", True)
+    static = clf(x.double())
+    torch.testing.assert_close(static, batch, rtol=0, atol=1e-12)
+    full = ExactLevelPosterior(mix, level_sigmas(400, 0.002, 80.0), prune=float("inf"))(x.double())
+    torch.testing.assert_close(static.softmax(1), full.softmax(1), rtol=0, atol=1e-12)
+
+
 def test_exact_posterior_recovers_the_noise_level_in_high_dimension():
     mix = GaussianMixture(torch.randn(5, 400, generator=torch.Generator().manual_seed(2)), std=0.05)
     levels = level_sigmas(1000, 0.002, 80.0)

@@ -54,6 +54,14 @@ def digits():
     return load_model("gmm-digits")
 
 
+@pytest.fixture(autouse=True)
+def device_branches(monkeypatch):
+    """Audit the branch a GPU runs where the CPU takes a cheaper one that reads back (free on a CPU)."""
+    from dmcmc_fast.mcmc.classifier import ExactLevelPosterior
+
+    monkeypatch.setattr(ExactLevelPosterior, "STATIC_WIDTH_ON_CPU", True)
+
+
 CASES = {name: (name, RUNS.get(name, [(9, {}), (19, {})])) for name in sorted(all_samplers()) if name != "rk45"}
 CASES.update(EXTRA_CASES)
 

@@ -81,9 +81,14 @@ class ExactLevelPosterior:
     [U_m + log w_k*, U_m], U_m = -r*^2/(2 var_m) - (d/2) log(2 pi var_m). Levels whose upper bound is
     more than `prune` nats under the best lower bound (posterior mass < M e^-prune) get their lower
     bound instead of the full sum over modes; all others are exact. `prune=inf` disables this.
-    The kept levels form one window per row; its width `self.width` is a bound over all inputs fixed at
-    construction, so a call has no data-dependent shape and reads nothing back to the host.
+    The kept levels form one window per row. On a GPU its width is `self.width`, a bound over all inputs
+    fixed at construction, so a call has no data-dependent shape and reads nothing back to the host. On
+    the CPU, where reading a value back costs nothing, the width is the widest kept window of the batch
+    (often ~7x narrower: chains away from the data keep few levels), unless `STATIC_WIDTH_ON_CPU` (the
+    sync audit sets it, to check the device branch on the CPU). Both widths give the same logits.
     """
+
+    STATIC_WIDTH_ON_CPU = False
 
     def __init__(self, mixture, levels: torch.Tensor, prune: float = 40.0, max_elems: int = 2 ** 24):
         self.mixture, self.levels, self.prune, self.max_elems = mixture, levels, float(prune), max_elems
@@ -133,7 +138,10 @@ class ExactLevelPosterior:
         upper = -r2_min[:, None] / (2 * var) + norm  # [B, M]
         lower = upper + logw[k_star][:, None]
         keep = upper >= lower.max(1, keepdim=True).values - self.prune  # a contiguous window per row
-        width = self.width  # >= every row's kept count (static: no shape read back from the device)
+        if x.is_cuda or self.STATIC_WIDTH_ON_CPU:
+            width = self.width  # >= every row's kept count (static: no shape read back from the device)
+        else:
+            width = int(keep.sum(1).max())  # a CPU read: free here, and the window is often far narrower
         first = keep.int().argmax(1).clamp_max(len(var) - width)  # U_m is unimodal in var: kept levels are contiguous
         idx = first[:, None] + torch.arange(width, device=x.device)  # [B, W]
         rel = (r2 - r2_min[:, None]).to(dt)  # >= 0: the part of the exponent computed in dt
