@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
-from dmcmc_fast.models.base import CountingDenoiser
+from dmcmc_fast.models.base import CountingDenoiser, model_device, same_device
 from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
 
 
@@ -47,11 +47,13 @@ class SampleBatch:
 
 
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
-           device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
+           device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
            graph: str = "auto", **options) -> SampleOutput:
     """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample.
 
+    `device`: where to sample, default where the model's weights are (the CPU for analytic models); a
+    network on another device is an error, never moved behind the caller's back.
     `graph` (auto | on | off): on a CUDA device the network runs as CUDA graphs captured once per batch
     size (`engine.graph.GraphedDenoiser`; samples equal eager ones); "auto" does so on CUDA and calls the
     model plainly elsewhere, "off" never. A capture that fails falls back to eager with a logged warning
@@ -81,7 +83,7 @@ class _Stream:
 
 
 def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
-           device: str | torch.device = "cpu", out_dir: str | None = None, resume: bool = False,
+           device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
            graph: str = "auto", **options) -> _Stream:
     """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
@@ -95,12 +97,10 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     _check_int("batch_size", batch_size, 1)
     _check_int("world_size", world_size, 1)
     _check_int("rank", rank, 0, world_size - 1)
-    device = torch.device(device)
+    device = sampling_device(model, device)
     graph_mode(graph, device)  # checks `graph` before any work
-    if hasattr(model, "to"):  # network denoisers (unet-mnist, adapters of nn.Modules) follow the device
-        model = model.to(device)
-        if isinstance(model, torch.nn.Module):
-            model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
 
     parts_dir = None
@@ -140,6 +140,19 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         bar.close()
 
     return _Stream(batches(), cfg, graph_info)
+
+
+def sampling_device(model, device) -> torch.device:
+    """The device to sample on: `device` if given, else where the model's weights are, else the CPU.
+    Nothing is moved: a network whose weights live elsewhere than `device` is an error naming both."""
+    where = model_device(model)
+    if device is None:
+        return where if where is not None else torch.device("cpu")
+    device = torch.device(device)
+    if where is not None and not same_device(where, device):
+        raise ValueError(f"device={str(device)!r}, but the model's weights are on {str(where)!r}: move the model "
+                         f"first (model.to({str(device)!r})) or sample where it is (device={str(where)!r})")
+    return device
 
 
 def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):

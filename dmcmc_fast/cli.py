@@ -112,6 +112,8 @@ def cmd_sample(a) -> int:
 
     rank, world, device = init_from_env(a.device)
     model = load_model(a.model, modes=a.modes, std=a.std)
+    if hasattr(model, "to"):  # a built-in network goes where --device says (api.sample moves nothing itself)
+        model = model.to(device)
     opts = {k: getattr(a, k) for k in a.sampler_opts if getattr(a, k) is not None}
     cfg = {"model": a.model, "model_options": {"modes": a.modes, "std": a.std}}
     out = sample(model, a.sampler, a.num, a.nfe, seed=a.seed, batch_size=a.batch_size, device=device,

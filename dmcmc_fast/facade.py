@@ -21,11 +21,11 @@ from dmcmc_fast.samplers import get_sampler
 class Sampler:
     sampler_name: str = ""
 
-    def __init__(self, model, nfe: int, *, seed: int = 0, device="cpu", batch_size: int = 256,
+    def __init__(self, model, nfe: int, *, seed: int = 0, device=None, batch_size: int = 256,
                  progress: bool = False, graph: str = "auto", **options):
         self.spec = get_sampler(self.sampler_name)
         self.options = self.spec.validate(options)  # fail early, with the option's range
-        graph_mode(graph, device)  # likewise for graph (auto | on | off; see api.sample)
+        graph_mode(graph, api.sampling_device(model, device))  # likewise graph and device (see api.sample)
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
 

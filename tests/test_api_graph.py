@@ -88,7 +88,7 @@ def test_graphed_denoiser_of_a_module_finds_its_device():
 @pytest.mark.parametrize("sampler,nfe,options", [("heun", 9, {}), ("dlg", 60, dict(DLG, classifier="exact")),
                                                  ("obabo", 12, {})])
 def test_cuda_graph_path_equals_eager(sampler, nfe, options):
-    model = load_model("unet-mnist") if sampler == "heun" else load_model("gmm-digits")
+    model = load_model("unet-mnist").to("cuda") if sampler == "heun" else load_model("gmm-digits")
     eager = api.sample(model, sampler, num=6, nfe=nfe, batch_size=4, device="cuda", graph="off", progress=False,
                        **options)
     graphed = api.sample(model, sampler, num=6, nfe=nfe, batch_size=4, device="cuda", graph="auto", progress=False,
@@ -121,3 +121,19 @@ def test_a_later_run_reuses_the_captured_denoiser_until_the_weights_move():
     assert moved is not first and graphed_for_sampling(net, "on", "cpu", 8)[0] is moved
     plain = lambda x, s: x  # noqa: E731
     assert graphed_for_sampling(plain, "off", "cpu", 8) == (plain, None)  # off: the model itself, no wrapper
+
+
+def test_sampling_moves_nothing_behind_the_callers_back():
+    from dmcmc_fast.models import VPAdapter
+    from dmcmc_fast.models.base import model_device
+
+    net = load_model("unet-mnist")  # an nn.Module, on the CPU
+    assert model_device(net) == torch.device("cpu") and model_device(load_model("gmm-digits")) is None
+    adapter = VPAdapter(torch.nn.Conv2d(1, 1, 1), torch.linspace(0.999, 0.01, 50), shape=(1, 4, 4))
+    assert model_device(adapter) == torch.device("cpu")  # the network an adapter holds
+    assert api.sampling_device(net, None) == torch.device("cpu")  # default: where the weights are
+    with pytest.raises(ValueError, match=r"device='cuda', but the model's weights are on 'cpu'"):
+        api.sample(net, "heun", num=2, nfe=3, device="cuda", progress=False)
+    with pytest.raises(ValueError, match="model.to"):
+        dmcmc_fast.Heun(net, nfe=3, device="cuda")
+    assert api.sampling_device(load_model("gmm-digits"), "cuda") == torch.device("cuda")  # analytic: anywhere

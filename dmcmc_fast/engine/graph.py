@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from dmcmc_fast.models.base import model_device
+
 log = logging.getLogger("dmcmc_fast.engine")
 
 MODES = ("auto", "graph", "static", "eager")
@@ -285,9 +287,5 @@ def graphed_for_sampling(model, graph: str, device, batch_size: int):
 
 
 def _model_device(model) -> torch.device:
-    if isinstance(model, torch.nn.Module):
-        p = next(iter(model.parameters()), None)
-        p = next(iter(model.buffers()), None) if p is None else p
-        if p is not None:
-            return p.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = model_device(model)
+    return where if where is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

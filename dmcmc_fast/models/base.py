@@ -50,6 +50,28 @@ def check_call(model: Denoiser, x: torch.Tensor, sigma) -> torch.Tensor:
     return as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
 
+def model_device(model) -> torch.device | None:
+    """Where a network denoiser's weights live: an `nn.Module`'s (or, for an adapter, the `nn.Module` it
+    holds) first parameter or buffer; None for a model without weights (analytic models run anywhere)."""
+    modules = [model] if isinstance(model, torch.nn.Module) else \
+        [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    for m in modules:
+        for t in (*m.parameters(), *m.buffers()):
+            return t.device
+    return None
+
+
+def same_device(a, b) -> bool:
+    """torch devices equal, with "cuda" meaning the current CUDA device."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda" and (a.index is None or b.index is None):
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index == b.index
+
+
 def bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """`[B]` -> `[B, 1, ..., 1]` so it broadcasts against `x`."""
     return sigma.reshape(-1, *([1] * (x.ndim - 1)))
