@@ -64,6 +64,7 @@ Euler = _sampler_class("Euler", "euler")
 RK45 = _sampler_class("RK45", "rk45")
 ReverseDiffusion = _sampler_class("ReverseDiffusion", "reverse_diffusion")
 EulerMaruyama = _sampler_class("EulerMaruyama", "euler_maruyama")
+DPMSolverPP2M = _sampler_class("DPMSolverPP2M", "dpmpp_2m")
 
 __all__ = ["Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama"]
+           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M"]

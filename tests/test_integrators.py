@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators import INTEGRATORS, sample_deis, sample_heun, sample_karras_sde, sample_rk45
+from dmcmc_fast.integrators import (INTEGRATORS, sample_deis, sample_dpmpp_2m, sample_heun, sample_karras_sde,
+                                    sample_rk45)
 from dmcmc_fast.integrators.deis import deis_coefficients, deis_steps_for_nfe
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, gaussian
 from dmcmc_fast.schedules import karras
@@ -42,7 +43,8 @@ def start_state(s0, seed=0):
 # moves the slope by up to 0.23 (rhoAB r = 3: 3.77), and up where the leading constant is small
 # (tAB-vp r = 2: 3.36).
 # Everything is float64 (the kernels compute in float64 for float64 state), errors stay above 1e-7.
-ORDER_CASES = [("euler", {}, 1), ("heun", {}, 2), ("deis", dict(order=1, warm_start="lower_order"), 2)] + [
+ORDER_CASES = [("euler", {}, 1), ("heun", {}, 2), ("dpmpp_2m", {}, 2),
+               ("deis", dict(order=1, warm_start="lower_order"), 2)] + [
     ("deis", dict(order=r, ab_time=t, warm_start="runge_kutta"), r + 1)
     for t in ("rho", "ve", "vp") for r in range(4) if r > 0 or t == "ve"]
 
@@ -150,6 +152,30 @@ def test_heun_and_kar2_match_kdiffusion(churn):
         ours = sample_heun(m, x, 10.0, n, sigma_min=0.02)
     torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=1e-5)
     assert ours.nfe.tolist() == [2 * n - 1] * 3
+
+
+def test_dpmpp_2m_matches_kdiffusion():
+    """Against the installed k-diffusion's `sample_dpmpp_2m` (deterministic) on its shared Karras grid: same
+    samples, N model calls for N grid points plus the step to 0."""
+    from bench.baselines import load_k_diffusion_sampling
+
+    kd = load_k_diffusion_sampling()
+    assert kd is not None, "k-diffusion is installed by scripts/setup.sh"
+    m, n = two_mode_model(), 9
+    x = 10.0 * rng.chain_randn(2, torch.tensor([4, 9, 1]), 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    calls = []
+    ref = kd.sample_dpmpp_2m(lambda x_, s_: calls.append(1) or m(x_, s_), x, karras(n, 0.02, 10.0, 7.0).to(F64),
+                             disable=True)
+    ours = sample_dpmpp_2m(m, x, 10.0, n, sigma_min=0.02)
+    torch.testing.assert_close(ours.x, ref, rtol=1e-9, atol=1e-9)
+    assert ours.nfe.tolist() == [n] * 3 == [len(calls)] * 3
+    # per-sample starts: each row equals that row run alone from its own start; a row below sigma_min stands
+    starts = torch.tensor([10.0, 0.5, 0.01], dtype=F64)
+    both = sample_dpmpp_2m(m, x, starts, n, sigma_min=0.02, final_tweedie=False)
+    for b in range(3):
+        alone = sample_dpmpp_2m(m, x[b:b + 1], starts[b:b + 1], n, sigma_min=0.02, final_tweedie=False)
+        torch.testing.assert_close(both.x[b:b + 1], alone.x, rtol=1e-12, atol=1e-12)
+    assert torch.equal(both.x[2], x[2])
 
 
 def test_heun_one_step_hand_traced():

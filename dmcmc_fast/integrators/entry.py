@@ -53,3 +53,7 @@ def euler_maruyama(req):
 
 def deis(req):
     return integrate("deis", req)
+
+
+def dpmpp_2m(req):
+    return integrate("dpmpp_2m", req)

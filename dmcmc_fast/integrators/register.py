@@ -35,3 +35,5 @@ register(SamplerSpec("deis", ENTRY + "deis", SIGMA_OPTIONS + (
     Option("warm_start", str, "lower_order", choices=("lower_order", "runge_kutta"),
            help="first steps: the paper's lower orders (N NFE) or order-preserving Runge-Kutta (+(r-1)^2 NFE)"),
     FINAL), "DEIS tAB (Zhang & Chen 2022) on the VE probability-flow ODE, Karras grid; N NFE"))
+register(SamplerSpec("dpmpp_2m", ENTRY + "dpmpp_2m", SIGMA_OPTIONS + (FINAL,),
+                     "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) on the Karras grid, the diffusers default; N NFE"))
