@@ -11,7 +11,8 @@ from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
 
 
 _FACADE = ("Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M")
+           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
+           "DPMSolverPP2MSDE")
 
 
 def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade

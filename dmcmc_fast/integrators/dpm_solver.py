@@ -1,5 +1,5 @@
 """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
-Probabilistic Models", Alg. 2) on the VE probability-flow ODE, per-sample Karras grids.
+Probabilistic Models", Alg. 2) on the VE probability-flow ODE, and its SDE variant, per-sample Karras grids.
 
 In VE form (alpha = 1) the data-prediction ODE has lambda = -log sigma; with h_i = lambda_{i+1} - lambda_i
 and x0_i = D(x_i, sigma_i) the exact solution of the linear part gives
@@ -13,17 +13,30 @@ step sigma_min -> 0, the Tweedie denoise x <- D(x, sigma_min) (DPM-Solver++'s fi
 sigma = 0 is exactly that). The coefficients are computed once per run for every row of the grid (a row
 that starts at or below sigma_min has h = 0: psi = 1 and no update), and each step is the fused
 `kernels.deis.deis_combine` (psi x + sum_j c_j x0_{i-j}).
+
+DPM-Solver++(2M) SDE (Lu et al. 2022, Sec. 5 / App. B; as k-diffusion's `sample_dpmpp_2m_sde`): the
+data-prediction reverse SDE with a share eta of its noise, exponentially integrated, a = -expm1(-(1+eta) h):
+
+    x_{i+1} = (sigma_{i+1}/sigma_i) e^{-eta h} x_i + a x0_i + corr_i (x0_i - x0_{i-1})
+              + s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) z_i
+    corr_i = a / (2 r_i) ("midpoint") or (a / (-(1+eta) h) + 1) / r_i ("heun"), 0 at i = 0,
+
+z_i = chain_randn(seed, chain_ids, step0 + i, stream=STREAM_SDE): a sample depends on its chain only.
+eta = 0 is DPM-Solver++(2M) itself.
 """
 from __future__ import annotations
 
 import torch
 
-from dmcmc_fast.integrators.common import (IntegratorResult, ensure_counting, finish, per_sample_grid, tweedie)
+from dmcmc_fast import rng
+from dmcmc_fast.integrators.common import (IntegratorResult, ensure_counting, finish, per_sample_grid, step_noise,
+                                           tweedie)
 from dmcmc_fast.integrators.karras import euler_steps_for_nfe
 from dmcmc_fast.kernels.deis import deis_combine
 from dmcmc_fast.schedules import karras_per_sample
 
-dpmpp_2m_steps_for_nfe = euler_steps_for_nfe  # one model call per step, as Euler
+dpmpp_2m_steps_for_nfe = dpmpp_2m_sde_steps_for_nfe = euler_steps_for_nfe  # one model call per step, as Euler
+SOLVER_TYPES = ("midpoint", "heun")
 
 
 def dpmpp_2m_coefficients(sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +71,59 @@ def sample_dpmpp_2m(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_
             x = deis_combine(x, denoised[None], psi[:, i], c[:, i, :1])
         else:
             x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
+        old = denoised
+        if callback is not None:
+            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    if final_tweedie:
+        x = tweedie(model, x, sigmas[:, n_steps - 1])
+    return finish(model, x, before)
+
+
+def dpmpp_2m_sde_coefficients(sigmas: torch.Tensor, eta: float, solver_type: str = "midpoint"):
+    """For a `[B, N]` grid (positive, non-increasing): `psi [B, N-1]`, `c [B, N-1, 2]` (weights of x0_i,
+    x0_{i-1}) and the noise scale `[B, N-1]` of each step (module docstring), float64."""
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type must be one of {', '.join(SOLVER_TYPES)}, got {solver_type!r}")
+    s = sigmas.to(torch.float64)
+    h = torch.log(s[:, :-1]) - torch.log(s[:, 1:])  # >= 0; 0 where a row stands still
+    psi = s[:, 1:] / s[:, :-1] * torch.exp(-eta * h)
+    a = -torch.expm1(-(1.0 + eta) * h)
+    inv_r = torch.zeros_like(h)  # 1 / r_i = h_i / h_{i-1}; 0 at i = 0 and where a row stands still
+    moving = (h[:, 1:] > 0) & (h[:, :-1] > 0)
+    inv_r[:, 1:] = torch.where(moving, h[:, 1:] / h[:, :-1].clamp_min(1e-300), 0.0)
+    if solver_type == "midpoint":
+        corr = 0.5 * a * inv_r
+    else:
+        corr = torch.where(h > 0, a / (-(1.0 + eta) * h).clamp_max(-1e-300) + 1.0, 0.0) * inv_r
+    noise = s[:, 1:] * torch.sqrt(-torch.expm1(-2.0 * eta * h))
+    return psi, torch.stack([a + corr, -corr], dim=2), noise
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
+                        rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint",
+                        seed: int = 0, chain_ids=None, step0=0, callback=None,
+                        final_tweedie: bool = True) -> IntegratorResult:
+    """DPM-Solver++(2M) SDE (module docstring); defaults as k-diffusion (eta 1, s_noise 1, midpoint)."""
+    if not 0.0 <= eta < float("inf"):
+        raise ValueError(f"eta must be in [0, inf), got {eta}")
+    if not 0.0 <= s_noise < float("inf"):
+        raise ValueError(f"s_noise must be in [0, inf), got {s_noise}")
+    model = ensure_counting(model, x.shape[0], x.device)
+    before = model.nfe.clone()
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
+    psi, c, noise = dpmpp_2m_sde_coefficients(sigmas[:, :n_steps], eta, solver_type)
+    noise = (s_noise * noise).to(x.dtype).reshape(*noise.shape, *([1] * (x.ndim - 1)))
+    old = None
+    for i in range(n_steps - 1):
+        s, s_next = sigmas[:, i], sigmas[:, i + 1]
+        denoised = model(x, s.to(x.dtype))
+        if old is None:
+            x = deis_combine(x, denoised[None], psi[:, i], c[:, i, :1])
+        else:
+            x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
+        if eta > 0:
+            x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
         old = denoised
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})

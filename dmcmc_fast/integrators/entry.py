@@ -57,3 +57,7 @@ def deis(req):
 
 def dpmpp_2m(req):
     return integrate("dpmpp_2m", req)
+
+
+def dpmpp_2m_sde(req):
+    return integrate("dpmpp_2m_sde", req)
