@@ -145,7 +145,7 @@ VARIANTS = {
     "karras_step._euler_kernel": (_euler, {}),
     "karras_step._heun_kernel": (_heun, {}),
     "karras_step._churn_kernel": (_churn, {}),
-    "deis._deis_kernel": (_deis, {"J": (1, 2, 4)}),  # J history terms: DEIS order r = J - 1; DPM-Solver++(2M) 1, 2
+    "deis._deis_kernel": (_deis, {"J": (1, 2, 3, 4)}),  # J history terms: DEIS order J - 1; DPM-Solver++ 1-3
     "gibbs._gibbs_kernel": (_gibbs, {"prior": ON_OFF, "sample": ON_OFF, "block_min": ON_OFF}),
     "gibbs._block_min_kernel": (_block_min, {}),
     "noise._randn_kernel": (_noise, {}),

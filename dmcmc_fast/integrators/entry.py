@@ -61,3 +61,7 @@ def dpmpp_2m(req):
 
 def dpmpp_2m_sde(req):
     return integrate("dpmpp_2m_sde", req)
+
+
+def dpmpp_3m_sde(req):
+    return integrate("dpmpp_3m_sde", req)

@@ -37,8 +37,10 @@ register(SamplerSpec("deis", ENTRY + "deis", SIGMA_OPTIONS + (
     FINAL), "DEIS tAB (Zhang & Chen 2022) on the VE probability-flow ODE, Karras grid; N NFE"))
 register(SamplerSpec("dpmpp_2m", ENTRY + "dpmpp_2m", SIGMA_OPTIONS + (FINAL,),
                      "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) on the Karras grid, the diffusers default; N NFE"))
-register(SamplerSpec("dpmpp_2m_sde", ENTRY + "dpmpp_2m_sde", SIGMA_OPTIONS + (
-    Option("eta", float, 1.0, lo=0.0, hi=1e3, help="share of the reverse SDE's noise (0: DPM-Solver++(2M))"),
-    Option("s_noise", float, 1.0, lo=0.0, hi=10.0, help="scale of the injected noise"),
+SDE_NOISE = (Option("eta", float, 1.0, lo=0.0, hi=1e3, help="share of the reverse SDE's noise (0: the ODE solver)"),
+             Option("s_noise", float, 1.0, lo=0.0, hi=10.0, help="scale of the injected noise"))
+register(SamplerSpec("dpmpp_2m_sde", ENTRY + "dpmpp_2m_sde", SIGMA_OPTIONS + SDE_NOISE + (
     Option("solver_type", str, "midpoint", choices=("midpoint", "heun"), help="second-order correction"),
     FINAL), "DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's defaults), per-chain noise; N NFE"))
+register(SamplerSpec("dpmpp_3m_sde", ENTRY + "dpmpp_3m_sde", SIGMA_OPTIONS + SDE_NOISE + (FINAL,),
+                     "DPM-Solver++(3M) SDE (k-diffusion's defaults), per-chain noise; N NFE"))
