@@ -7,7 +7,8 @@ and `steps_for_nfe(nfe, final_tweedie=True, **options)` gives the `n_steps` that
 from dmcmc_fast.integrators.common import IntegratorResult
 from dmcmc_fast.integrators.deis import deis_steps_for_nfe, sample_deis
 from dmcmc_fast.integrators.dpm_solver import (dpmpp_2m_sde_steps_for_nfe, dpmpp_2m_steps_for_nfe,
-                                               dpmpp_3m_sde_steps_for_nfe, sample_dpmpp_2m, sample_dpmpp_2m_sde,
+                                               dpmpp_2s_ancestral_steps_for_nfe, dpmpp_3m_sde_steps_for_nfe,
+                                               sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral,
                                                sample_dpmpp_3m_sde)
 from dmcmc_fast.integrators.karras import (euler_steps_for_nfe, heun_steps_for_nfe, karras_sde_steps_for_nfe,
                                            sample_euler, sample_heun, sample_karras_sde)
@@ -25,8 +26,9 @@ INTEGRATORS = {
     "dpmpp_2m": (sample_dpmpp_2m, dpmpp_2m_steps_for_nfe),
     "dpmpp_2m_sde": (sample_dpmpp_2m_sde, dpmpp_2m_sde_steps_for_nfe),
     "dpmpp_3m_sde": (sample_dpmpp_3m_sde, dpmpp_3m_sde_steps_for_nfe),
+    "dpmpp_2s_ancestral": (sample_dpmpp_2s_ancestral, dpmpp_2s_ancestral_steps_for_nfe),
 }
 
-__all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde",
+__all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde",
            "sample_euler", "sample_euler_maruyama",
            "sample_heun", "sample_karras_sde", "sample_reverse_diffusion", "sample_rk45"]

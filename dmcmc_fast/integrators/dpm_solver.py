@@ -28,6 +28,12 @@ DPM-Solver++(3M) SDE (as k-diffusion's `sample_dpmpp_3m_sde`): the same exponent
 third-order multistep correction, h_eta = (1 + eta) h, phi_2 = -expm1(-h_eta)/h_eta ... (see
 `dpmpp_3m_sde_coefficients`): x_{i+1} = psi x_i + sum_{j<=min(i,2)} c_ij x0_{i-j} + noise, first and second
 order on the first two steps.
+
+DPM-Solver++(2S) ancestral (as k-diffusion's `sample_dpmpp_2s_ancestral`, eta in [0, 1]): each step goes
+down to sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2), sigma_up = eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 /
+sigma_i^2), by the single-step second-order DPM-Solver++ (midpoint sigma_s = sqrt(sigma_i sigma_down):
+x_s = (sigma_s/sigma_i) x + (1 - sigma_s/sigma_i) x0_i, then x = (sigma_down/sigma_i) x + (1 -
+sigma_down/sigma_i) D(x_s, sigma_s)), and adds s_noise sigma_up z_i. Two NFE per step, 2N - 1 in all.
 """
 from __future__ import annotations
 
@@ -36,12 +42,13 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import (IntegratorResult, ensure_counting, finish, per_sample_grid, step_noise,
                                            tweedie)
-from dmcmc_fast.integrators.karras import euler_steps_for_nfe
+from dmcmc_fast.integrators.karras import euler_steps_for_nfe, heun_steps_for_nfe
 from dmcmc_fast.kernels.deis import deis_combine
 from dmcmc_fast.schedules import karras_per_sample
 
 # one model call per step, as Euler
 dpmpp_2m_steps_for_nfe = dpmpp_2m_sde_steps_for_nfe = dpmpp_3m_sde_steps_for_nfe = euler_steps_for_nfe
+dpmpp_2s_ancestral_steps_for_nfe = heun_steps_for_nfe  # two model calls per step, one for the step to 0
 SOLVER_TYPES = ("midpoint", "heun")
 
 
@@ -198,6 +205,38 @@ def sample_dpmpp_3m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
             x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    if final_tweedie:
+        x = tweedie(model, x, sigmas[:, n_steps - 1])
+    return finish(model, x, before)
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
+                              rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0,
+                              chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
+    """DPM-Solver++(2S) ancestral (module docstring); defaults as k-diffusion (eta 1, s_noise 1)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if not 0.0 <= s_noise < float("inf"):
+        raise ValueError(f"s_noise must be in [0, inf), got {s_noise}")
+    model = ensure_counting(model, x.shape[0], x.device)
+    before = model.nfe.clone()
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
+    s_from, s_to = sigmas[:, :n_steps - 1], sigmas[:, 1:n_steps]  # [B, N-1] float64, both > 0
+    s_up = eta * s_to * torch.sqrt((1.0 - (s_to / s_from) ** 2).clamp_min(0.0))
+    s_down = torch.sqrt(s_to ** 2 - s_up ** 2)
+    s_mid = torch.sqrt(s_from * s_down)
+    noise = (s_noise * s_up).to(x.dtype).reshape(*s_up.shape, *([1] * (x.ndim - 1)))
+    one = torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)
+    for i in range(n_steps - 1):
+        s, mid, down = s_from[:, i], s_mid[:, i], s_down[:, i]
+        denoised = model(x, s.to(x.dtype))
+        x_mid = deis_combine(x, denoised[None], mid / s, one - (mid / s)[:, None])
+        x = deis_combine(x, model(x_mid, mid.to(x.dtype))[None], down / s, one - (down / s)[:, None])
+        if eta > 0:
+            x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
+        if callback is not None:
+            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
     if final_tweedie:
         x = tweedie(model, x, sigmas[:, n_steps - 1])
     return finish(model, x, before)

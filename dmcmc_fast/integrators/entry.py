@@ -65,3 +65,7 @@ def dpmpp_2m_sde(req):
 
 def dpmpp_3m_sde(req):
     return integrate("dpmpp_3m_sde", req)
+
+
+def dpmpp_2s_ancestral(req):
+    return integrate("dpmpp_2s_ancestral", req)

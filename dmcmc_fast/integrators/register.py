@@ -44,3 +44,6 @@ register(SamplerSpec("dpmpp_2m_sde", ENTRY + "dpmpp_2m_sde", SIGMA_OPTIONS + SDE
     FINAL), "DPM-Solver++(2M) SDE (Lu et al. 2022; k-diffusion's defaults), per-chain noise; N NFE"))
 register(SamplerSpec("dpmpp_3m_sde", ENTRY + "dpmpp_3m_sde", SIGMA_OPTIONS + SDE_NOISE + (FINAL,),
                      "DPM-Solver++(3M) SDE (k-diffusion's defaults), per-chain noise; N NFE"))
+register(SamplerSpec("dpmpp_2s_ancestral", ENTRY + "dpmpp_2s_ancestral", SIGMA_OPTIONS + (
+    Option("eta", float, 1.0, lo=0.0, hi=1.0, help="ancestral noise share: sigma_up = eta sigma_next sqrt(1 - ...)"),
+    SDE_NOISE[1], FINAL), "DPM-Solver++(2S) ancestral (k-diffusion's defaults), per-chain noise; 2N-1 NFE"))
