@@ -14,8 +14,8 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.integrators import (INTEGRATORS, sample_deis, sample_dpmpp_2m, sample_dpmpp_2m_sde,
-                                    sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde, sample_heun, sample_karras_sde,
-                                    sample_rk45)
+                                    sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_heun,
+                                    sample_karras_sde, sample_rk45)
 from dmcmc_fast.integrators.deis import deis_coefficients, deis_steps_for_nfe
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, gaussian
 from dmcmc_fast.schedules import karras
@@ -233,6 +233,36 @@ def test_dpmpp_2s_ancestral_matches_kdiffusion(eta):
     assert ours.nfe.tolist() == [2 * n - 1] * 3 == [len(calls)] * 3
 
 
+@pytest.mark.parametrize("eta,r", [(1.0, 0.5), (0.5, 0.3), (0.0, 0.5)])
+def test_dpmpp_sde_matches_kdiffusion(eta, r):
+    """k-diffusion's noise sampler is called twice per step (to the midpoint, then to the next sigma): it gets
+    the chain's Brownian increments of that step (module docstring), as its Brownian tree would give."""
+    from bench.baselines import load_k_diffusion_sampling
+
+    from dmcmc_fast.integrators.dpm_solver import STREAM_SDE_SECOND
+
+    kd = load_k_diffusion_sampling()
+    m, n, ids = two_mode_model(), 8, torch.tensor([4, 9, 1])
+    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    calls, first = iter(range(4 * n)), {}
+
+    def increments(s, s_next):  # call 2i: sigma_i -> sigma_s; call 2i + 1: sigma_i -> sigma_{i+1}
+        k = next(calls)
+        w = rng.chain_randn(5, ids, k // 2, (2,), stream=rng.STREAM_SDE, dtype=F64)
+        if k % 2 == 0:
+            first["span"] = float(s - s_next)
+            return w
+        a = first["span"] / float(s - s_next)
+        return math.sqrt(a) * w + math.sqrt(1 - a) * rng.chain_randn(5, ids, k // 2, (2,), stream=STREAM_SDE_SECOND,
+                                                                    dtype=F64)
+
+    ref = kd.sample_dpmpp_sde(m, x, karras(n, 0.02, 10.0, 7.0).to(F64), disable=True, eta=eta, s_noise=1.1,
+                              noise_sampler=increments, r=r)
+    ours = sample_dpmpp_sde(m, x, 10.0, n, sigma_min=0.02, eta=eta, s_noise=1.1, r=r, seed=5, chain_ids=ids)
+    torch.testing.assert_close(ours.x, ref, rtol=1e-9, atol=1e-9)
+    assert ours.nfe.tolist() == [2 * n - 1] * 3
+
+
 def test_heun_one_step_hand_traced():
     """N(0, 1) in 1-D, x = 2, sigma 2 -> 1: D = x/(1+sigma^2); d = (2-0.4)/2 = 0.8, x_e = 1.2,
     d' = (1.2-0.6)/1 = 0.6, x' = 2 - (0.8+0.6)/2 = 1.3."""
@@ -246,7 +276,7 @@ def test_heun_one_step_hand_traced():
     ("karras_sde", 60, dict(s_churn=10.0, s_tmin=0.0, s_tmax=1e9, s_noise=1.0)),
     ("reverse_diffusion", 400, {}), ("euler_maruyama", 100, {}), ("dpmpp_2m_sde", 40, {}),
     ("dpmpp_2m_sde", 40, dict(eta=0.5, solver_type="heun")), ("dpmpp_3m_sde", 40, {}),
-    ("dpmpp_2s_ancestral", 30, {})])
+    ("dpmpp_2s_ancestral", 30, {}), ("dpmpp_sde", 30, {})])
 def test_stochastic_moments_match_truth(name, n_steps, kw):
     """4000 chains in 2-D from the exact marginal at sigma 5 to sigma_min 0.05: mean within 4 standard
     errors (sd 1/sqrt(4000) = 0.016) per coordinate, pooled variance within 4 sd (rel. sd sqrt(2/8000)),
@@ -279,7 +309,7 @@ def test_batch_equals_each_sample_alone(name):
 
 
 @pytest.mark.parametrize("name", ["karras_sde", "reverse_diffusion", "euler_maruyama", "dpmpp_2m_sde",
-                                  "dpmpp_3m_sde", "dpmpp_2s_ancestral"])
+                                  "dpmpp_3m_sde", "dpmpp_2s_ancestral", "dpmpp_sde"])
 def test_step0_and_chain_id_select_the_noise(name):
     fn, _ = INTEGRATORS[name]
     m, x = two_mode_model(), torch.full((1, 2), 3.0, dtype=F64)

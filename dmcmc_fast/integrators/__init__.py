@@ -8,8 +8,8 @@ from dmcmc_fast.integrators.common import IntegratorResult
 from dmcmc_fast.integrators.deis import deis_steps_for_nfe, sample_deis
 from dmcmc_fast.integrators.dpm_solver import (dpmpp_2m_sde_steps_for_nfe, dpmpp_2m_steps_for_nfe,
                                                dpmpp_2s_ancestral_steps_for_nfe, dpmpp_3m_sde_steps_for_nfe,
-                                               sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral,
-                                               sample_dpmpp_3m_sde)
+                                               dpmpp_sde_steps_for_nfe, sample_dpmpp_2m, sample_dpmpp_2m_sde,
+                                               sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde, sample_dpmpp_sde)
 from dmcmc_fast.integrators.karras import (euler_steps_for_nfe, heun_steps_for_nfe, karras_sde_steps_for_nfe,
                                            sample_euler, sample_heun, sample_karras_sde)
 from dmcmc_fast.integrators.rk45 import rk45_steps_for_nfe, sample_rk45
@@ -27,8 +27,10 @@ INTEGRATORS = {
     "dpmpp_2m_sde": (sample_dpmpp_2m_sde, dpmpp_2m_sde_steps_for_nfe),
     "dpmpp_3m_sde": (sample_dpmpp_3m_sde, dpmpp_3m_sde_steps_for_nfe),
     "dpmpp_2s_ancestral": (sample_dpmpp_2s_ancestral, dpmpp_2s_ancestral_steps_for_nfe),
+    "dpmpp_sde": (sample_dpmpp_sde, dpmpp_sde_steps_for_nfe),
 }
 
 __all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde",
+           "sample_dpmpp_sde",
            "sample_euler", "sample_euler_maruyama",
            "sample_heun", "sample_karras_sde", "sample_reverse_diffusion", "sample_rk45"]

@@ -69,3 +69,7 @@ def dpmpp_3m_sde(req):
 
 def dpmpp_2s_ancestral(req):
     return integrate("dpmpp_2s_ancestral", req)
+
+
+def dpmpp_sde(req):
+    return integrate("dpmpp_sde", req)

@@ -47,3 +47,7 @@ register(SamplerSpec("dpmpp_3m_sde", ENTRY + "dpmpp_3m_sde", SIGMA_OPTIONS + SDE
 register(SamplerSpec("dpmpp_2s_ancestral", ENTRY + "dpmpp_2s_ancestral", SIGMA_OPTIONS + (
     Option("eta", float, 1.0, lo=0.0, hi=1.0, help="ancestral noise share: sigma_up = eta sigma_next sqrt(1 - ...)"),
     SDE_NOISE[1], FINAL), "DPM-Solver++(2S) ancestral (k-diffusion's defaults), per-chain noise; 2N-1 NFE"))
+register(SamplerSpec("dpmpp_sde", ENTRY + "dpmpp_sde", SIGMA_OPTIONS + (
+    Option("eta", float, 1.0, lo=0.0, hi=1.0, help="ancestral noise share of both half-steps"),
+    SDE_NOISE[1], Option("r", float, 0.5, lo=1e-3, hi=1.0, help="intermediate point sigma_i^(1-r) sigma_next^r"),
+    FINAL), "DPM-Solver++ SDE, single-step (k-diffusion's sample_dpmpp_sde), per-chain noise; 2N-1 NFE"))
