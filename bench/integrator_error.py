@@ -33,6 +33,8 @@ DETERMINISTIC = [  # label, sampler, options, steps N
     ("euler", "euler", {}, [5, 9, 17, 33, 65, 129]),
     ("heun (KAR1)", "heun", {}, [5, 9, 17, 33, 65]),
     ("DPM-Solver++(2M)", "dpmpp_2m", {}, [5, 9, 17, 33, 65, 129]),
+    ("UniPC-2 (bh2)", "unipc", dict(order=2), [5, 9, 17, 33, 65, 129]),
+    ("UniPC-3 (bh2)", "unipc", dict(order=3), [5, 9, 17, 33, 65, 129]),
     ("deis r=1 ve", "deis", dict(order=1, ab_time="ve"), [5, 9, 17, 33, 65, 129]),
     ("deis r=2 ve rk-start", "deis", dict(order=2, ab_time="ve", warm_start="runge_kutta"), [5, 9, 17, 33, 65, 129]),
     ("deis r=3 ve rk-start", "deis", dict(order=3, ab_time="ve", warm_start="runge_kutta"), [5, 9, 17, 33, 65, 129]),

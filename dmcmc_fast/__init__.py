@@ -13,7 +13,7 @@ from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
 _FACADE = ("Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
            "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
            "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
-           "DPMSolverPPSDE")
+           "DPMSolverPPSDE", "UniPC")
 
 
 def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade

@@ -69,8 +69,9 @@ DPMSolverPP2MSDE = _sampler_class("DPMSolverPP2MSDE", "dpmpp_2m_sde")
 DPMSolverPP3MSDE = _sampler_class("DPMSolverPP3MSDE", "dpmpp_3m_sde")
 DPMSolverPP2SAncestral = _sampler_class("DPMSolverPP2SAncestral", "dpmpp_2s_ancestral")
 DPMSolverPPSDE = _sampler_class("DPMSolverPPSDE", "dpmpp_sde")
+UniPC = _sampler_class("UniPC", "unipc")
 
 __all__ = ["Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
            "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
            "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
-           "DPMSolverPPSDE"]
+           "DPMSolverPPSDE", "UniPC"]

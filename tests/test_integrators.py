@@ -15,7 +15,7 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.integrators import (INTEGRATORS, sample_deis, sample_dpmpp_2m, sample_dpmpp_2m_sde,
                                     sample_dpmpp_2s_ancestral, sample_dpmpp_3m_sde, sample_dpmpp_sde, sample_heun,
-                                    sample_karras_sde, sample_rk45)
+                                    sample_karras_sde, sample_rk45, sample_unipc)
 from dmcmc_fast.integrators.deis import deis_coefficients, deis_steps_for_nfe
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, gaussian
 from dmcmc_fast.schedules import karras
@@ -44,7 +44,8 @@ def start_state(s0, seed=0):
 # moves the slope by up to 0.23 (rhoAB r = 3: 3.77), and up where the leading constant is small
 # (tAB-vp r = 2: 3.36).
 # Everything is float64 (the kernels compute in float64 for float64 state), errors stay above 1e-7.
-ORDER_CASES = [("euler", {}, 1), ("heun", {}, 2), ("dpmpp_2m", {}, 2),
+ORDER_CASES = [("euler", {}, 1), ("heun", {}, 2), ("dpmpp_2m", {}, 2), ("unipc", dict(order=1), 2),
+               ("unipc", dict(order=2), 3), ("unipc", dict(order=2, corrector=0), 2),
                ("deis", dict(order=1, warm_start="lower_order"), 2)] + [
     ("deis", dict(order=r, ab_time=t, warm_start="runge_kutta"), r + 1)
     for t in ("rho", "ve", "vp") for r in range(4) if r > 0 or t == "ve"]
@@ -261,6 +262,46 @@ def test_dpmpp_sde_matches_kdiffusion(eta, r):
     ours = sample_dpmpp_sde(m, x, 10.0, n, sigma_min=0.02, eta=eta, s_noise=1.1, r=r, seed=5, chain_ids=ids)
     torch.testing.assert_close(ours.x, ref, rtol=1e-9, atol=1e-9)
     assert ours.nfe.tolist() == [2 * n - 1] * 3
+
+
+def _diffusers_unipc(m, x0, n, order, variant, stop_before_last=False):
+    """diffusers' UniPCMultistepScheduler on a VE table from 10 to 0.02 (its Karras grid, then 0) with the
+    eps network of our denoiser evaluated at the scheduler's own sigmas; -> (x, sigmas)."""
+    import diffusers
+
+    from bench import baselines as bl
+
+    abar = bl.ve_alphas_cumprod(0.02, 10.0)
+    sched = diffusers.UniPCMultistepScheduler(
+        use_karras_sigmas=True, timestep_spacing="linspace", prediction_type="epsilon", solver_order=order,
+        solver_type=variant, trained_betas=bl.betas_from_alphas_cumprod(abar), num_train_timesteps=len(abar),
+        final_sigmas_type="zero", lower_order_final=True)
+    sched.alphas_cumprod = abar.clone()
+    sched.set_timesteps(n)
+    sig = sched.sigmas.to(F64)
+    x = x0 / math.sqrt(1 + float(sig[0]) ** 2)
+    for i, t in enumerate(sched.timesteps[:n - 1] if stop_before_last else sched.timesteps):
+        xve = x * torch.sqrt(1 + sig[i] ** 2)
+        x = sched.step((xve - m(xve, sig[i].expand(x.shape[0]))) / sig[i], t, x).prev_sample
+    return x * torch.sqrt(1 + sig[n - 1] ** 2) if stop_before_last else x, sig
+
+
+@pytest.mark.parametrize("order,n", [(1, 6), (2, 8), (3, 10), (3, 4)])
+def test_unipc_matches_diffusers(order, n):
+    """Against diffusers' UniPC (bh2, corrector on, lower order final) on the same Karras grid: the samples
+    (its last step to sigma = 0 is our final Tweedie step), N model calls; and bh1, compared at the state
+    before the last step (diffusers' bh1 turns NaN on a step to sigma = 0: B(h) = -h = -inf times 0)."""
+    m = two_mode_model()
+    x0 = 10.0 * rng.chain_randn(2, torch.tensor([4, 9, 1]), 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    ref, sig = _diffusers_unipc(m, x0, n, order, "bh2")
+    ours = sample_unipc(m, x0, float(sig[0]), n, sigma_min=float(sig[-2]), order=order)
+    torch.testing.assert_close(ours.x, ref, rtol=1e-5, atol=1e-5)
+    assert ours.nfe.tolist() == [n] * 3
+    ref1, _ = _diffusers_unipc(m, x0, n, order, "bh1", stop_before_last=True)
+    states = []
+    sample_unipc(m, x0, float(sig[0]), n, sigma_min=float(sig[-2]), order=order, variant="bh1",
+                 callback=lambda d: states.append(d["x"]))
+    torch.testing.assert_close(states[-1], ref1, rtol=1e-5, atol=1e-5)
 
 
 def test_heun_one_step_hand_traced():

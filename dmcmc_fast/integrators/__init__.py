@@ -14,6 +14,7 @@ from dmcmc_fast.integrators.karras import (euler_steps_for_nfe, heun_steps_for_n
                                            sample_euler, sample_heun, sample_karras_sde)
 from dmcmc_fast.integrators.rk45 import rk45_steps_for_nfe, sample_rk45
 from dmcmc_fast.integrators.sde import sample_euler_maruyama, sample_reverse_diffusion, sde_steps_for_nfe
+from dmcmc_fast.integrators.unipc import sample_unipc, unipc_steps_for_nfe
 
 INTEGRATORS = {
     "heun": (sample_heun, heun_steps_for_nfe),
@@ -28,9 +29,10 @@ INTEGRATORS = {
     "dpmpp_3m_sde": (sample_dpmpp_3m_sde, dpmpp_3m_sde_steps_for_nfe),
     "dpmpp_2s_ancestral": (sample_dpmpp_2s_ancestral, dpmpp_2s_ancestral_steps_for_nfe),
     "dpmpp_sde": (sample_dpmpp_sde, dpmpp_sde_steps_for_nfe),
+    "unipc": (sample_unipc, unipc_steps_for_nfe),
 }
 
 __all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde",
            "sample_dpmpp_sde",
            "sample_euler", "sample_euler_maruyama",
-           "sample_heun", "sample_karras_sde", "sample_reverse_diffusion", "sample_rk45"]
+           "sample_heun", "sample_karras_sde", "sample_reverse_diffusion", "sample_rk45", "sample_unipc"]

@@ -73,3 +73,7 @@ def dpmpp_2s_ancestral(req):
 
 def dpmpp_sde(req):
     return integrate("dpmpp_sde", req)
+
+
+def unipc(req):
+    return integrate("unipc", req)
