@@ -43,10 +43,13 @@ import torch
 from bench import write_outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-INTEGRATOR_NAMES = ("heun", "karras_sde", "euler", "rk45", "reverse_diffusion", "euler_maruyama")
+PAPER_INTEGRATORS = ("heun", "karras_sde", "euler", "rk45", "reverse_diffusion", "euler_maruyama")  # the default
+# and the solvers users run today (issue 19), beside them
+INTEGRATOR_NAMES = PAPER_INTEGRATORS + ("deis", "dpmpp_2m", "unipc")
 TITLES = {"heun": "heun (EDM Alg. 1)", "karras_sde": "karras_sde (EDM Alg. 2)", "euler": "euler (probability flow)",
           "rk45": "rk45 (probability flow, adaptive)", "reverse_diffusion": "reverse_diffusion (VE SDE)",
-          "euler_maruyama": "euler_maruyama (VE SDE)"}
+          "euler_maruyama": "euler_maruyama (VE SDE)", "deis": "deis (tAB3, VE time)",
+          "dpmpp_2m": "dpmpp_2m (DPM-Solver++(2M))", "unipc": "unipc (UniPC-2, bh2)"}
 MODEL = "unet-mnist"
 
 
@@ -70,7 +73,8 @@ def parse(argv=None):
     p.add_argument("--n-skip", type=int, default=3, help="DLG Langevin-Gibbs steps per block")
     p.add_argument("--init-nfe", type=int, default=20, help="DLG initialisation integrator budget (karras_sde)")
     p.add_argument("--n-init", type=int, default=10, help="DLG initialisation Langevin-Gibbs steps")
-    p.add_argument("--integrators", default=",".join(INTEGRATOR_NAMES))
+    p.add_argument("--integrators", default=",".join(PAPER_INTEGRATORS),
+                   help=f"comma list from {', '.join(INTEGRATOR_NAMES)} (default: the paper's six)")
     p.add_argument("--probe-etas", default="0.25,1,4,8", help="eta values of the probe ('' skips it)")
     p.add_argument("--probe-chains", type=int, default=25)
     p.add_argument("--probe-blocks", type=int, default=10)

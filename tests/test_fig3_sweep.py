@@ -26,11 +26,11 @@ def test_outputs_and_structure(quick):
     sweep = [p for p in r["points"] if p["group"] != "probe"]
     # one point per curve: six integrators, alone and with DLG
     assert sorted((p["integrator"], p["group"]) for p in sweep) == sorted(
-        (n, g) for n in fig3_sweep.INTEGRATOR_NAMES for g in ("alone", "dlg"))
+        (n, g) for n in fig3_sweep.PAPER_INTEGRATORS for g in ("alone", "dlg"))
     for p in sweep:
         assert p["samples"] == st["samples_per_point"]
         assert math.isfinite(p["fd"]) and p["fd"] > 0
-        for n in fig3_sweep.INTEGRATOR_NAMES:  # every integrator is in its own panel and verdict
+        for n in fig3_sweep.PAPER_INTEGRATORS:  # every integrator is in its own panel and verdict
             assert f"**{n}**" in md
 
 

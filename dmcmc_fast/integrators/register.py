@@ -52,7 +52,8 @@ register(SamplerSpec("dpmpp_sde", ENTRY + "dpmpp_sde", SIGMA_OPTIONS + (
     SDE_NOISE[1], Option("r", float, 0.5, lo=1e-3, hi=1.0, help="intermediate point sigma_i^(1-r) sigma_next^r"),
     FINAL), "DPM-Solver++ SDE, single-step (k-diffusion's sample_dpmpp_sde), per-chain noise; 2N-1 NFE"))
 register(SamplerSpec("unipc", ENTRY + "unipc", SIGMA_OPTIONS + (
-    Option("order", int, 3, lo=1, hi=3, help="UniP order p (UniC raises it by one at no NFE)"),
+    Option("order", int, 2, lo=1, hi=3, help="UniP order p (UniC raises it by one at no NFE); 3 is unstable on "
+           "few-step Karras grids"),
     Option("variant", str, "bh2", choices=("bh2", "bh1"), help="B(h): expm1(-h) (bh2) or -h (bh1)"),
     Option("corrector", int, 1, choices=(0, 1), help="1: UniC after every step (no extra NFE); 0: UniP alone"),
     FINAL), "UniPC (Zhao et al. 2023), diffusers' step schedule, on the Karras grid; N NFE"))

@@ -47,7 +47,7 @@ def step_orders(n: int, order: int) -> list[int]:
     return [min(order, n - k, k + 1) for k in range(n)]
 
 
-def unipc_coefficients(sigmas: torch.Tensor, order: int = 3, variant: str = "bh2"):
+def unipc_coefficients(sigmas: torch.Tensor, order: int = 2, variant: str = "bh2"):
     """For a `[B, N]` grid (positive, non-increasing): `psi [B, N-1]`, predictor weights `pred [B, N-1, order]`
     of (m_k, m_{k-1}, ...) and corrector weights `corr [B, N-1, order + 1]` of (m_{k+1}, m_k, m_{k-1}, ...) for
     the steps k = 0 .. N-2 (module docstring), float64. A row that stands still gets psi = 1 and no update."""
@@ -97,10 +97,12 @@ def unipc_coefficients(sigmas: torch.Tensor, order: int = 3, variant: str = "bh2
 
 @torch.no_grad()
 def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002, rho: float = 7.0,
-                 order: int = 3, variant: str = "bh2", corrector: int = 1, seed: int = 0, chain_ids=None, step0=0,
+                 order: int = 2, variant: str = "bh2", corrector: int = 1, seed: int = 0, chain_ids=None, step0=0,
                  callback=None, final_tweedie: bool = True) -> IntegratorResult:
-    """UniPC (module docstring). Defaults: order 3 (the paper's and diffusers' advice for unconditional
-    models), B(h) = expm1(-h) ("bh2", diffusers' default), the corrector on. Deterministic."""
+    """UniPC (module docstring). Defaults as diffusers: order 2, B(h) = expm1(-h) ("bh2"), the corrector on.
+    Order 3 (advised for unconditional models on time-uniform grids) is unstable on a 10-step Karras grid
+    from 80 to 0.002: gmm-digits, mean distance to the nearest mode 1.81 (order 3), 0.50 (2), 0.34 (1),
+    diffusers' scheduler alike. Deterministic."""
     check_options(order, variant)
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
