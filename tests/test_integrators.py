@@ -183,7 +183,7 @@ def test_dpmpp_2m_matches_kdiffusion():
 @pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
 def test_dpmpp_2m_sde_matches_kdiffusion(solver_type):
     """k-diffusion's `sample_dpmpp_2m_sde` with its noise sampler drawing our per-chain noise of step i:
-    same samples; eta = 0 is DPM-Solver++(2M)."""
+    same samples (eta = 0, DPM-Solver++(2M), is checked against k-diffusion's own 2M above)."""
     from bench.baselines import load_k_diffusion_sampling
 
     kd = load_k_diffusion_sampling()
@@ -197,8 +197,6 @@ def test_dpmpp_2m_sde_matches_kdiffusion(solver_type):
                                seed=5, chain_ids=ids)
     torch.testing.assert_close(ours.x, ref, rtol=1e-9, atol=1e-9)
     assert ours.nfe.tolist() == [n] * 3
-    ode = sample_dpmpp_2m_sde(m, x, 10.0, n, sigma_min=0.02, eta=0.0, seed=5, chain_ids=ids)
-    torch.testing.assert_close(ode.x, sample_dpmpp_2m(m, x, 10.0, n, sigma_min=0.02).x, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.3, 0.0])

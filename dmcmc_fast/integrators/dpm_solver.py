@@ -70,44 +70,15 @@ def _check_noise(eta: float, s_noise: float, eta_max: float = 1.0):
         raise ValueError(f"s_noise must be in [0, inf), got {s_noise}")
 
 
-def dpmpp_2m_coefficients(sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a `[B, N]` grid of positive, non-increasing sigmas: `psi [B, N-1]` = sigma_{i+1}/sigma_i and
-    `c [B, N-1, 2]`, the weights of (x0_i, x0_{i-1}) in step i (first order at i = 0), float64."""
-    s = sigmas.to(torch.float64)
-    psi = s[:, 1:] / s[:, :-1]
-    h = torch.log(s[:, :-1]) - torch.log(s[:, 1:])  # lambda_{i+1} - lambda_i >= 0
-    one_minus = 1.0 - psi  # = -expm1(-h)
-    half_over_r = torch.zeros_like(h)  # 1 / (2 r_i) = h_i / (2 h_{i-1}); 0 at i = 0 and where a row stands still
-    moving = (h[:, 1:] > 0) & (h[:, :-1] > 0)
-    half_over_r[:, 1:] = torch.where(moving, h[:, 1:] / (2.0 * h[:, :-1].clamp_min(1e-300)), 0.0)
-    c = torch.stack([one_minus * (1.0 + half_over_r), -one_minus * half_over_r], dim=2)
-    return psi, c
-
-
 @torch.no_grad()
 def sample_dpmpp_2m(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                     rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                     final_tweedie: bool = True) -> IntegratorResult:
-    """DPM-Solver++(2M) from each sample's own start sigma (module docstring); deterministic (seed,
-    chain_ids and step0 are accepted and unused)."""
-    model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    psi, c = dpmpp_2m_coefficients(sigmas[:, :n_steps])
-    old = None
-    for i in range(n_steps - 1):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        denoised = model(x, s.to(x.dtype))
-        if old is None:  # Alg. 2, first step: DDIM (first order)
-            x = deis_combine(x, denoised[None], psi[:, i], c[:, i, :1])
-        else:
-            x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
-        old = denoised
-        if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    if final_tweedie:
-        x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return finish(model, x, before)
+    """DPM-Solver++(2M) from each sample's own start sigma (module docstring): the SDE variant below with
+    eta = 0 (its coefficients are then exactly Alg. 2's, and no noise is drawn). Deterministic."""
+    return sample_dpmpp_2m_sde(model, x, sigma_start, n_steps, sigma_min=sigma_min, rho=rho, eta=0.0,
+                               seed=seed, chain_ids=chain_ids, step0=step0, callback=callback,
+                               final_tweedie=final_tweedie)
 
 
 def dpmpp_2m_sde_coefficients(sigmas: torch.Tensor, eta: float, solver_type: str = "midpoint"):
