@@ -180,17 +180,24 @@ def test_dpmpp_2m_matches_kdiffusion():
     assert torch.equal(both.x[2], x[2])
 
 
+def _kdiffusion_case(n):
+    """(k-diffusion's sampling module, the two-mode model, chain ids, x at sigma 10, a k-diffusion noise
+    sampler that returns our chain noise of step i, STREAM_SDE, on its i-th call)."""
+    from bench.baselines import load_k_diffusion_sampling
+
+    ids = torch.tensor([4, 9, 1])
+    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    steps = iter(range(n))
+    noise = lambda s, s_next: rng.chain_randn(5, ids, next(steps), (2,), stream=rng.STREAM_SDE, dtype=F64)  # noqa
+    return load_k_diffusion_sampling(), two_mode_model(), ids, x, noise
+
+
 @pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
 def test_dpmpp_2m_sde_matches_kdiffusion(solver_type):
     """k-diffusion's `sample_dpmpp_2m_sde` with its noise sampler drawing our per-chain noise of step i:
     same samples (eta = 0, DPM-Solver++(2M), is checked against k-diffusion's own 2M above)."""
-    from bench.baselines import load_k_diffusion_sampling
-
-    kd = load_k_diffusion_sampling()
-    m, n, ids = two_mode_model(), 9, torch.tensor([4, 9, 1])
-    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
-    steps = iter(range(n))
-    noise = lambda s, s_next: rng.chain_randn(5, ids, next(steps), (2,), stream=rng.STREAM_SDE, dtype=F64)  # noqa
+    n = 9
+    kd, m, ids, x, noise = _kdiffusion_case(n)
     ref = kd.sample_dpmpp_2m_sde(m, x, karras(n, 0.02, 10.0, 7.0).to(F64), disable=True, eta=0.8, s_noise=1.1,
                                  noise_sampler=noise, solver_type=solver_type)
     ours = sample_dpmpp_2m_sde(m, x, 10.0, n, sigma_min=0.02, eta=0.8, s_noise=1.1, solver_type=solver_type,
@@ -201,13 +208,8 @@ def test_dpmpp_2m_sde_matches_kdiffusion(solver_type):
 
 @pytest.mark.parametrize("eta", [1.0, 0.3, 0.0])
 def test_dpmpp_3m_sde_matches_kdiffusion(eta):
-    from bench.baselines import load_k_diffusion_sampling
-
-    kd = load_k_diffusion_sampling()
-    m, n, ids = two_mode_model(), 10, torch.tensor([4, 9, 1])
-    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
-    steps = iter(range(n))
-    noise = lambda s, s_next: rng.chain_randn(5, ids, next(steps), (2,), stream=rng.STREAM_SDE, dtype=F64)  # noqa
+    n = 10
+    kd, m, ids, x, noise = _kdiffusion_case(n)
     ref = kd.sample_dpmpp_3m_sde(m, x, karras(n, 0.02, 10.0, 7.0).to(F64), disable=True, eta=eta, s_noise=1.1,
                                  noise_sampler=noise)
     ours = sample_dpmpp_3m_sde(m, x, 10.0, n, sigma_min=0.02, eta=eta, s_noise=1.1, seed=5, chain_ids=ids)
@@ -217,13 +219,8 @@ def test_dpmpp_3m_sde_matches_kdiffusion(eta):
 
 @pytest.mark.parametrize("eta", [1.0, 0.4, 0.0])
 def test_dpmpp_2s_ancestral_matches_kdiffusion(eta):
-    from bench.baselines import load_k_diffusion_sampling
-
-    kd = load_k_diffusion_sampling()
-    m, n, ids = two_mode_model(), 8, torch.tensor([4, 9, 1])
-    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
-    steps, calls = iter(range(n)), []
-    noise = lambda s, s_next: rng.chain_randn(5, ids, next(steps), (2,), stream=rng.STREAM_SDE, dtype=F64)  # noqa
+    n, calls = 8, []
+    kd, m, ids, x, noise = _kdiffusion_case(n)
     ref = kd.sample_dpmpp_2s_ancestral(lambda x_, s_: calls.append(1) or m(x_, s_), x,
                                        karras(n, 0.02, 10.0, 7.0).to(F64), disable=True, eta=eta, s_noise=1.1,
                                        noise_sampler=noise)
@@ -236,13 +233,10 @@ def test_dpmpp_2s_ancestral_matches_kdiffusion(eta):
 def test_dpmpp_sde_matches_kdiffusion(eta, r):
     """k-diffusion's noise sampler is called twice per step (to the midpoint, then to the next sigma): it gets
     the chain's Brownian increments of that step (module docstring), as its Brownian tree would give."""
-    from bench.baselines import load_k_diffusion_sampling
-
     from dmcmc_fast.integrators.dpm_solver import STREAM_SDE_SECOND
 
-    kd = load_k_diffusion_sampling()
-    m, n, ids = two_mode_model(), 8, torch.tensor([4, 9, 1])
-    x = 10.0 * rng.chain_randn(2, ids, 0, (2,), stream=rng.STREAM_INIT, dtype=F64)
+    n = 8
+    kd, m, ids, x, _ = _kdiffusion_case(n)
     calls, first = iter(range(4 * n)), {}
 
     def increments(s, s_next):  # call 2i: sigma_i -> sigma_s; call 2i + 1: sigma_i -> sigma_{i+1}

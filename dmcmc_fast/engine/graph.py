@@ -22,14 +22,13 @@ bucketing and padding without a GPU), "eager" (call the model directly).
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import weakref
 from typing import Callable
 
 import torch
 
-from dmcmc_fast.models.base import model_device
+from dmcmc_fast.models.base import model_device, network_tensors
 
 log = logging.getLogger("dmcmc_fast.engine")
 
@@ -257,10 +256,7 @@ _REUSE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _storage_key(model) -> tuple:
     """Where the model's tensors live (data pointer, shape): a captured graph reads them by address, so it
     is reused only while they stay put (`.to()` round trips or reassigned parameters make new ones)."""
-    modules = [model] if isinstance(model, torch.nn.Module) else \
-        [v for v in vars(model).values() if isinstance(v, torch.nn.Module)] if hasattr(model, "__dict__") else []
-    return tuple((t.data_ptr(), tuple(t.shape)) for m in modules
-                 for t in itertools.chain(m.parameters(), m.buffers()))
+    return tuple((t.data_ptr(), tuple(t.shape)) for t in network_tensors(model))
 
 
 def graphed_for_sampling(model, graph: str, device, batch_size: int):

@@ -51,9 +51,8 @@ def ensure_counting(model, batch: int, device) -> CountingDenoiser:
 
 
 def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -> IntegratorResult:
-    """The call's result; a counter this call made raises its deferred NaN/input checks here (one sync)."""
-    if model.standalone:
-        model.raise_if_nonfinite()
+    """The call's result, after `model.end_call()` (a counter this call made raises its deferred checks)."""
+    model.end_call()
     return IntegratorResult(x, model.nfe - nfe_before)
 
 

@@ -40,9 +40,8 @@ def check_positive(name: str, v) -> None:
 
 
 def done(model, x: torch.Tensor, nfe_before: torch.Tensor, v: torch.Tensor | None = None) -> MCMCResult:
-    """The call's result; a counter this call made raises its deferred NaN checks here (one sync)."""
-    if model.standalone:
-        model.raise_if_nonfinite()
+    """The call's result, after `model.end_call()` (a counter this call made raises its deferred checks)."""
+    model.end_call()
     return MCMCResult(x, model.nfe - nfe_before, v)
 
 

@@ -50,15 +50,18 @@ def check_call(model: Denoiser, x: torch.Tensor, sigma) -> torch.Tensor:
     return as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
 
-def model_device(model) -> torch.device | None:
-    """Where a network denoiser's weights live: an `nn.Module`'s (or, for an adapter, the `nn.Module` it
-    holds) first parameter or buffer; None for a model without weights (analytic models run anywhere)."""
+def network_tensors(model) -> list[torch.Tensor]:
+    """The weights a network denoiser computes with: the parameters and buffers of the model if it is an
+    `nn.Module`, else of the `nn.Module`s an adapter holds as attributes; [] for an analytic model."""
     modules = [model] if isinstance(model, torch.nn.Module) else \
         [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-    for m in modules:
-        for t in (*m.parameters(), *m.buffers()):
-            return t.device
-    return None
+    return [t for m in modules for t in (*m.parameters(), *m.buffers())]
+
+
+def model_device(model) -> torch.device | None:
+    """Where a network denoiser's weights live; None for a model without weights (analytic models run anywhere)."""
+    weights = network_tensors(model)
+    return weights[0].device if weights else None
 
 
 def same_device(a, b) -> bool:
@@ -138,6 +141,12 @@ class CountingDenoiser:
         new = torch.cat([bad.max().reshape(1), lo.index_select(0, i), hi.index_select(0, i)])
         self._first_bad = new if self._first_bad is None else \
             torch.where(self._first_bad[0] > 0, self._first_bad, new)
+
+    def end_call(self):
+        """End of a sampler call: a counter that call made itself (`standalone`) raises its deferred checks
+        now (one host sync); a caller's counter leaves them to the caller (`run_sampler`, DLG)."""
+        if self.standalone:
+            self.raise_if_nonfinite()
 
     def defer_check(self, bad: torch.Tensor, message: str):
         """Raise `ValueError(message)` at the end of the run if the 0-d device flag `bad` is true."""
