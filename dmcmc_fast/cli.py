@@ -174,6 +174,10 @@ def main(argv=None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError) as err:
         print(f"dmcmc-fast {a.cmd}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        from dmcmc_fast.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":

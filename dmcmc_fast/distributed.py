@@ -34,6 +34,12 @@ def init_from_env(device: str) -> tuple[int, int, str]:
     return rank, world, device
 
 
+def shutdown():
+    """Leave the process group (every rank, at the end of a command) rather than exit with it live."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
