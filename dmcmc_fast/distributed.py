@@ -45,9 +45,20 @@ def barrier():
         dist.barrier()
 
 
+# Every all-reduce's Work handle, held until the process ends. A gloo worker thread drops its reference to
+# the Work just after `wait()` returns; if that is the last reference, the worker frees the Work's tensors,
+# which takes the GIL (torch keeps a tensor's Python object alive from C++). When that happens while the
+# interpreter finalizes, the thread is killed inside a noexcept C++ frame and the rank aborts ("terminate
+# called without an active exception", SIGABRT; one `eval` exit in four on 2 CPU cores). Holding the handle
+# here makes the main thread, with the GIL, the one that frees it.
+_finished_works: list = []
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        work = dist.all_reduce(t, op=dist.ReduceOp.SUM, async_op=True)
+        work.wait()
+        _finished_works.append(work)
     return t
 
 
