@@ -18,9 +18,9 @@ a checkpoint path, as users pass theirs) and batch B (default 1, 16, 256):
               (what api.sample iterates) times each batch as it is yielded: first_batch_ms (capture
               included) and steady_batch_ms (median of the others), steady_ratio = steady_batch_ms / NFE /
               bare_ms (target <= 1.05: sampler work and launch gaps hidden behind the network).
-              NFE per sample is the engine's count, initialisation included.
+              NFE per sample is the engine's count; for DLG (B chains, one block each per batch) the
+              block's NFE plus the sample's share of its chain's initialisation.
   eager       the same call with graph="off": what the graph buys
-  pipelined   (dlg) graph="auto", engine="pipelined": chain steps and block denoising in shared batches
   path        what the api call ran (`SampleOutput.graph`: mode, captured buckets, fallback reason)
 The samples of every variant are compared with the api call's (max abs difference; same seed).
 Output: the table; with --out one JSON line per row, appended as each row finishes (default on the GPU
@@ -138,8 +138,6 @@ def path_taken(out) -> dict:
 def variants(sampler: str) -> dict[str, dict]:
     """name -> extra keywords of api.sample."""
     v = {"api": {"graph": "auto"}, "eager": {"graph": "off"}}
-    if sampler == "dlg":
-        v["pipelined"] = {"graph": "auto", "engine": "pipelined"}
     return v
 
 
@@ -161,6 +159,8 @@ def run_row(model, sampler: str, batch: int, nfe: int, options: dict, runs: int,
     bare, bare_label = bare_forward_ms(model, batch, reps, device)
     row = {"sampler": sampler, "batch": batch, "batches_per_call": per_call, "nfe_budget": nfe,
            "options": options, "bare_ms": bare, "bare_forward": bare_label, "variants": {}}
+    if sampler == "dlg":  # B chains: each batch is one block of every chain
+        options = dict(options, chains=batch)
     ref = None
     for name, extra in variants(sampler).items():
         kw = dict(model=model, sampler=sampler, num=per_call * batch, nfe=nfe, seed=0, batch_size=batch,
@@ -208,19 +208,18 @@ def markdown(meta: dict, rows: list[dict], not_run: list[str]) -> str:
              f"- api: `api.sample(..., graph=\"auto\")`, {meta['batches_per_call']} batches of B per call (each "
              "call captures its graphs anew); ms/NFE = median call time / (batches x NFE per sample); bare: the "
              "network's forward at batch B; ratio = ms/NFE / bare; steady: batches after the first of an "
-             "api.stream call (capture excluded; target <= 1.05); eager / api, pipelined / api: the same call with "
-             "graph=\"off\", with engine=\"pipelined\" (dlg), over it\n",
+             "api.stream call (capture excluded; target <= 1.05); eager / api: the same call with graph=\"off\", over "
+             "it\n",
              "| sampler | B | bare ms | api ms/NFE [20%, 80%] | ratio | steady ratio | first batch ms | eager / api "
-             "| pipelined / api | samples/s | path |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| samples/s | path |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         v = r["variants"]
         a = v["api"]
         q = [x / (a["nfe"] * r["batches_per_call"]) for x in a["ms"]]
-        pipe = f"{v['pipelined']['ms'][0] / a['ms'][0]:.2f}" if "pipelined" in v else "-"
         lines.append(f"| {r['sampler']} | {r['batch']} | {r['bare_ms'][0]:.3f} ({r['bare_forward']}) | "
                      f"{q[0]:.3f} [{q[1]:.3f}, {q[2]:.3f}] | {r['ratio']:.2f} | {_f(r['steady_ratio'])} | "
-                     f"{a['first_batch_ms']:.1f} | {r['graph_gain']:.2f} | {pipe} | {a['samples_s']:.1f} | "
+                     f"{a['first_batch_ms']:.1f} | {r['graph_gain']:.2f} | {a['samples_s']:.1f} | "
                      f"{_path_str(r['path'])} |")
     for what in not_run:
         lines.append(f"\n- not run: {what}")
@@ -235,7 +234,6 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batches", type=int, nargs="*", default=[1, 16, 256], help="batch sizes (default 1 16 256)")
     p.add_argument("--samplers", default="heun,dlg", help="comma list: heun and/or dlg (default both)")
     p.add_argument("--nfe", type=int, default=35, help="heun's NFE per sample (odd; default 35)")
-    p.add_argument("--blocks", type=int, default=2, help=f"DLG blocks per chain ({DLG_OPTIONS}; default 2)")
     p.add_argument("--reps", type=int, default=30, help="timed bare forwards (default 30)")
     p.add_argument("--runs", type=int, default=3, help="timed api.sample calls per variant (default 3)")
     p.add_argument("--batches-per-call", type=int, default=3,
@@ -260,13 +258,12 @@ def main(argv=None) -> list[dict]:
         model, n_levels, what = cifar_unet(device), 1000, "DDPM CIFAR-10 UNet2DModel, 35.7M parameters (random init)"
     elif a.cpu_smoke:
         device, out, md = "cpu", a.out, a.md
-        a.batches, a.nfe, a.blocks, a.reps, a.runs, a.batches_per_call = [1, 4], 5, 1, 3, 1, 2
+        a.batches, a.nfe, a.reps, a.runs, a.batches_per_call = [1, 4], 5, 3, 1, 2
         torch.manual_seed(0)
         model, n_levels, what = TinyDenoiser((1, 8, 8)), 50, "tiny conv denoiser 1x8x8"
     else:
         raise SystemExit("bench/engine.py needs a CUDA GPU; use --cpu-smoke to check that it runs without one")
-    nfe = {"heun": a.nfe, "dlg": DLG_OPTIONS["init_nfe"] + DLG_OPTIONS["n_init"]
-           + a.blocks * (DLG_OPTIONS["n_skip"] + DLG_OPTIONS["n_den"])}
+    nfe = {"heun": a.nfe, "dlg": DLG_OPTIONS["n_skip"] + DLG_OPTIONS["n_den"]}  # DLG: per block
     if min(a.batches + [a.runs, a.reps, a.batches_per_call]) < 1:
         p.error("--batches, --runs, --reps and --batches-per-call must be >= 1")
     meta = {"bench": "engine", "device": _device_name(device), "model": what,

@@ -3,10 +3,11 @@
 Data N(mu, s^2 I), s = 1, d = 3. Deterministic integrators: 3 samples started at sigma 10, 5, 2.5 (per-sample
 starts), integrated to sigma_min = 0.1 on Karras grids (rho = 3), error = max over samples of
 |x(sigma_min) - exact PF-ODE solution| (mu + (x0 - mu) sqrt((s^2 + sigma^2)/(s^2 + sigma0^2))); the measured order
-is the least-squares slope of log error vs log(steps) over the last three points. RK45: the same, one point
-per tolerance (rtol = atol), NFE as the solver spent it. Stochastic integrators: 4000 chains in 2-D from the
-exact marginal at sigma 5 to sigma_min 0.05; error = |pooled variance / (s^2 + sigma_min^2) - 1| (Monte-Carlo
-standard deviation 0.016, drawn as a floor); their bias is first order in the step.
+is the least-squares slope of log error vs log(steps) over the last three points. RK45 and the adaptive
+DPM-Solver-12/23: the same, one point per tolerance (rtol = atol), NFE as the solver spent it. Stochastic
+integrators: 4000 chains in 2-D from the exact marginal at sigma 5 to sigma_min 0.05; error = |pooled
+variance / (s^2 + sigma_min^2) - 1| (Monte-Carlo standard deviation 0.016, drawn as a floor); their bias is
+first order in the step.
 
     python bench/integrator_error.py   # writes bench/results/integrator_error.{json,png}
 """
@@ -42,6 +43,13 @@ DETERMINISTIC = [  # label, sampler, options, steps N
     ("deis r=3 rho rk-start", "deis", dict(order=3, ab_time="rho", warm_start="runge_kutta"), [5, 9, 17, 33, 65, 129]),
     ("deis r=3 vp rk-start", "deis", dict(order=3, ab_time="vp", warm_start="runge_kutta"), [5, 9, 17, 33, 65, 129]),
 ]
+ADAPTIVE = [  # label, sampler, options, tolerances rtol = atol (one point each, at the NFE spent)
+    ("rk45 (rtol=atol 1e-2..1e-8)", "rk45", {}, [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]),
+    ("DPM-12 adaptive (tol 1e-1..1e-6)", "dpm_adaptive", dict(order=2),
+     [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]),
+    ("DPM-23 adaptive (tol 1e-1..1e-7)", "dpm_adaptive", dict(order=3),
+     [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]),
+]
 STOCHASTIC = [
     ("karras_sde (KAR2, S_churn 10)", "karras_sde", dict(s_churn=10.0, s_tmin=0.0, s_tmax=1e9, s_noise=1.0), [5, 9, 17, 33, 65]),
     ("reverse_diffusion", "reverse_diffusion", {}, [9, 17, 33, 65, 129, 257]),
@@ -68,13 +76,15 @@ def deterministic():
             err.append((res.x - truth).norm(dim=1).max().item())
         rows.append(dict(label=label, sampler=name, options=kw, steps=steps, nfe=nfe, error=err,
                          order_vs_steps=fit_order([n - 1 for n in steps], err), order_vs_nfe=fit_order(nfe, err)))
-    nfe, err = [], []
-    for tol in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8):
-        res = INTEGRATORS["rk45"][0](m, x0, s0, 100_000, sigma_min=0.1, rtol=tol, atol=tol, final_tweedie=False)
-        nfe.append(int(res.nfe.max()))
-        err.append((res.x - truth).norm(dim=1).max().item())
-    rows.append(dict(label="rk45 (rtol=atol 1e-2..1e-8)", sampler="rk45", options={}, nfe=nfe, error=err,
-                     order_vs_nfe=fit_order(nfe, err)))
+    for label, name, kw, tols in ADAPTIVE:
+        nfe, err = [], []
+        for tol in tols:
+            res = INTEGRATORS[name][0](m, x0, s0, 100_000, sigma_min=0.1, rtol=tol, atol=tol,
+                                       final_tweedie=False, **kw)
+            nfe.append(int(res.nfe.max()))
+            err.append((res.x - truth).norm(dim=1).max().item())
+        rows.append(dict(label=label, sampler=name, options=kw, tols=tols, nfe=nfe, error=err,
+                         order_vs_nfe=fit_order(nfe, err)))
     return rows
 
 

@@ -11,7 +11,7 @@ from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
 
 
 _FACADE = ("Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
+           "KarrasSDE", "Euler", "RK45", "DPMSolverAdaptive", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
            "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
            "DPMSolverPPSDE", "UniPC")
 

@@ -2,6 +2,10 @@
 per-chain RNG (sample i is chain i, whatever the batch size), NFE counted per sample, a progress bar,
 and — given `out_dir` — every finished batch saved at once as a shard, so an interrupted run
 resumes (`resume=True`) without losing or recomputing finished samples.
+
+DLG (a "blocks" sampler) yields one sample per block of each chain: sample i is block i // C of chain
+i % C for C = `chains`, and each sample's `nfe` is its block's NFE plus its share of its chain's
+initialisation (`engine/dlg_run.py`); `SampleOutput.meta` holds the per-sample books.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dmcmc_fast import shards
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models.base import CountingDenoiser, model_device, same_device
 from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
@@ -21,20 +26,15 @@ from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
 @dataclass
 class SampleOutput:
     samples: torch.Tensor  # [N, *shape], float32, data range of the model
-    nfe: torch.Tensor  # [N] int64
+    nfe: torch.Tensor  # [N] int64; float64 for DLG (amortised: block NFE + initialisation share)
     config: dict
     graph: dict = field(default_factory=dict)  # how the network ran: mode, captured buckets, fallback reason
+    meta: dict = field(default_factory=dict)  # DLG: per-sample arrays chain, block, sigma, nfe_block, ...
 
 
 def _check_int(name, v, lo, hi=None):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
-
-
-def _save_npz_atomic(path: str, **arrays):
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -43,7 +43,8 @@ class SampleBatch:
     start: int
     stop: int
     samples: torch.Tensor  # [stop - start, *shape], float32 on the CPU
-    nfe: torch.Tensor  # [stop - start] int64
+    nfe: torch.Tensor  # [stop - start] int64 (DLG: float64, amortised)
+    meta: dict = field(default_factory=dict)  # DLG: per-sample numpy arrays (see SampleOutput.meta)
 
 
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
@@ -67,8 +68,11 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
                 resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
                 **options)
     batches = list(it)
+    meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
+    if not batches:  # a torchrun rank with no work
+        return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), it.config, it.graph, meta)
     return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config,
-                        it.graph)
+                        it.graph, meta)
 
 
 class _Stream:
@@ -101,7 +105,14 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     graph_mode(graph, device)  # checks `graph` before any work
     if isinstance(model, torch.nn.Module):
         model.eval()
+    blocks = None
+    if spec.kind == "blocks":  # DLG: options resolved (chains, n_den) and its classifier loaded before any file
+        blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size)
+        batch_size = blocks.group_size
+        opts = dict(opts, chains=blocks.chains, n_den=blocks.cfg.n_den)
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
+    if blocks is not None:  # a chain group's saved state is keyed by its chain range
+        cfg["batch_size"] = batch_size
 
     parts_dir = None
     if out_dir is not None:
@@ -111,32 +122,42 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
             barrier()
         parts_dir = os.path.join(out_dir, "parts")
 
+    batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
     mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
     net, graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
     graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
 
-    def batches():
-        total = sum(min(num, s + batch_size) - s for s in mine)
-        bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""),
-                   unit="sample", disable=not progress)
+    def chain_batches():  # one sample per chain: batch j holds chains start..stop-1
         for start in mine:
             stop = min(num, start + batch_size)
-            shard = os.path.join(parts_dir, f"part_{start:09d}_{stop:09d}.npz") if parts_dir else None
+            shard = shards.shard_path(parts_dir, start, stop) if parts_dir else None
             if shard and os.path.exists(shard):
-                with np.load(shard) as z:
-                    x, n = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
-            else:
-                chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
-                counting = CountingDenoiser(net, stop - start, device)
-                req = SampleRequest(counting, chain_ids, seed, nfe, opts, device, extra={"base_model": model})
-                x, n = run_sampler(req, spec).float().cpu(), counting.nfe.cpu()
-                if graphed is not None:
-                    graph_info.update(graphed.describe())
-                if shard:
-                    _save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
-                bar.set_postfix(nfe=f"{n.float().mean().item():.1f}")
-            bar.update(stop - start)
+                x, meta = shards.load_shard(shard)
+                yield SampleBatch(start, stop, x, torch.from_numpy(meta["nfe"]))
+                continue
+            chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
+            counting = CountingDenoiser(net, stop - start, device)
+            req = SampleRequest(counting, chain_ids, seed, nfe, opts, device, extra={"base_model": model})
+            x, n = run_sampler(req, spec).float().cpu(), counting.nfe.cpu()
+            if shard:
+                shards.save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
             yield SampleBatch(start, stop, x, n)
+
+    def block_batches():  # DLG: one batch per round of blocks of a chain group
+        for bt in blocks.batches(net, parts_dir):
+            meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
+            yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)
+
+    def batches():
+        total = blocks.size() if blocks is not None else sum(min(num, s + batch_size) - s for s in mine)
+        bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""),
+                   unit="sample", disable=not progress)
+        for batch in (block_batches() if blocks is not None else chain_batches()):
+            if graphed is not None:
+                graph_info.update(graphed.describe())
+            bar.set_postfix(nfe=f"{batch.nfe.double().mean().item():.1f}")
+            bar.update(batch.stop - batch.start)
+            yield batch
         bar.close()
 
     return _Stream(batches(), cfg, graph_info)
@@ -152,6 +173,8 @@ def sampling_device(model, device) -> torch.device:
     if where is not None and not same_device(where, device):
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {str(where)!r}: move the model "
                          f"first (model.to({str(device)!r})) or sample where it is (device={str(where)!r})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but no CUDA device is available here; use device='cpu'")
     return device
 
 
@@ -164,8 +187,10 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):
     if os.path.exists(cfg_path) and resume:
         with open(cfg_path) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(cfg)):
-            raise ValueError(f"--resume: {cfg_path} was written by a different run configuration; "
+        new = json.loads(json.dumps(cfg))
+        if old != new:
+            diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(_differences(old, new).items()))
+            raise ValueError(f"--resume: {cfg_path} was written by a different run configuration ({diff}); "
                              "use a new --out directory or the same options")
     elif os.listdir(parts_dir) and not resume:
         raise FileExistsError(f"{out_dir} holds samples of an earlier run; pass --resume to continue it "
@@ -176,23 +201,21 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):
         os.replace(cfg_path + ".tmp", cfg_path)
 
 
-def merge_shards(out_dir: str, num: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All shards of `out_dir/parts` in chain order; checks that they cover chains 0..num-1 once."""
-    parts_dir = os.path.join(out_dir, "parts")
-    names = sorted(n for n in os.listdir(parts_dir) if n.startswith("part_") and n.endswith(".npz")
-                   and not n.endswith(".tmp.npz"))
-    xs, nfes, expect = [], [], 0
-    for n in names:
-        start, stop = (int(v) for v in n[len("part_"):-len(".npz")].split("_"))
-        if start != expect:
-            raise ValueError(f"{parts_dir}: shards do not cover chains {expect}..{start - 1}")
-        with np.load(os.path.join(parts_dir, n)) as z:
-            xs.append(torch.from_numpy(z["samples"]))
-            nfes.append(torch.from_numpy(z["nfe"]))
-        expect = stop
-    if expect != num:
-        raise ValueError(f"{parts_dir}: shards cover chains 0..{expect - 1}, expected 0..{num - 1}")
-    return torch.cat(xs), torch.cat(nfes)
+def _differences(old: dict, new: dict, prefix: str = "") -> dict:
+    """{dotted key: (old value, new value)} of two JSON configurations."""
+    out = {}
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[prefix + k] = (a, b)
+    return out
+
+
+def merge_shards(out_dir: str, num: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All shards of `out_dir/parts` in sample order: (samples, nfe, per-sample books); see `dmcmc_fast.shards`."""
+    return shards.merge_shards(out_dir, num)
 
 
 def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: bool = True) -> str:
@@ -200,8 +223,8 @@ def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "samples.npz")
     lo, hi = data_range
-    _save_npz_atomic(path, samples=out.samples.clamp(lo, hi).numpy(), nfe=out.nfe.numpy(),
-                     config=np.array(json.dumps(out.config)))
+    shards.save_npz_atomic(path, samples=out.samples.clamp(lo, hi).numpy(), nfe=out.nfe.numpy(),
+                           config=np.array(json.dumps(out.config)), **out.meta)
     if grid and out.samples.ndim == 4:
         from dmcmc_fast.images import save_grid
 
@@ -209,8 +232,10 @@ def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: 
     return path
 
 
-def load_samples(path: str):
+def load_samples(path: str, with_meta: bool = False):
+    """(samples, nfe, config) of a samples.npz; with `with_meta`, also its per-sample books (DLG)."""
     with np.load(path) as z:
         samples, nfe = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
         config = json.loads(str(z["config"])) if "config" in z else {}
-    return samples, nfe, config
+        meta = {k: z[k] for k in z.files if k not in ("samples", "nfe", "config")}
+    return (samples, nfe, config, meta) if with_meta else (samples, nfe, config)

@@ -110,6 +110,8 @@ def cmd_sample(a) -> int:
     from dmcmc_fast.distributed import barrier, init_from_env
     from dmcmc_fast.models.builtin import load_model
 
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {a.device}: no CUDA device is available here; use --device cpu")
     rank, world, device = init_from_env(a.device)
     model = load_model(a.model, modes=a.modes, std=a.std)
     if hasattr(model, "to"):  # a built-in network goes where --device says (api.sample moves nothing itself)
@@ -123,11 +125,16 @@ def cmd_sample(a) -> int:
         barrier()
         if rank != 0:
             return 0
-        out = SampleOutput(*merge_shards(a.out, a.num), out.config, out.graph)
+        x, nfe, meta = merge_shards(a.out, a.num)
+        out = SampleOutput(x, nfe, out.config, out.graph, meta)
     path = save_samples(out, a.out, model.data_range)
-    print(json.dumps({"samples": path, "num": int(out.samples.shape[0]),
-                      "nfe_mean": float(out.nfe.float().mean()), "nfe_max": int(out.nfe.max()),
-                      "graph": out.graph}))
+    summary = {"samples": path, "num": int(out.samples.shape[0]), "nfe_mean": float(out.nfe.double().mean()),
+               "nfe_max": float(out.nfe.max()) if out.nfe.is_floating_point() else int(out.nfe.max())}
+    if "nfe_block" in out.meta:  # DLG: the amortised NFE per sample is block NFE + initialisation share
+        summary.update(chains=int(out.meta["chain"].max()) + 1, nfe_block_mean=float(out.meta["nfe_block"].mean()),
+                       nfe_init_share_mean=float(out.meta["nfe_init_share"].mean()),
+                       classifier_evals_mean=float(out.meta["classifier_evals"].mean()))
+    print(json.dumps({**summary, "graph": out.graph}))
     return 0
 
 
@@ -138,8 +145,8 @@ def cmd_eval(a) -> int:
     from dmcmc_fast.models.builtin import load_model
 
     rank, world, _ = init_from_env("cpu")
-    samples, nfe, cfg = load_samples(a.samples)
-    samples, nfe = samples[rank::world], nfe[rank::world]  # each rank reduces its own slice
+    everything, nfe, cfg, meta = load_samples(a.samples, with_meta=True)
+    samples, nfe = everything[rank::world], nfe[rank::world]  # each rank reduces its own slice
     n = int(all_reduce_sum(torch.tensor(float(samples.shape[0]), dtype=torch.float64)))
     report = {"num": n, "nfe_mean": float(all_reduce_sum(nfe.double().sum())) / n}
     if a.ref is not None:
@@ -162,9 +169,27 @@ def cmd_eval(a) -> int:
         from dmcmc_fast.eval.fid import fid
 
         report["fid"] = fid(samples, a.fid_ref, stats=reduced_gaussian_stats)
+    if "chain" in meta and rank == 0:  # DLG: how the chains mix (needs each chain's samples in order: rank 0)
+        report["mixing"] = _mixing(everything, meta, ref if a.ref is not None else None,
+                                   net if not a.no_features and tuple(samples.shape[1:]) == (1, 28, 28) else None)
     if rank == 0:
         print(json.dumps(report, indent=2))
     return 0
+
+
+def _mixing(samples, meta: dict, ref, net) -> dict:
+    """DLG's mixing diagnostics; the label of a sample is its nearest mode (analytic --ref) or, for MNIST
+    shapes, the feature net's predicted digit."""
+    from dmcmc_fast.eval.mixing import mixing_report
+
+    labels, name = None, "mode"
+    if ref is not None and hasattr(ref, "nearest_mode"):
+        labels = ref.nearest_mode(samples).numpy()
+    elif net is not None:
+        from dmcmc_fast.eval.features import apply_batched
+
+        labels, name = apply_batched(net, samples.float()).argmax(1).numpy(), "class"
+    return mixing_report(samples, meta["chain"], meta["block"], meta["sigma"], labels, name)
 
 
 def main(argv=None) -> int:

@@ -2,9 +2,10 @@
 
     from dmcmc_fast import DLG
     from dmcmc_fast.models.builtin import load_model
-    dlg = DLG(load_model("gmm-mnist"), nfe=400, eta=4.0, n_skip=5, n_den=20, integrator="heun")
-    out = dlg.sample(64)                 # out.samples [64, 1, 28, 28], out.nfe [64]
-    for batch in dlg.stream(1024):       # SampleBatch(start, stop, samples, nfe), in chain order
+    dlg = DLG(load_model("gmm-mnist"), nfe=25, eta=4.0, n_skip=5, chains=50, integrator="heun")
+    out = dlg.sample(2000)               # 40 blocks of 50 chains: out.samples [2000, 1, 28, 28],
+                                         # out.nfe [2000] (block NFE + initialisation share), out.meta
+    for batch in dlg.stream(1024):       # SampleBatch(start, stop, samples, nfe, meta), in sample order
         ...
 
 Options are the registry's (`dmcmc_fast.samplers`), checked when the object is built, with the
@@ -62,6 +63,7 @@ Heun = _sampler_class("Heun", "heun")
 KarrasSDE = _sampler_class("KarrasSDE", "karras_sde")
 Euler = _sampler_class("Euler", "euler")
 RK45 = _sampler_class("RK45", "rk45")
+DPMSolverAdaptive = _sampler_class("DPMSolverAdaptive", "dpm_adaptive")
 ReverseDiffusion = _sampler_class("ReverseDiffusion", "reverse_diffusion")
 EulerMaruyama = _sampler_class("EulerMaruyama", "euler_maruyama")
 DPMSolverPP2M = _sampler_class("DPMSolverPP2M", "dpmpp_2m")
@@ -72,6 +74,6 @@ DPMSolverPPSDE = _sampler_class("DPMSolverPPSDE", "dpmpp_sde")
 UniPC = _sampler_class("UniPC", "unipc")
 
 __all__ = ["Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
+           "KarrasSDE", "Euler", "RK45", "DPMSolverAdaptive", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
            "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
            "DPMSolverPPSDE", "UniPC"]

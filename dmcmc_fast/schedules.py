@@ -39,7 +39,9 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_
     if rho <= 0:
         raise ValueError(f"rho must be > 0, got {rho}")
     r = _ramp(n, device)
-    s = (smax ** (1 / rho) + r * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    # torch.lerp is exact at both ends (r = 1 gives smin^(1/rho) even where smax^(1/rho) is 1e20 times larger,
+    # rho < 1) and constant where the ends are equal
+    s = torch.lerp(torch.full_like(r, smax ** (1 / rho)), torch.full_like(r, smin ** (1 / rho)), r) ** rho
     return append_zero(s) if append_zero_ else s
 
 
@@ -96,7 +98,8 @@ def karras_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, rho: 
         raise ValueError(f"rho must be > 0, got {rho}")
     s0 = _start_row(sigma_start, n, sigma_min)
     r = _ramp(n, s0.device)[None, :]
-    s = (s0[:, None] ** (1 / rho) + r * (sigma_min ** (1 / rho) - s0[:, None] ** (1 / rho))) ** rho
+    start = (s0[:, None] ** (1 / rho)).expand(-1, r.shape[1])
+    s = torch.lerp(start, torch.full_like(start, sigma_min ** (1 / rho)), r.expand_as(start)) ** rho  # as karras
     return append_zero(s) if append_zero_ else s
 
 

@@ -84,3 +84,12 @@ def test_option_of_another_sampler_is_rejected():
     spec = SamplerSpec("x", "m:f", (Option("rho", float, 7.0),))
     with pytest.raises(ValueError, match="does not take option"):
         spec.validate({"eta": 0.1})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sample", "--model", "gmm-digits", "--sampler", "heun", "--nfe", "5", "--num", "2", "--device",
+                 "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda" in err and "\n" not in err and not out.exists()

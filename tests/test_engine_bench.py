@@ -15,7 +15,7 @@ def test_cpu_smoke_writes_rows(tmp_path, capsys):
     rows = bench_engine.main(["--cpu-smoke", "--out", str(out), "--md", str(md)])
     assert [(r["sampler"], r["batch"]) for r in rows] == [("heun", 1), ("heun", 4), ("dlg", 1), ("dlg", 4)]
     for r in rows:
-        assert set(r["variants"]) == ({"api", "eager", "pipelined"} if r["sampler"] == "dlg" else {"api", "eager"})
+        assert set(r["variants"]) == {"api", "eager"}
         assert r["batches_per_call"] == 2 and r["variants"]["api"]["first_batch_ms"] > 0
         assert r["steady_ratio"] > 0 and r["variants"]["api"]["path"]["mode"] == "eager"  # graph="auto" on the CPU
         assert r["variants"]["api"]["keywords"] == {"graph": "auto"}
@@ -25,10 +25,10 @@ def test_cpu_smoke_writes_rows(tmp_path, capsys):
         assert isinstance(r["path"], dict) and r["path"]
         for v in r["variants"].values():
             assert v["max_abs_diff_vs_api"] <= 1e-5
-    assert rows[3]["variants"]["pipelined"]["keywords"] == {"graph": "auto", "engine": "pipelined"}
     heun, dlg = rows[1], rows[3]
     assert heun["variants"]["api"]["nfe"] == 5  # exactly the budget: 3 Heun steps, 2N - 1
-    assert dlg["nfe_budget"] == 4 + 15 and 4 + 15 >= dlg["variants"]["api"]["nfe"] > 15  # init + one block
+    # a block (15 NFE budget) plus half of the chain's 4-NFE initialisation (2 blocks per chain)
+    assert dlg["nfe_budget"] == 15 and 15 + 2 >= dlg["variants"]["api"]["nfe"] > 2 + 5
     saved = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(saved) == 4 and "cpu" in saved[0]["device"] and saved[0]["bench"] == "engine"
     assert "classifier" not in saved[2]["options"]  # a temporary path, not data

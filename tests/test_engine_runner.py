@@ -144,12 +144,18 @@ def test_bad_arguments():
         run_dlg_pipelined(gmm, clf, 1, _cfg())
 
 
-def test_cli_dlg_engines_give_identical_samples(tmp_path):
-    """`--engine pipelined` and `--engine plain` through the sampler registry: same samples, same NFE."""
+def test_doors_equal_the_pipelined_engine(tmp_path):
+    """api.sample's DLG (the plain loop, sample i = block i // C of chain i % C) and the pipelined engine
+    give the same samples for the same seed and chains."""
     from dmcmc_fast import api
+    from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, level_sigmas
     from dmcmc_fast.models.builtin import load_model
 
     m = load_model("gmm-digits", modes=30)
-    outs = [api.sample(m, "dlg", 6, 70, seed=2, progress=False, engine=e, n_levels=50) for e in ("plain", "pipelined")]
-    torch.testing.assert_close(outs[0].samples, outs[1].samples, atol=1e-4, rtol=1e-4)
-    assert torch.equal(outs[0].nfe, outs[1].nfe) and int(outs[0].nfe.max()) <= 70
+    opts = dict(n_skip=2, n_den=6, n_levels=50, init_nfe=5, n_init=2)
+    out = api.sample(m, "dlg", 6, 8, seed=2, progress=False, chains=3, **opts)
+    cfg = DLGConfig(n_skip=2, n_den=6, init_nfe=5, n_init=2)
+    clf = ExactLevelPosterior(m, level_sigmas(50, cfg.sigma_min, cfg.sigma_max))
+    res = run_dlg_pipelined(m, clf, 2, cfg, chains=3, seed=2)
+    torch.testing.assert_close(out.samples, res.samples.reshape(6, *m.shape), atol=1e-4, rtol=1e-4)
+    assert out.meta["chain"].tolist() == [0, 1, 2, 0, 1, 2] and out.meta["block"].tolist() == [0, 0, 0, 1, 1, 1]

@@ -14,6 +14,7 @@ CASES = [
     ("deis", ["--order", "2", "--ab-time", "vp"], 7, 7),
     ("deis", ["--order", "3", "--warm-start", "runge_kutta"], 12, 12),
     ("rk45", ["--rtol", "1e-3", "--atol", "1e-3"], 400, None),
+    ("dpm_adaptive", ["--order", "2", "--rtol", "1e-2"], 400, None),
 ]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dmcmc_fast.models import CountingDenoiser, GaussianMixture, IdealDenoiser, check_call, gaussian, score_from_denoiser
-from dmcmc_fast.models.base import NonFiniteModelOutput
+from dmcmc_fast.models.base import ChainDiverged, NonFiniteModelOutput
 
 
 def _mixture(K=5, shape=(2, 3), std=0.3, seed=0, dtype=torch.float64):
@@ -123,3 +123,75 @@ def test_counting_denoiser_defers_the_nan_check_and_names_the_first_bad_sigma():
     bad.defer_check(torch.tensor(True), "sigma_start must be finite and > 0")
     with pytest.raises(ValueError, match="sigma_start must be finite"):  # input checks are named first
         bad.raise_if_nonfinite()
+
+
+def _stepping(update, fold_every=3):
+    """A counter over an identity denoiser, called along a chain x <- update(x, k) (a sampler stand-in)."""
+    c = CountingDenoiser(gaussian(torch.zeros(3), 1.0), 2)
+    c.FOLD_EVERY = fold_every
+    x = torch.ones(2, 3)
+    for k in range(8):
+        x = update(c(x, torch.full((2,), 0.5)), k)
+    return c, x
+
+
+def test_a_chain_that_went_nan_before_a_call_is_a_divergence_not_the_model():
+    c, _ = _stepping(lambda d, k: d * (math.inf if k == 4 else 1.0))  # the state is inf from call 6 on
+    c.blame("langevin", "lower the step size eta (got 1e+06)")
+    with pytest.raises(ChainDiverged, match=r"^langevin: the chain diverged: the state x was already NaN/Inf when "
+                                            r"the model was called, first at sigma in \[0\.5, 0\.5\]; lower the "
+                                            r"step size eta \(got 1e\+06\)$") as err:
+        c.raise_if_nonfinite()
+    assert isinstance(err.value, ValueError)  # the CLI's one-line error
+
+
+def test_a_runaway_state_is_a_divergence_even_where_the_model_overflows_first():
+    m = CountingDenoiser(lambda x, s: x * x, 2)  # overflows float32 for |x| > 1.8e19: finite input, inf output
+    m(torch.full((2, 3), 1e20), torch.full((2,), 0.5))
+    with pytest.raises(ChainDiverged, match=r"reached \|x\| = 1e\+20 at sigma in \[0\.5, 0\.5\], far outside"):
+        m.raise_if_nonfinite()
+    plausible = CountingDenoiser(lambda x, s: x * math.nan, 2)  # the model's fault at a data-like input
+    plausible(torch.full((2, 3), 3.0), torch.full((2,), 0.5))
+    with pytest.raises(NonFiniteModelOutput, match=r"^model returned NaN/Inf for finite input \(\|x\| <= 3\)") as err:
+        plausible.raise_if_nonfinite()
+    assert not isinstance(err.value, ChainDiverged)
+
+
+def test_a_final_state_made_nan_after_the_last_call_is_named_too():
+    c, x = _stepping(lambda d, k: d * (math.nan if k == 7 else 1.0))  # only the returned state is NaN
+    c.raise_if_nonfinite()  # every call saw and returned finite values
+    c.check_final(x)
+    with pytest.raises(ChainDiverged, match="the final state x is NaN/Inf although every model call"):
+        c.raise_if_nonfinite()
+
+
+def test_a_model_output_of_the_wrong_shape_is_an_error_at_the_first_call():
+    class OneChannel:
+        shape = (3, 4, 4)
+
+        def __call__(self, x, sigma):
+            return x[:, :1]
+
+    c = CountingDenoiser(OneChannel(), 2)
+    with pytest.raises(ValueError, match=r"the model returned shape \(2, 1, 4, 4\) for input of shape "
+                                         r"\(2, 3, 4, 4\); a denoiser must return its input's shape"):
+        c(torch.zeros(2, 3, 4, 4), torch.ones(2))
+    with pytest.raises(ValueError, match=r"returned shape \(1, 3, 4, 4\) for input of shape \(2, 3, 4, 4\)"):
+        CountingDenoiser(lambda x, s: x[:1], 2)(torch.zeros(2, 3, 4, 4), torch.ones(2))  # a wrong batch
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 3, 4, 4\] \(the model's shape\), got \(2, 1, 4, 4\)"):
+        c(torch.zeros(2, 1, 4, 4), torch.ones(2))
+    assert c.calls == 0 and c.nfe.tolist() == [0, 0]  # nothing counted for a rejected call
+
+
+def test_api_names_a_one_channel_output_for_three_channel_data():
+    from dmcmc_fast import api
+
+    class OneChannel:
+        shape, sigma_min, sigma_max, data_range = (3, 4, 4), 0.002, 80.0, (-1.0, 1.0)
+
+        def __call__(self, x, sigma):
+            return x.mean(1, keepdim=True)  # [B, 1, H, W]: would broadcast silently in x - D(x)
+
+    with pytest.raises(ValueError, match=r"the model returned shape \(2, 1, 4, 4\) for input of shape \(2, 3, 4, 4\)"):
+        api.sample(OneChannel(), "heun", num=2, nfe=5, progress=False)
+

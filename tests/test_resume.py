@@ -1,36 +1,53 @@
 """A killed `dmcmc-fast sample --out DIR` run resumes with `--resume`: same samples and NFE as an
-uninterrupted run, no sample lost or duplicated, and the shard written before the kill is neither
-recomputed nor rewritten."""
+uninterrupted run, no sample lost or duplicated, and the shards finished before the kill are neither
+recomputed nor rewritten. For DLG the chains continue from their saved state (x, sigma, RNG counter,
+NFE books), so a chain's later blocks are the ones the uninterrupted run gives."""
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from dmcmc_fast import api
+from dmcmc_fast import shards
 from dmcmc_fast.cli import main
 
-ARGS = ["sample", "--model", "gmm-digits", "--modes", "10", "--sampler", "heun", "--nfe", "5", "--num", "12",
-        "--batch-size", "4", "--no-progress"]
+COMMON = ["sample", "--model", "gmm-digits", "--modes", "10", "--num", "12", "--no-progress"]
+RUNS = {  # sampler -> (its flags, shards written before the kill, shards the resumed run must write)
+    "heun": (["--sampler", "heun", "--nfe", "5", "--batch-size", "4"], 1,
+             ["part_000000004_000000008.npz", "part_000000008_000000012.npz"]),
+    # 4 chains in groups of 2, 3 blocks each: shards 0-2, 2-4 (block 0), 4-6, 6-8 (block 1), 8-10, 10-12.
+    # Killed while the 3rd is saved: group 0's state says 1 block done, so its block 1 runs again.
+    "dlg": (["--sampler", "dlg", "--nfe", "6", "--n-skip", "2", "--chains", "4", "--batch-size", "2",
+             "--n-levels", "50", "--init-nfe", "4", "--n-init", "1"], 3,
+            ["part_000000004_000000006.npz", "part_000000006_000000008.npz", "part_000000008_000000010.npz",
+             "part_000000010_000000012.npz"]),
+}
 
-# Runs the CLI, but after the first shard is on disk it says so and blocks until the test kills it.
-STOP_AFTER_FIRST_SHARD = """
+# Runs the CLI, but after the N-th shard is on disk it says so and blocks until the test kills it.
+STOP_AFTER_SHARDS = """
 import sys, time
-import dmcmc_fast.api as api
-save = api._save_npz_atomic
+import dmcmc_fast.shards as shards
+save, n = shards.save_npz_atomic, int(sys.argv[1])
 def save_then_block(path, **arrays):
+    global n
     save(path, **arrays)
-    print("SHARD", path, flush=True)
-    time.sleep(120)
-api._save_npz_atomic = save_then_block
+    n -= "part_" in path
+    if n == 0:
+        print("SHARD", path, flush=True)
+        time.sleep(120)
+shards.save_npz_atomic = save_then_block
 from dmcmc_fast.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampler", sorted(RUNS))
+def test_killed_run_resumes_without_recomputing(sampler, tmp_path, monkeypatch):
+    flags, before_kill, after = RUNS[sampler]
+    args = COMMON + flags
     killed, full = str(tmp_path / "killed"), str(tmp_path / "full")
-    proc = subprocess.Popen([sys.executable, "-c", STOP_AFTER_FIRST_SHARD, *ARGS, "--out", killed],
+    proc = subprocess.Popen([sys.executable, "-c", STOP_AFTER_SHARDS, str(before_kill), *args, "--out", killed],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
@@ -39,25 +56,40 @@ def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
         proc.wait(timeout=30)
     assert line.startswith("SHARD") and proc.returncode != 0  # killed mid-run, not finished
     parts = os.path.join(killed, "parts")
-    assert sorted(os.listdir(parts)) == ["part_000000000_000000004.npz"]
-    first = os.path.join(parts, "part_000000000_000000004.npz")
-    before = os.stat(first).st_mtime_ns
+    written = sorted(n for n in os.listdir(parts) if n.startswith("part_"))
+    assert len(written) == before_kill
+    kept = [n for n in written if n not in after]  # finished before the kill and never redone
+    mtimes = {n: os.stat(os.path.join(parts, n)).st_mtime_ns for n in kept}
 
     # without --resume the directory is refused
-    assert main(ARGS + ["--out", killed]) == 2
+    assert main(args + ["--out", killed]) == 2
 
-    written = []
-    save = api._save_npz_atomic
-    monkeypatch.setattr(api, "_save_npz_atomic", lambda path, **a: (written.append(os.path.basename(path)),
+    saved = []
+    save = shards.save_npz_atomic
+    monkeypatch.setattr(shards, "save_npz_atomic", lambda path, **a: (saved.append(os.path.basename(path)),
                                                                       save(path, **a)))
-    assert main(ARGS + ["--out", killed, "--resume"]) == 0
-    assert [w for w in written if w.startswith("part_")] == ["part_000000004_000000008.npz",
-                                                             "part_000000008_000000012.npz"]
-    assert os.stat(first).st_mtime_ns == before
+    assert main(args + ["--out", killed, "--resume"]) == 0
+    assert [w for w in saved if w.startswith("part_")] == after
+    assert {n: os.stat(os.path.join(parts, n)).st_mtime_ns for n in kept} == mtimes
 
-    assert main(ARGS + ["--out", full]) == 0
+    assert main(args + ["--out", full]) == 0
     a, b = np.load(os.path.join(killed, "samples.npz")), np.load(os.path.join(full, "samples.npz"))
     assert a["samples"].shape == (12, 1, 8, 8)
-    np.testing.assert_array_equal(a["samples"], b["samples"])
-    np.testing.assert_array_equal(a["nfe"], b["nfe"])
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:  # samples, NFE and (DLG) every per-sample book
+        np.testing.assert_array_equal(a[k], b[k])
     assert len(np.unique(a["samples"].reshape(12, -1), axis=0)) == 12  # no duplicated sample
+    if sampler == "dlg":
+        assert a["chain"].tolist() == [0, 1, 2, 3] * 3 and a["block"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_resume_names_the_fields_that_differ(tmp_path):
+    args = COMMON + RUNS["heun"][0] + ["--out", str(tmp_path)]
+    assert main(args) == 0
+    with pytest.raises(ValueError, match=r"nfe: 5 -> 7.*seed: 0 -> 3"):
+        from dmcmc_fast import api
+        from dmcmc_fast.models.builtin import load_model
+
+        api.sample(load_model("gmm-digits", modes=10), "heun", 12, 7, seed=3, batch_size=4, out_dir=str(tmp_path),
+                   resume=True, progress=False, config={"model": "gmm-digits", "model_options": {"modes": 10,
+                                                                                                 "std": None}})

@@ -9,10 +9,9 @@ own sigma, up to `batch_size` rows: about n_blocks * n_skip + n_den calls instea
 n_blocks * (n_skip + n_den). The integer books (who steps, which job runs, NFE) are kept by
 `engine.bookkeeping` (C++), so scheduling never reads device data.
 
-Same samples as `run_dlg` for the same seed and chain ids: a chain's j-th step of block b draws its
-noise and Gibbs variate at the counter run_dlg uses (k0 + b * (n_skip + n + 1) + j, with n the
-integrator's steps), a block's denoising runs the same integrator call from step0 = k0 + b * stride +
-n_skip on that chain's row, and every update is row-wise. Any integrator that makes a fixed number of
+Same samples as `run_dlg` for the same seed and chain ids: both are made of the one DLG step of
+`mcmc/dlg.py` (`langevin_gibbs_step`, `block_min_update`, `denoise_block`, each at its `Counters`
+value), and every update is row-wise. Any integrator that makes a fixed number of
 full-batch model calls can be pipelined: each job group runs its integrator in a worker thread whose
 model calls hand their (x, sigma) to this loop and wait for the packed forward's rows (`_Coroutine`;
 the threads only run while the loop waits for them, so the order of work is fixed).
@@ -20,6 +19,7 @@ the threads only run while the loop waits for them, so the order of work is fixe
 from __future__ import annotations
 
 import math
+from contextlib import closing
 import queue
 import threading
 from dataclasses import replace
@@ -30,11 +30,18 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.engine.bookkeeping import KIND_CHAIN, KIND_JOB, ChainBooks
 from dmcmc_fast.engine.stream import Chunk, InOrder
-from dmcmc_fast.kernels.gibbs import block_min_update, gibbs_select
-from dmcmc_fast.kernels.langevin import langevin_step
+from dmcmc_fast.kernels.gibbs import block_min_update
 from dmcmc_fast.mcmc.common import check_int
-from dmcmc_fast.mcmc.dlg import DLGConfig, DLGResult, DLGState, dlg_init, integrator
+from dmcmc_fast.mcmc.dlg import (Counters, DLGConfig, DLGResult, DLGState, denoise_block, dlg_init, integrator,
+                                 langevin_gibbs_step)
 from dmcmc_fast.models.base import CountingDenoiser
+
+
+_CLOSE = object()
+
+
+class _Closed(Exception):
+    """Raised inside a worker's model call when its stream is abandoned."""
 
 
 class _Coroutine:
@@ -55,7 +62,16 @@ class _Coroutine:
 
     def _call(self, x, sigma):
         self._out.put(("call", x, sigma))
-        return self._in.get()
+        reply = self._in.get()
+        if reply is _CLOSE:
+            raise _Closed
+        return reply
+
+    def close(self):
+        """End the thread (if it waits in a model call, that call raises and the integrator unwinds)."""
+        if self.pending[0] == "call":
+            self.pending = ("closed",)
+            self._in.put(_CLOSE)
 
     def send(self, denoised: torch.Tensor):
         self._in.put(denoised)
@@ -104,12 +120,10 @@ def _events(model, classifier, n_blocks: int, cfg: DLGConfig, ids: torch.Tensor,
     groups finish, and finally `("end", x, sigma, nfe [C], classifier_evals [C])`."""
     C, dev = ids.shape[0], ids.device
     x, sigma = state.x.to(dev).clone(), state.sigma.to(dev).clone()
-    best_x, best_sigma = x.clone(), sigma.clone()  # the block's start state is a candidate
+    best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # a block's first step replaces it
     levels = classifier.levels.to(dev)
     log_prior = None if cfg.log_prior is None else cfg.log_prior.to(dev)
-    fn, steps_for_nfe = integrator(cfg.integrator)
-    n_steps = steps_for_nfe(cfg.n_den)
-    stride = cfg.n_skip + n_steps + 1  # RNG counters one block uses in run_dlg
+    ctr = Counters(state.step, cfg.n_skip, cfg.den_steps())
     evals = integrator_calls(cfg, x.shape[1:], dev, x.dtype)
     in_flight = C * math.ceil(evals / cfg.n_skip)  # job slots that keep every chain stepping
     books = ChainBooks(C, n_blocks, cfg.n_skip, evals, n_jobs or in_flight, batch_size or C + in_flight,
@@ -120,66 +134,66 @@ def _events(model, classifier, n_blocks: int, cfg: DLGConfig, ids: torch.Tensor,
     def start_group(slots, chains, block):
         rows = chains.to(dev)
         x0, s0 = best_x[rows].clone(), best_sigma[rows].clone()
-        k = state.step + block * stride + cfg.n_skip
 
         def job(call):
-            proxy = _ModelProxy(call, model)
-            return fn(proxy, x0, s0, n_steps, sigma_min=cfg.sigma_min, seed=seed, chain_ids=ids[rows], step0=k,
-                      final_tweedie=True, **cfg.integrator_options).x
+            return denoise_block(_ModelProxy(call, model), cfg, x0, s0, seed, ids[rows], ctr.denoise(block))
         return _Group(slots, chains, block, s0, _Coroutine(job))
 
-    while not books.done:
-        new, kind, src = books.plan()
-        if new.numel():
-            seqs = books.job_seq[new[:, 0]]
-            for q in seqs.unique().tolist():
-                slots, chains = new[seqs == q, 0], new[seqs == q, 1]
-                groups[q] = start_group(slots, chains, int(books.job_block[slots[0]]))
-                rows = chains.to(dev)
-                best_x[rows], best_sigma[rows] = x[rows], sigma[rows]  # next block starts from the last state
-        job_slots, ch = src[kind == KIND_JOB], src[kind == KIND_CHAIN]
-        batch_groups = [groups[q] for q in books.job_seq[job_slots].unique_consecutive().tolist()]
-        xs, ss = [], []
-        for g in batch_groups:
-            if g.co.pending[0] != "call":
-                raise RuntimeError(f"integrator {cfg.integrator!r} made fewer than {evals} model calls in a job; "
-                                   "the pipelined runner needs a fixed number of calls per job")
-            _, gx, gs = g.co.pending
-            if gx.shape[0] != g.chains.numel():
-                raise RuntimeError(f"integrator {cfg.integrator!r} called the model on a subset of its rows; "
-                                   "the pipelined runner needs full-batch calls")
-            xs.append(gx)
-            ss.append(gs.to(gx.dtype))
-        rows = ch.to(dev)
-        xs.append(x[rows])
-        ss.append(sigma[rows])
-        out = denoiser(torch.cat(xs), torch.cat(ss))  # the one network call of this tick
-        if rows.numel():  # the chains' Langevin-Gibbs steps (run_dlg's langevin_gibbs at each chain's counter)
-            step = books.chain_step[ch]
-            k = (state.step + (step // cfg.n_skip) * stride + step % cfg.n_skip).to(dev)
-            xc = langevin_step(x[rows], out[out.shape[0] - rows.shape[0]:], sigma[rows], cfg.eta, seed, ids[rows], k)
-            _, sc = gibbs_select(classifier(xc), levels, log_prior, cfg.gibbs == "sample", seed, ids[rows], k)
-            sc = sc.to(x.dtype)
-            classifier_evals[ch] += 1
-            bx, bs = best_x[rows], best_sigma[rows]
-            block_min_update(xc, sc, bx, bs)
-            x[rows], sigma[rows], best_x[rows], best_sigma[rows] = xc, sc, bx, bs
-        # the jobs' evaluations resume their integrators (a group's rows are packed in its slot order,
-        # which is the order of its chains in the integrator call)
-        lo = 0
-        for g in batch_groups:
-            g.co.send(out[lo:lo + g.chains.numel()])
-            lo += g.chains.numel()
-        finished = books.commit(kind, src)
-        if finished.numel():
-            fin_seqs = books.job_seq[finished[:, 0]].unique_consecutive().tolist()
-            for q in dict.fromkeys(fin_seqs):
-                g = groups.pop(q)
-                if g.co.pending[0] != "done":
-                    raise RuntimeError(f"integrator {cfg.integrator!r} made more than {evals} model calls in a "
-                                       "job; the pipelined runner needs a fixed number of calls per job")
-                yield "samples", g.chains, g.block, g.co.pending[1], g.sigma
-    yield "end", x, sigma, books.nfe, classifier_evals
+    try:
+        while not books.done:
+            new, kind, src = books.plan()
+            if new.numel():
+                seqs = books.job_seq[new[:, 0]]
+                for q in seqs.unique().tolist():
+                    slots, chains = new[seqs == q, 0], new[seqs == q, 1]
+                    groups[q] = start_group(slots, chains, int(books.job_block[slots[0]]))
+                    rows = chains.to(dev)
+                    best_sigma[rows] = math.inf  # the next block's minimum is over its own steps
+            job_slots, ch = src[kind == KIND_JOB], src[kind == KIND_CHAIN]
+            batch_groups = [groups[q] for q in books.job_seq[job_slots].unique_consecutive().tolist()]
+            xs, ss = [], []
+            for g in batch_groups:
+                if g.co.pending[0] != "call":
+                    raise RuntimeError(f"integrator {cfg.integrator!r} made fewer than {evals} model calls in a job; "
+                                       "the pipelined runner needs a fixed number of calls per job")
+                _, gx, gs = g.co.pending
+                if gx.shape[0] != g.chains.numel():
+                    raise RuntimeError(f"integrator {cfg.integrator!r} called the model on a subset of its rows; "
+                                       "the pipelined runner needs full-batch calls")
+                xs.append(gx)
+                ss.append(gs.to(gx.dtype))
+            rows = ch.to(dev)
+            xs.append(x[rows])
+            ss.append(sigma[rows])
+            out = denoiser(torch.cat(xs), torch.cat(ss))  # the one network call of this tick
+            if rows.numel():  # the chains' Langevin-Gibbs steps, each at its own counter
+                step = books.chain_step[ch]
+                k = ctr.step(step // cfg.n_skip, step % cfg.n_skip).to(dev)
+                xc, sc = langevin_gibbs_step(x[rows], out[out.shape[0] - rows.shape[0]:], sigma[rows], cfg, classifier,
+                                             levels, log_prior, seed, ids[rows], k)
+                classifier_evals[ch] += 1
+                bx, bs = best_x[rows], best_sigma[rows]
+                block_min_update(xc, sc, bx, bs)
+                x[rows], sigma[rows], best_x[rows], best_sigma[rows] = xc, sc, bx, bs
+            # the jobs' evaluations resume their integrators (a group's rows are packed in its slot order,
+            # which is the order of its chains in the integrator call)
+            lo = 0
+            for g in batch_groups:
+                g.co.send(out[lo:lo + g.chains.numel()])
+                lo += g.chains.numel()
+            finished = books.commit(kind, src)
+            if finished.numel():
+                fin_seqs = books.job_seq[finished[:, 0]].unique_consecutive().tolist()
+                for q in dict.fromkeys(fin_seqs):
+                    g = groups.pop(q)
+                    if g.co.pending[0] != "done":
+                        raise RuntimeError(f"integrator {cfg.integrator!r} made more than {evals} model calls in a "
+                                           "job; the pipelined runner needs a fixed number of calls per job")
+                    yield "samples", g.chains, g.block, g.co.pending[1], g.sigma
+        yield "end", x, sigma, books.nfe, classifier_evals
+    finally:  # also when the consumer abandons the stream: no worker thread outlives it
+        for g in groups.values():
+            g.co.close()
 
 
 def _prepare(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, device, dtype, denoiser):
@@ -205,10 +219,12 @@ def stream_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int 
     waits), `n_jobs` (denoising job slots), `denoiser` (what runs the packed batch, e.g. a
     `GraphedDenoiser` of the raw model; default the raw model) and `backend` of the bookkeeping.
     """
-    for ev in _run(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, device, dtype, batch_size,
-                   n_jobs, denoiser, backend, stream=True):
-        if isinstance(ev, Chunk):
-            yield ev
+    run = _run(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, device, dtype, batch_size, n_jobs,
+               denoiser, backend, stream=True)
+    with closing(run):  # an abandoned stream ends its worker threads now, not at garbage collection
+        for ev in run:
+            if isinstance(ev, Chunk):
+                yield ev
 
 
 @torch.no_grad()
@@ -235,19 +251,21 @@ def _run(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, devic
     samples = torch.empty(n_blocks, C, *shape, device=ids.device, dtype=state.x.dtype)
     block_sigma = torch.empty(n_blocks, C, device=ids.device, dtype=state.sigma.dtype)
     order = InOrder(n_blocks * C, shape, device=ids.device, dtype=state.x.dtype, backend=backend) if stream else None
-    for ev in _events(counting, classifier, n_blocks, cfg, ids, seed, state, batch_size, n_jobs, net, backend):
-        if ev[0] == "samples":
-            _, idx, b, xb, sb = ev
-            rows = idx.to(ids.device)
-            samples[b, rows], block_sigma[b, rows] = xb, sb
-            if order is not None:
-                chunk = order.add(b * C + idx, xb)
-                if chunk is not None:
-                    yield chunk
-        else:
-            _, x, sigma, nfe, cevals = ev
+    events = _events(counting, classifier, n_blocks, cfg, ids, seed, state, batch_size, n_jobs, net, backend)
+    with closing(events):  # closed, and its worker threads ended, also when this generator is abandoned
+        for ev in events:
+            if ev[0] == "samples":
+                _, idx, b, xb, sb = ev
+                rows = idx.to(ids.device)
+                samples[b, rows], block_sigma[b, rows] = xb, sb
+                if order is not None:
+                    chunk = order.add(b * C + idx, xb)
+                    if chunk is not None:
+                        yield chunk
+            else:
+                _, x, sigma, nfe, cevals = ev
     counting.nfe += nfe.to(counting.nfe.device)
-    new = replace(state, x=x, sigma=sigma, step=state.step + n_blocks * (cfg.n_skip + cfg.den_steps() + 1),
+    new = replace(state, x=x, sigma=sigma, step=Counters(state.step, cfg.n_skip, cfg.den_steps()).after(n_blocks),
                   blocks=state.blocks + n_blocks, nfe=state.nfe + nfe.to(state.nfe.device),
                   classifier_evals=state.classifier_evals + cevals.to(state.nfe.device))
     yield DLGResult(samples, block_sigma, new)

@@ -6,6 +6,7 @@ and `steps_for_nfe(nfe, final_tweedie=True, **options)` gives the `n_steps` that
 """
 from dmcmc_fast.integrators.common import IntegratorResult
 from dmcmc_fast.integrators.deis import deis_steps_for_nfe, sample_deis
+from dmcmc_fast.integrators.dpm_adaptive import dpm_adaptive_steps_for_nfe, sample_dpm_adaptive
 from dmcmc_fast.integrators.dpm_solver import (dpmpp_2m_sde_steps_for_nfe, dpmpp_2m_steps_for_nfe,
                                                dpmpp_2s_ancestral_steps_for_nfe, dpmpp_3m_sde_steps_for_nfe,
                                                dpmpp_sde_steps_for_nfe, sample_dpmpp_2m, sample_dpmpp_2m_sde,
@@ -21,6 +22,7 @@ INTEGRATORS = {
     "karras_sde": (sample_karras_sde, karras_sde_steps_for_nfe),
     "euler": (sample_euler, euler_steps_for_nfe),
     "rk45": (sample_rk45, rk45_steps_for_nfe),
+    "dpm_adaptive": (sample_dpm_adaptive, dpm_adaptive_steps_for_nfe),
     "reverse_diffusion": (sample_reverse_diffusion, sde_steps_for_nfe),
     "euler_maruyama": (sample_euler_maruyama, sde_steps_for_nfe),
     "deis": (sample_deis, deis_steps_for_nfe),
@@ -32,7 +34,7 @@ INTEGRATORS = {
     "unipc": (sample_unipc, unipc_steps_for_nfe),
 }
 
-__all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde",
-           "sample_dpmpp_sde",
-           "sample_euler", "sample_euler_maruyama",
-           "sample_heun", "sample_karras_sde", "sample_reverse_diffusion", "sample_rk45", "sample_unipc"]
+__all__ = ["INTEGRATORS", "IntegratorResult", "sample_deis", "sample_dpm_adaptive", "sample_dpmpp_2m",
+           "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
+           "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_karras_sde", "sample_reverse_diffusion",
+           "sample_rk45", "sample_unipc"]

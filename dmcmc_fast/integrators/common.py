@@ -51,8 +51,9 @@ def ensure_counting(model, batch: int, device) -> CountingDenoiser:
 
 
 def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -> IntegratorResult:
-    """The call's result, after `model.end_call()` (a counter this call made raises its deferred checks)."""
-    model.end_call()
+    """The call's result, after `model.end_call(x)` (a counter this call made checks `x` and raises its
+    deferred checks)."""
+    model.end_call(x)
     return IntegratorResult(x, model.nfe - nfe_before)
 
 
@@ -113,3 +114,13 @@ def step_noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torc
     """Per-chain standard normals shaped like x (chain_ids None = 0..B-1), in x's dtype."""
     ids = rng.default_chain_ids(x.shape[0], x.device) if chain_ids is None else chain_ids
     return noise.chain_randn(seed, ids, step, tuple(x.shape[1:]), stream=stream, device=x.device, dtype=x.dtype)
+
+
+def report_finished(callback, done_rows: list[int], out: torch.Tensor, sigma_start: torch.Tensor, sigma_min: float,
+                    model: CountingDenoiser, nfe_before: torch.Tensor):
+    """An adaptive solver's callback for samples that just finished (`done_rows`: their indices in the
+    call's batch): each sample's result, start sigma and the NFE it spent."""
+    for b in done_rows:
+        callback({"i": b, "n": out.shape[0], "x": out[b:b + 1], "sigma": sigma_start[b:b + 1],
+                  "sigma_next": torch.full((1,), sigma_min, dtype=torch.float64),
+                  "nfev": int(model.nfe[b] - nfe_before[b])})

@@ -43,6 +43,10 @@ def rk45(req):
     return integrate("rk45", req)
 
 
+def dpm_adaptive(req):
+    return integrate("dpm_adaptive", req)
+
+
 def reverse_diffusion(req):
     return integrate("reverse_diffusion", req)
 

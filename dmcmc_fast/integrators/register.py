@@ -22,6 +22,18 @@ register(SamplerSpec("rk45", ENTRY + "rk45", SIGMA_RANGE + (
     Option("rtol", float, 1e-5, lo=1e-12, hi=1.0, help="solve_ivp relative tolerance (Song et al.: 1e-5)"),
     Option("atol", float, 1e-5, lo=1e-12, hi=1.0, help="solve_ivp absolute tolerance (Song et al.: 1e-5)"),
     FINAL), "probability-flow ODE with scipy RK45 (adaptive; fails if the tolerances need more than --nfe)"))
+register(SamplerSpec("dpm_adaptive", ENTRY + "dpm_adaptive", SIGMA_RANGE + (
+    Option("order", int, 3, choices=(2, 3), help="3: DPM-Solver-23 (3 NFE per attempted step); 2: DPM-Solver-12 (2)"),
+    Option("rtol", float, 0.05, lo=1e-12, hi=1.0, help="relative tolerance (k-diffusion: 0.05)"),
+    Option("atol", float, 0.0078, lo=1e-12, hi=1.0, help="absolute tolerance (k-diffusion, DPM-Solver: 0.0078, "
+           "data in [-1, 1])"),
+    Option("h_init", float, 0.05, lo=1e-6, hi=100.0, help="first proposed step in lambda = -log sigma"),
+    Option("pcoeff", float, 0.0, lo=-10.0, hi=10.0, help="PID controller: proportional coefficient"),
+    Option("icoeff", float, 1.0, lo=-10.0, hi=10.0, help="PID controller: integral coefficient"),
+    Option("dcoeff", float, 0.0, lo=-10.0, hi=10.0, help="PID controller: derivative coefficient"),
+    Option("accept_safety", float, 0.81, lo=1e-6, hi=1.0, help="accept a step iff its step-size factor is >= this"),
+    FINAL), "DPM-Solver-12/23 with adaptive steps (Lu et al. 2022; k-diffusion's sample_dpm_adaptive), "
+            "per-sample step control; fails if the tolerances need more than --nfe"))
 register(SamplerSpec("reverse_diffusion", ENTRY + "reverse_diffusion", SIGMA_RANGE + (FINAL,),
                      "VE-SDE reverse-diffusion predictor (Song et al. 2021), geometric grid; N NFE"))
 register(SamplerSpec("euler_maruyama", ENTRY + "euler_maruyama", SIGMA_RANGE + (FINAL,),

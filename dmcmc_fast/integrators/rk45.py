@@ -30,7 +30,7 @@ from scipy.integrate import RK45 as _DormandPrince
 from scipy.integrate import solve_ivp
 
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, check_steps, ensure_counting,
-                                           start_sigma, tweedie)
+                                           report_finished, start_sigma, tweedie)
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0  # step-size controller constants (as scipy's RK45)
 ERROR_EXPONENT = -1.0 / (_DormandPrince.error_estimator_order + 1)
@@ -147,11 +147,7 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
         if any_done:
             out[rows[done]] = y[done].to(dt).reshape(-1, *shape)
             if callback is not None:
-                for j in torch.nonzero(done).flatten().tolist():
-                    b = int(rows[j])
-                    callback({"i": b, "n": x.shape[0], "x": out[b:b + 1], "sigma": s0[b:b + 1],
-                              "sigma_next": torch.full((1,), sigma_min, dtype=torch.float64),
-                              "nfev": int(model.nfe[b] - before[b])})
+                report_finished(callback, rows[done].tolist(), out, s0, sigma_min, model, before)
             keep = ~done
             rows, u, y, f, h_abs, rejected = rows[keep], u[keep], y[keep], f[keep], h_abs[keep], rejected[keep]
     if final_tweedie:

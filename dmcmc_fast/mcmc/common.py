@@ -40,8 +40,9 @@ def check_positive(name: str, v) -> None:
 
 
 def done(model, x: torch.Tensor, nfe_before: torch.Tensor, v: torch.Tensor | None = None) -> MCMCResult:
-    """The call's result, after `model.end_call()` (a counter this call made raises its deferred checks)."""
-    model.end_call()
+    """The call's result, after `model.end_call(x)` (a counter this call made checks `x` and raises its
+    deferred checks)."""
+    model.end_call(x)
     return MCMCResult(x, model.nfe - nfe_before, v)
 
 

@@ -4,19 +4,48 @@ Generative Models", ICML 2023), as the paper runs it.
 State (x, sigma) lives in data x noise-level space; sigma is one of M levels (`classifier.levels`).
   Langevin step  x <- x + (eta/2) s(x, sigma) + sqrt(eta) z          (at the chain's current sigma)
   Gibbs step     sigma <- argmax_m p(m | x)  (or a draw from p(m | x) ∝ prior_m softmax(logits)_m)
-Blocks of n_skip Langevin-Gibbs steps; the block's minimum-sigma iterate (its start state included)
-is denoised by an integrator (any of dmcmc_fast.integrators, final Tweedie step included) with a budget
-of n_den NFE from that iterate's own sigma; the chain continues from the block's *last* state.
-Initialisation: a short integrator run from N(0, sigma_max^2 I), plus noise of variance
-init_noise^2 = 0.25, a Gibbs step, then n_init Langevin-Gibbs steps. Every model call, initialisation
-included, is counted by the CountingDenoiser; classifier calls are counted apart.
+Blocks of n_skip Langevin-Gibbs steps; the block's minimum-sigma iterate is denoised by an integrator
+(any of dmcmc_fast.integrators, final Tweedie step included) with a budget of n_den NFE from that
+iterate's own sigma; the chain continues from the block's *last* state. Initialisation: a short
+integrator run from N(0, sigma_max^2 I), plus N(0, init_noise^2) noise, a Gibbs step, then n_init
+Langevin-Gibbs steps. Every model call, initialisation included, is counted by the CountingDenoiser;
+classifier calls are counted apart.
+
+Defaults are the paper's (official code's) settings converted to our data range [-1, 1] (the paper
+scales data to [0, 1]: lengths x2, Langevin step sizes, which are variances, x4). What still differs:
+
+| setting                   | paper / official code ([0, 1])       | here ([-1, 1])                        |
+|---------------------------|--------------------------------------|---------------------------------------|
+| eta (with KAR1 = heun)    | 0.5                                  | 2.0 (x4)                              |
+| noise after the init run  | std 0.5                              | init_noise 1.0 (x2)                   |
+| denoise to / lowest level | 0.01 / 0.0109                        | sigma_min 0.02, levels from 0.02 (x2) |
+| highest level, init start | 50                                   | sigma_max 100 (x2)                    |
+| init integrator           | KAR2, N = 20 steps (39 NFE), S_churn | karras_sde with the same S_* options, |
+|                           | 80, S_tmin 0.05, S_tmax 1, S_noise   | S_tmin 0.1, S_tmax 2 (x2); init_nfe   |
+|                           | 1.007                                | 20 NFE (N = 10): the share each sample|
+|                           |                                      | pays stays small at few blocks        |
+| init Langevin-Gibbs steps | 10 at eta 0.5, then 10 at eta        | n_init 10 at eta                      |
+| block minimum candidates  | the block's start state too          | only the block's own n_skip iterates: |
+|                           |                                      | otherwise a block whose steps never   |
+|                           |                                      | lower sigma denoises the state the    |
+|                           |                                      | block before denoised (16% duplicate  |
+|                           |                                      | consecutive samples at n_skip 1)      |
+| classifier input          | the raw image                        | raw image + per-channel rms features  |
+|                           |                                      | (`mcmc/classifier.py`); the exact     |
+|                           |                                      | posterior for analytic models         |
 
 Randomness: one counter k per chain run, advanced by every consumer, so no (step, stream) pair is used
 twice: prior noise (STREAM_INIT, k=0), init integrator (step0=k), init noise (STREAM_INIT) and its Gibbs
-draw, then each Langevin-Gibbs step (STREAM_LANGEVIN, STREAM_GIBBS at k), each denoise (step0=k).
+draw, then each Langevin-Gibbs step (STREAM_LANGEVIN, STREAM_GIBBS at k), each denoise (step0=k); the
+block arithmetic is `Counters`.
+
+This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`,
+`denoise_block`); `run_dlg` is the plain loop over them, and the pipelined engine
+(`dmcmc_fast.engine.runner`) packs the same steps into shared network batches.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -38,21 +67,26 @@ def integrator(name: str):
     return INTEGRATORS[name]
 
 
+# The official code's KAR2 initialisation options, noise levels x2 for data in [-1, 1]
+PAPER_KAR2 = {"s_churn": 80.0, "s_tmin": 0.1, "s_tmax": 2.0, "s_noise": 1.007}
+
+
 @dataclass(frozen=True)
 class DLGConfig:
     """DLG's options, named as in the paper. Units: eta, sigmas in the model's data units."""
-    eta: float = 0.5  # Langevin step size
+    eta: float = 2.0  # Langevin step size (paper 0.5 on [0, 1] data)
     n_skip: int = 5  # Langevin-Gibbs steps per block (each 1 NFE)
     n_den: int = 10  # denoising budget per block (NFE, final Tweedie step included)
     integrator: str = "heun"
     integrator_options: dict = field(default_factory=dict)
-    sigma_min: float = 0.002  # denoise down to here, then Tweedie to 0
-    sigma_max: float = 80.0  # initialisation starts from N(0, sigma_max^2 I)
+    sigma_min: float = 0.02  # denoise down to here, then Tweedie to 0 (official code: 0.01 on [0, 1])
+    sigma_max: float = 100.0  # initialisation starts from N(0, sigma_max^2 I) (official code: 50)
     gibbs: str = "argmax"  # or "sample": draw from p(m | x) (with log_prior)
     log_prior: torch.Tensor | None = None  # [M] log prior over levels (gibbs="sample" or argmax)
     init_integrator: str = "karras_sde"
+    init_integrator_options: dict | None = None  # None: PAPER_KAR2 for karras_sde, else the integrator's own
     init_nfe: int = 20  # budget of the initial integrator run
-    init_noise: float = 0.5  # std of the noise added after it (variance 0.25)
+    init_noise: float = 1.0  # std of the noise added after it (paper 0.5 on [0, 1])
     n_init: int = 10  # Langevin-Gibbs steps after the first Gibbs step
 
     def __post_init__(self):
@@ -73,8 +107,13 @@ class DLGConfig:
     def den_steps(self) -> int:
         return integrator(self.integrator)[1](self.n_den, **self.integrator_options)
 
+    def init_options(self) -> dict:
+        if self.init_integrator_options is not None:
+            return self.init_integrator_options
+        return dict(PAPER_KAR2) if self.init_integrator == "karras_sde" else {}
+
     def init_steps(self) -> int:
-        return integrator(self.init_integrator)[1](self.init_nfe)
+        return integrator(self.init_integrator)[1](self.init_nfe, **self.init_options())
 
     def init_cost(self) -> int:
         """NFE per chain of the initialisation (an upper bound: integrators spend at most their budget)."""
@@ -82,6 +121,48 @@ class DLGConfig:
 
     def block_cost(self) -> int:
         return self.n_skip + self.n_den
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The RNG counters of a chain run that starts at `k0` (`DLGState.step`). Block b's j-th
+    Langevin-Gibbs step draws its noise and Gibbs variate at k0 + b * stride + j; its denoising
+    integrator starts at step0 = k0 + b * stride + n_skip and uses den_steps + 1 counters, so
+    stride = n_skip + den_steps + 1. `block` and `j` may be tensors (one counter per row)."""
+    k0: int
+    n_skip: int
+    den_steps: int
+
+    @property
+    def stride(self) -> int:
+        return self.n_skip + self.den_steps + 1
+
+    def step(self, block, j):
+        return self.k0 + block * self.stride + j
+
+    def denoise(self, block):
+        return self.step(block, self.n_skip)
+
+    def after(self, n_blocks: int) -> int:
+        """The counter a run continues from after `n_blocks` blocks."""
+        return self.k0 + n_blocks * self.stride
+
+
+def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, k):
+    """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
+    then the Gibbs step sigma <- argmax_m p(m | x) or a draw from it. Returns (x, sigma); `k` is an int
+    or one counter per row."""
+    x = langevin_step(x, denoised, sigma, cfg.eta, seed, ids, k)
+    _, sigma = gibbs_select(classifier(x), levels, log_prior, cfg.gibbs == "sample", seed, ids, k)
+    return x, sigma.to(x.dtype)
+
+
+def denoise_block(model, cfg: DLGConfig, x, sigma, seed, ids, k):
+    """The block's denoising job: cfg.integrator from each row's own sigma to sigma_min, final Tweedie
+    step included, its noise from step0 = k (`Counters.denoise`)."""
+    fn, _ = integrator(cfg.integrator)
+    return fn(model, x, sigma, cfg.den_steps(), sigma_min=cfg.sigma_min, seed=seed, chain_ids=ids, step0=k,
+              final_tweedie=True, **cfg.integrator_options).x
 
 
 def blocks_for_budget(nfe: int, cfg: DLGConfig, with_init: bool = True) -> int:
@@ -105,6 +186,12 @@ class DLGState:
     nfe: torch.Tensor  # [B] int64, model evaluations so far (initialisation included)
     nfe_init: torch.Tensor  # [B] int64, of which the initialisation
     classifier_evals: torch.Tensor  # [B] int64
+    classifier_evals_init: torch.Tensor | None = None  # [B] int64, of which the initialisation
+
+    def rows(self, lo: int, hi: int) -> "DLGState":
+        """The state of chains lo..hi-1 of this one (positions, not chain ids)."""
+        return replace(self, **{k: getattr(self, k)[lo:hi] for k in self.__dataclass_fields__
+                                if torch.is_tensor(getattr(self, k))})
 
     def save(self, path: str):
         torch.save({k: getattr(self, k) for k in self.__dataclass_fields__}, path)
@@ -148,9 +235,10 @@ class _Chains:
                                 self.ids, k)
         return sigma.to(x.dtype)
 
-    def langevin_gibbs(self, x, sigma, k: int, eta: float):
-        x = langevin_step(x, self.model(x, sigma), sigma, eta, self.seed, self.ids, k)
-        return x, self.gibbs(x, k)
+    def langevin_gibbs(self, x, sigma, k: int):
+        self.classifier_evals += 1
+        return langevin_gibbs_step(x, self.model(x, sigma), sigma, self.cfg, self.classifier, self.levels,
+                                   self.log_prior, self.seed, self.ids, k)
 
     def integrate(self, name: str, nfe: int, x, sigma_start, k: int, options: dict):
         fn, steps_for_nfe = integrator(name)
@@ -170,16 +258,17 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
     before = model.nfe.clone()
     x = cfg.sigma_max * noise.chain_randn(seed, chain_ids, 0, shape, stream=rng.STREAM_INIT, device=chain_ids.device,
                                         dtype=dtype)
-    x, k = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, {})
+    x, k = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, cfg.init_options())
     x = x + cfg.init_noise * noise.chain_randn(seed, chain_ids, k, shape, stream=rng.STREAM_INIT,
                                              device=chain_ids.device, dtype=dtype)
     sigma = c.gibbs(x, k)
     k += 1
     for _ in range(cfg.n_init):
-        x, sigma = c.langevin_gibbs(x, sigma, k, cfg.eta)
+        x, sigma = c.langevin_gibbs(x, sigma, k)
         k += 1
     spent = model.nfe - before
-    return DLGState(x, sigma, k, 0, spent.clone(), spent.clone(), c.classifier_evals.clone())
+    return DLGState(x, sigma, k, 0, spent.clone(), spent.clone(), c.classifier_evals.clone(),
+                    c.classifier_evals.clone())
 
 
 @torch.no_grad()
@@ -200,24 +289,24 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
         c.classifier_evals.zero_()
     elif state.x.shape[0] != ids.shape[0]:
         raise ValueError(f"state holds {state.x.shape[0]} chains, chain_ids has {ids.shape[0]}")
-    x, sigma, k = state.x.to(device), state.sigma.to(device), state.step
+    x, sigma = state.x.to(device), state.sigma.to(device)
+    ctr = Counters(state.step, cfg.n_skip, cfg.den_steps())
     before = model.nfe.clone()
     samples, block_sigma = [], []
     for b in range(n_blocks):
-        best_x, best_sigma = x.clone(), sigma.clone()  # the block's start state is a candidate
-        for _ in range(cfg.n_skip):
-            x, sigma = c.langevin_gibbs(x, sigma, k, cfg.eta)
-            k += 1
+        best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # the block's first step replaces it
+        for j in range(cfg.n_skip):
+            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j))
             block_min_update(x, sigma, best_x, best_sigma)
-        den, k = c.integrate(cfg.integrator, cfg.n_den, best_x, best_sigma, k, cfg.integrator_options)
+        den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
         block_sigma.append(best_sigma)
         if callback is not None:
             callback({"block": state.blocks + b, "x": x, "sigma": sigma, "sigma_min_block": best_sigma,
                       "denoised": den})
     spent = (model.nfe - before).to(state.nfe.device)
-    new = replace(state, x=x, sigma=sigma, step=k, blocks=state.blocks + n_blocks, nfe=state.nfe + spent,
-                  classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device))
+    new = replace(state, x=x, sigma=sigma, step=ctr.after(n_blocks), blocks=state.blocks + n_blocks,
+                  nfe=state.nfe + spent, classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device))
     shape = (0, ids.shape[0], *x.shape[1:])
     out = torch.stack(samples) if samples else x.new_zeros(shape)
     sig = torch.stack(block_sigma) if block_sigma else sigma.new_zeros((0, ids.shape[0]))

@@ -3,12 +3,10 @@
 
 Every sample is one chain, started from N(0, sigma_max^2 I) (per-chain Philox noise, STREAM_INIT,
 step 0); annealed samplers use as many levels as the budget allows (L = budget // cost per level).
-For DLG, `--num` is the number of chains; each chain runs as many blocks as fit the budget after its
-initialisation and returns its last block's denoised sample (all blocks: `dmcmc_fast.mcmc.run_dlg`).
+DLG yields several samples per chain and runs through `dmcmc_fast.engine.dlg_run` (it uses
+`make_classifier` from here).
 """
 from __future__ import annotations
-
-import json
 
 import torch
 
@@ -16,7 +14,6 @@ from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.mcmc.classifier import (ExactLevelPosterior, classifier_for_shape, level_sigmas,
                                         load_classifier)
-from dmcmc_fast.mcmc.dlg import DLGConfig, blocks_for_budget, run_dlg
 from dmcmc_fast.mcmc.langevin import sample_ald, sample_langevin, sample_mild
 from dmcmc_fast.mcmc.underdamped import annealed_schedule, sample_baoab_limit, sample_obabo
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture
@@ -90,41 +87,3 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
                              "use --classifier trained or a checkpoint path")
         return ExactLevelPosterior(model, level_sigmas(n_levels, sigma_min, sigma_max).to(device))
     return load_classifier(classifier_for_shape(model.shape) if which == "trained" else which, device)
-
-
-def _json_dict(text: str, name: str) -> dict:
-    try:
-        d = json.loads(text) if text else {}
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{name} must be a JSON object such as '{{\"rtol\": 1e-3}}': {err}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{name} must be a JSON object, got {text!r}")
-    return d
-
-
-def dlg(req):
-    o = req.options
-    cfg = DLGConfig(eta=o["eta"], n_skip=o["n_skip"], n_den=o["n_den"], integrator=o["integrator"],
-                    integrator_options=_json_dict(o["integrator_options"], "integrator_options"),
-                    sigma_min=o["sigma_min"], sigma_max=o["sigma_max"], gibbs=o["gibbs"],
-                    init_integrator=o["init_integrator"], init_nfe=o["init_nfe"], init_noise=o["init_noise"],
-                    n_init=o["n_init"])
-    base = req.extra.get("base_model", req.model.model)  # the user's model, under the graph wrapper if any
-    clf = make_classifier(base, o["classifier"], o["n_levels"], o["sigma_min"], o["sigma_max"], req.device)
-    n_blocks = blocks_for_budget(req.nfe, cfg)
-    # "auto" is the plain loop on every device: tests/test_sync_audit.py holds its steps free of host reads,
-    # so on CUDA the network runs as a captured graph (api.sample's GraphedDenoiser). The pipelined runner
-    # packs chain steps and denoising jobs into shared batches; its scheduling reads host-side books (CPU
-    # tensors of engine.bookkeeping) and copies row indices to the device every batch, which the CPU audit
-    # cannot tell from device reads, so it is not held to that test. It stays available as
-    # engine="pipelined"; bench/engine.py times both on a GPU, which decides the default.
-    engine = "plain" if o["engine"] == "auto" else o["engine"]
-    if engine == "pipelined":
-        from dmcmc_fast.engine.runner import run_dlg_pipelined
-
-        res = run_dlg_pipelined(req.model, clf, n_blocks, cfg, chain_ids=req.chain_ids, seed=req.seed,
-                                device=req.device)
-    else:
-        res = run_dlg(req.model, clf, n_blocks, cfg, chain_ids=req.chain_ids, seed=req.seed, device=req.device,
-                      callback=req.callback)
-    return res.samples[-1]

@@ -87,22 +87,38 @@ def score_from_denoiser(model: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -
 
 
 class NonFiniteModelOutput(FloatingPointError):
-    pass
+    """The model returned NaN/Inf for a finite input at a plausible scale: the model's fault."""
+
+
+class ChainDiverged(NonFiniteModelOutput, ValueError):
+    """The sampler's state went NaN/Inf or ran away (before a model call, or in the last step): the step
+    size's fault, not the model's. `where` says what was seen; `run_sampler` names the sampler and its step
+    size (`CountingDenoiser.blame`). A ValueError: a bad option value, the CLI's one-line error."""
+
+    ADVICE = "lower the step size (or take more steps)"
+
+    def __init__(self, where: str, sampler: str = "", advice: str = ADVICE):
+        super().__init__(f"{sampler + ': ' if sampler else ''}the chain diverged: {where}; {advice}")
+        self.where = where
 
 
 class CountingDenoiser:
     """Wraps a denoiser and counts evaluations per sample (NFE) at the call site.
 
     `nfe` is a `[B]` int64 tensor; a call on a subset passes `idx` (the rows of the full batch it
-    holds) so only those samples are charged. NaN/Inf outputs are caught on the device, on every
-    device alike: each call adds a flag and its sigma range to a deferred check (no host sync per call,
-    so the loop stays graph-capturable), and `raise_if_nonfinite()` — called once at the end of a run
-    by `run_sampler`, or by an integrator that made its own counter — raises `NonFiniteModelOutput`
-    naming the sigma range of the first bad call. Samplers add their own deferred input checks with
-    `defer_check`.
+    holds) so only those samples are charged. Shapes are checked at every call (host metadata, free):
+    `x` must be `[B, *model.shape]` and the output must have `x`'s shape. NaN/Inf are caught on the
+    device, on every device alike: each call adds flags to a deferred check (no host sync per call, so the
+    loop stays graph-capturable) — whether the output was finite, and the input's range `(min, max)` and
+    sigma range — and `raise_if_nonfinite()` (called once at the end of a run by `run_sampler`, or by an
+    integrator that made its own counter) looks at the first bad call: an input that was already NaN/Inf,
+    or far outside any noised data (|x| > RUNAWAY * (1 + sigma)), is `ChainDiverged`; a finite, plausible
+    input with a NaN/Inf output is `NonFiniteModelOutput`. Samplers add their own deferred input checks
+    with `defer_check`.
     """
 
     FOLD_EVERY = 256  # pending per-call flags folded into one running result (bounded memory)
+    RUNAWAY = 1e4  # |x| above RUNAWAY * (1 + sigma) at a model call: the chain ran away (noised data: ~1 + 6 sigma)
 
     def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True):
         self.model = model
@@ -110,15 +126,24 @@ class CountingDenoiser:
         self.calls = 0
         self.check_finite = check_finite
         self.standalone = False  # made by ensure_counting inside a sampler call: that call raises at its end
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (bad, sigma lo, hi) per call
-        self._first_bad: torch.Tensor | None = None  # [3] float64: (seen, sigma lo, sigma hi) of the first bad call
+        self._pending: list[tuple[torch.Tensor, ...]] = []  # (output bad, x min, x max, sigma lo, hi) per call
+        self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
+        self._final_bad: torch.Tensor | None = None  # the run's final state was NaN/Inf (`check_final`)
         self._checks: list[tuple[torch.Tensor, str]] = []
+        self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        shape = getattr(self, "shape", None)
+        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, shape))}] (the model's shape), "
+                             f"got {tuple(x.shape)}")
         out = self.model(x, sigma)
+        if out.shape != x.shape:
+            raise ValueError(f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
+                             f"a denoiser must return its input's shape {tuple(x.shape)}")
         if idx is None:
             if x.shape[0] != self.nfe.shape[0]:
                 raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self.nfe.shape[0]}; pass idx for a subset")
@@ -127,47 +152,75 @@ class CountingDenoiser:
             self.nfe[idx] += 1
         self.calls += 1
         if self.check_finite and sigma.numel():
-            lo, hi = torch.aminmax(sigma)
-            self._pending.append((torch.isfinite(out).all().logical_not(), lo, hi))
+            self._pending.append((torch.isfinite(out).all().logical_not(), *torch.aminmax(x), *torch.aminmax(sigma)))
             if len(self._pending) >= self.FOLD_EVERY:
                 self._fold()
         return out
 
     def _fold(self):
-        """Reduce the pending per-call flags to (seen, lo, hi) of the first bad call, on the device."""
-        bad, lo, hi = (torch.stack(v).to(torch.float64) for v in zip(*self._pending))
+        """Reduce the pending per-call flags to the first bad call's record, on the device."""
+        out_bad, x_lo, x_hi, lo, hi = (torch.stack(v).to(torch.float64) for v in zip(*self._pending))
         self._pending.clear()
+        in_bad = (~(torch.isfinite(x_lo) & torch.isfinite(x_hi))).to(torch.float64)
+        bad = torch.maximum(out_bad, in_bad)
         i = bad.argmax().reshape(1)  # the first bad call of this stretch (0 when none); a tensor index: no sync
-        new = torch.cat([bad.max().reshape(1), lo.index_select(0, i), hi.index_select(0, i)])
+        x_abs = torch.maximum(x_lo.abs(), x_hi.abs())
+        new = torch.cat([bad.max().reshape(1)] + [t.index_select(0, i) for t in (in_bad, x_abs, lo, hi)])
         self._first_bad = new if self._first_bad is None else \
             torch.where(self._first_bad[0] > 0, self._first_bad, new)
 
-    def end_call(self):
-        """End of a sampler call: a counter that call made itself (`standalone`) raises its deferred checks
-        now (one host sync); a caller's counter leaves them to the caller (`run_sampler`, DLG)."""
+    def end_call(self, x: torch.Tensor | None = None):
+        """End of a sampler call with result `x`: a counter that call made itself (`standalone`) checks `x`
+        and raises its deferred checks now (one host sync); a caller's counter leaves them to the caller
+        (`run_sampler`, DLG)."""
         if self.standalone:
+            if x is not None:
+                self.check_final(x)
             self.raise_if_nonfinite()
+
+    def check_final(self, x: torch.Tensor):
+        """Defer a check of the run's final state `x` (no model call sees it): NaN/Inf there after finite
+        model calls is a last step that diverged."""
+        if self.check_finite:
+            self._final_bad = torch.isfinite(x).all().logical_not()
+
+    def blame(self, sampler: str, advice: str):
+        """What a `ChainDiverged` raised by this counter names: the sampler and what to change (its step size)."""
+        self._blame = (sampler, advice)
 
     def defer_check(self, bad: torch.Tensor, message: str):
         """Raise `ValueError(message)` at the end of the run if the 0-d device flag `bad` is true."""
         self._checks.append((bad, message))
 
     def raise_if_nonfinite(self):
-        """Raise for the deferred checks and for any NaN/Inf output so far (one host sync)."""
+        """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
         if self._pending:
             self._fold()
         checks, self._checks = self._checks, []
-        flags = [b for b, _ in checks] + ([self._first_bad[0] > 0] if self._first_bad is not None else [])
+        final, self._final_bad = self._final_bad, None
+        seen = self._first_bad[0] > 0 if self._first_bad is not None else None
+        flags = [b for b, _ in checks] + [f for f in (seen, final) if f is not None]
         if not flags:
             return
         values = torch.stack(flags).tolist()  # the one read back to the host
         for (_, message), failed in zip(checks, values):
             if failed:
                 raise ValueError(message)
-        if values[-1] and self._first_bad is not None:
-            lo, hi = self._first_bad[1:].tolist()
-            raise NonFiniteModelOutput(f"model returned NaN/Inf, first at sigma in [{lo:.4g}, {hi:.4g}] "
+        rest = iter(values[len(checks):])
+        if seen is not None and next(rest):
+            _, in_bad, x_abs, lo, hi = self._first_bad.tolist()
+            at = f"sigma in [{lo:.4g}, {hi:.4g}]"
+            if in_bad:
+                raise ChainDiverged(f"the state x was already NaN/Inf when the model was called, first at {at}",
+                                    *self._blame)
+            if x_abs > self.RUNAWAY * (1 + hi):
+                raise ChainDiverged(f"the state x reached |x| = {x_abs:.3g} at {at}, far outside the data, and the "
+                                    "model returned NaN/Inf there", *self._blame)
+            raise NonFiniteModelOutput(f"model returned NaN/Inf for finite input (|x| <= {x_abs:.3g}), first at {at} "
                                        "(checked on the device, raised at the end of the run)")
+        if final is not None and next(rest):
+            raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
+                                "values (the last step diverged)", *self._blame)
 
 
 def flat_dim(shape) -> int:

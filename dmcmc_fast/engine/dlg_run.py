@@ -1,0 +1,172 @@
+"""DLG through the library's doors (`api.sample`/`stream`, the façade, the CLI, torchrun, resume).
+
+A DLG chain yields one sample per block, at n_skip + n_den NFE, after an initialisation it pays once.
+So `num` samples come from `chains` = C chains: sample i is block i // C of chain i % C, and `nfe` is
+the block's budget (n_den = nfe - n_skip unless given). Chain c yields n_c = ceil((num - c) / C)
+samples, and each is charged its block's own NFE plus the initialisation's NFE / n_c (likewise the
+classifier evaluations): that amortised sum is the sample's `nfe`.
+
+The chains run in groups of `batch_size` consecutive ids that advance one block per round: round b of
+group [g0, g1) gives samples b*C + g0 .. b*C + g1 - 1, a contiguous range, so batches come out in
+sample order. A chain's samples depend only on (seed, chain id), never on C or the batch size. Under
+torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`, every batch is a shard
+(`part_START_STOP.npz`, with the per-sample books) and after each round the group's chain state (x,
+sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run continues its chains
+where they were: no sample lost, duplicated or changed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dmcmc_fast import shards
+from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
+from dmcmc_fast.mcmc.entry import make_classifier
+from dmcmc_fast.models.base import CountingDenoiser
+from dmcmc_fast.samplers import get_sampler, json_object
+
+DEFAULT_CHAINS = 256  # chains when `chains` is 0: min(num, 256)
+
+
+def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
+    """(DLGConfig, number of chains) from the registry's options; budgets checked here, before any work."""
+    chains = opts["chains"] or min(num, DEFAULT_CHAINS)
+    if chains > num:
+        raise ValueError(f"dlg: chains must be in [1, num={num}] (each chain yields at least one sample), "
+                         f"got chains={chains}")
+    n_skip = opts["n_skip"]
+    n_den = opts["n_den"] or nfe - n_skip
+    if n_den < 1:
+        raise ValueError(f"dlg: nfe (NFE per sample: n_skip + n_den) must be at least n_skip + 1 = {n_skip + 1}, "
+                         f"got nfe={nfe}")
+    if n_skip + n_den > nfe:
+        raise ValueError(f"dlg: n_skip + n_den = {n_skip} + {n_den} = {n_skip + n_den} exceeds nfe={nfe} (the NFE "
+                         "per sample); raise nfe or lower n_den (0: nfe - n_skip)")
+    cfg = DLGConfig(eta=opts["eta"], n_skip=n_skip, n_den=n_den, integrator=opts["integrator"],
+                    integrator_options=json_object(opts["integrator_options"], "integrator_options"),
+                    sigma_min=opts["sigma_min"], sigma_max=opts["sigma_max"], gibbs=opts["gibbs"],
+                    init_integrator=opts["init_integrator"],
+                    init_integrator_options=(json_object(opts["init_integrator_options"], "init_integrator_options")
+                                             if opts["init_integrator_options"] else None),
+                    init_nfe=opts["init_nfe"], init_noise=opts["init_noise"], n_init=opts["n_init"])
+    return cfg, chains
+
+
+def blocks_of_chain(chain: torch.Tensor, num: int, chains: int) -> torch.Tensor:
+    """n_c = ceil((num - c) / C): the samples chain c yields."""
+    return (num - 1 - chain) // chains + 1
+
+
+@dataclass
+class Batch:
+    """Samples `start .. stop-1` of one round of one chain group, with their books (CPU)."""
+    start: int
+    stop: int
+    samples: torch.Tensor
+    meta: dict  # name -> [stop - start] array: nfe (amortised), nfe_block, nfe_init_share, classifier_evals,
+    #             chain, block, sigma
+
+
+class DLGRun:
+    """One process's share of a DLG run: options resolved and the classifier loaded when built (so bad
+    input fails before any work); `batches(net)` yields `Batch`es in sample order."""
+
+    def __init__(self, model, opts: dict, num: int, nfe: int, seed: int, batch_size: int, device,
+                 rank: int = 0, world_size: int = 1):
+        self.cfg, self.chains = resolve(opts, num, nfe)
+        self.classifier = make_classifier(model, opts["classifier"], opts["n_levels"], opts["sigma_min"],
+                                          opts["sigma_max"], device)
+        self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
+        self.advice = get_sampler("dlg").divergence_advice(opts, nfe)  # what a diverged chain's error names
+        self.net, self.parts_dir = None, None
+        # chains per group: at most batch_size, and few enough that every rank gets a group when it can
+        self.group_size = min(batch_size, -(-self.chains // world_size))
+        groups = [(g0, min(self.chains, g0 + self.group_size)) for g0 in range(0, self.chains, self.group_size)]
+        self.groups = [g for j, g in enumerate(groups) if j % world_size == rank]
+        self.rounds = (num - 1) // self.chains + 1
+
+    def size(self) -> int:
+        """Samples this process yields."""
+        return sum(int((blocks_of_chain(torch.arange(g0, g1), self.num, self.chains)).sum()) for g0, g1 in self.groups)
+
+    def batches(self, net, parts_dir: str | None = None) -> Iterator[Batch]:
+        """Runs the network `net` (the model, or its graphed wrapper); with `parts_dir`, shards and chain
+        states are written there and read back on resume."""
+        self.net, self.parts_dir = net, parts_dir
+        states: dict[int, DLGState] = {}
+        for b in range(self.rounds):
+            for g0, g1 in self.groups:
+                hi = min(g1, self.num - b * self.chains)  # chains g0..hi-1 have a block b
+                if hi <= g0:
+                    continue
+                start, stop = b * self.chains + g0, b * self.chains + hi
+                if g0 not in states:
+                    states[g0] = self._initial_state(g0, g1)
+                shard = shards.shard_path(self.parts_dir, start, stop) if self.parts_dir else None
+                if shard and os.path.exists(shard) and states[g0].blocks > b:  # done before the run was resumed
+                    x, meta = shards.load_shard(shard)
+                    yield Batch(start, stop, x, meta)
+                    continue
+                if states[g0].blocks != b:
+                    raise RuntimeError(f"{self._state_path(g0, g1)} holds chains {g0}..{g1 - 1} after "
+                                       f"{states[g0].blocks} blocks, but the shard of block {b} is missing")
+                batch, states[g0] = self._block(b, g0, hi, states[g0])
+                if shard:
+                    shards.save_npz_atomic(shard, samples=batch.samples.numpy(), **batch.meta)
+                    if hi == g1:  # after a partial last round nothing follows
+                        self._save_state(g0, g1, states[g0])
+                yield batch
+
+    def _initial_state(self, g0: int, g1: int) -> DLGState:
+        path = self._state_path(g0, g1)
+        if path and os.path.exists(path):
+            return DLGState.load(path, self.device)
+        ids = torch.arange(g0, g1, device=self.device)
+        counting = self._counting(g1 - g0)
+        state = dlg_init(counting, self.classifier, self.cfg, ids, self.seed)
+        counting.check_final(state.x)
+        counting.raise_if_nonfinite()
+        if path:
+            self._save_state(g0, g1, state)
+        return state
+
+    def _block(self, b: int, g0: int, hi: int, state: DLGState) -> tuple[Batch, DLGState]:
+        """Block b of chains g0..hi-1 (the first hi - g0 rows of the group's state)."""
+        part = state.rows(0, hi - g0)
+        ids = torch.arange(g0, hi, device=self.device)
+        counting = self._counting(hi - g0)
+        res = run_dlg(counting, self.classifier, 1, self.cfg, chain_ids=ids, seed=self.seed, state=part,
+                      device=self.device)
+        counting.check_final(res.samples[0])
+        counting.raise_if_nonfinite()
+        new, chain = res.state, ids.cpu()
+        nfe_block = (new.nfe - part.nfe).cpu()
+        if int(nfe_block.max()) > self.nfe:
+            raise RuntimeError(f"dlg spent {int(nfe_block.max())} NFE in a block, over nfe={self.nfe}")
+        n_c = blocks_of_chain(chain, self.num, self.chains).double()
+        share = part.nfe_init.cpu().double() / n_c
+        cls_init = part.classifier_evals_init
+        cls_share = cls_init.cpu().double() / n_c if cls_init is not None else torch.zeros_like(share)
+        meta = {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy(),
+                "nfe_init_share": share.numpy(),
+                "classifier_evals": ((new.classifier_evals - part.classifier_evals).cpu().double() + cls_share).numpy(),
+                "chain": chain.numpy(), "block": np.full(hi - g0, b, dtype=np.int64),
+                "sigma": res.block_sigma[0].float().cpu().numpy()}
+        return Batch(b * self.chains + g0, b * self.chains + hi, res.samples[0].float().cpu(), meta), new
+
+    def _counting(self, rows: int) -> CountingDenoiser:
+        counting = CountingDenoiser(self.net, rows, self.device)
+        counting.blame("dlg", self.advice)
+        return counting
+
+    def _state_path(self, g0: int, g1: int) -> str | None:
+        return os.path.join(self.parts_dir, f"dlg_chains_{g0:09d}_{g1:09d}.pt") if self.parts_dir else None
+
+    def _save_state(self, g0: int, g1: int, state: DLGState):
+        path = self._state_path(g0, g1)
+        state.save(path + ".tmp")
+        os.replace(path + ".tmp", path)

@@ -1,0 +1,130 @@
+"""DLG through the doors users run (api.sample / stream, the façade, the CLI, torchrun): `num` samples
+from `chains` chains, sample i = block i // C of chain i % C, NFE amortised per sample, and the
+pipelined engine's streams release their threads when abandoned."""
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import dmcmc_fast
+from dmcmc_fast import api
+from dmcmc_fast.cli import main
+from dmcmc_fast.engine.runner import stream_dlg
+from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, level_sigmas
+from dmcmc_fast.mcmc.dlg import DLGConfig
+from dmcmc_fast.models.builtin import load_model
+
+SMALL = dict(n_skip=2, n_levels=50, init_nfe=8, n_init=1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_model("gmm-digits", modes=30)
+
+
+def test_a_chains_samples_do_not_depend_on_chains_or_batch_size(digits):
+    runs = {(C, bs): api.sample(digits, "dlg", 3 * C, 8, seed=4, progress=False, chains=C, batch_size=bs, **SMALL)
+            for C, bs in [(3, 256), (5, 2), (4, 3), (4, 1)]}
+    ref = runs.pop((3, 256)).samples
+    for (C, bs), out in runs.items():
+        for chain in range(3):  # chain c's block b is sample b * C + c
+            got, want = out.samples[chain::C][:3], ref[chain::3]
+            if bs > 1:
+                assert torch.equal(got, want), f"chain {chain} differs with chains={C}, batch_size={bs}"
+            else:  # the mixture's matmuls round differently for one row (a matrix-vector product): 1e-7 per call
+                torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
+    assert len(np.unique(runs[(5, 2)].samples.reshape(15, -1).numpy(), axis=0)) == 15
+
+
+def test_nfe_per_sample_is_block_plus_init_share(digits):
+    out = api.sample(digits, "dlg", 7, 9, seed=1, progress=False, chains=3, **SMALL)
+    m = out.meta
+    assert m["chain"].tolist() == [0, 1, 2, 0, 1, 2, 0] and m["block"].tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert out.config["options"]["n_den"] == 7 and out.config["options"]["chains"] == 3  # n_den = nfe - n_skip
+    np.testing.assert_allclose(out.nfe.numpy(), m["nfe_block"] + m["nfe_init_share"])
+    assert (m["nfe_block"] <= 9).all() and (m["nfe_block"] > 2).all()
+    for c in range(3):  # each chain's shares add up to its initialisation cost, at most init_nfe + n_init
+        total = m["nfe_init_share"][m["chain"] == c].sum()
+        assert 1 < total <= 9 and np.allclose(m["nfe_init_share"][m["chain"] == c], total / (3 - (c > 0)))
+    assert (m["classifier_evals"] > 2).all()  # n_skip Gibbs steps per block, plus the init's share
+    assert ((m["sigma"] >= 0.02) & (m["sigma"] < 100.0)).all()  # inside the levels, not stuck at the top
+
+
+@pytest.mark.parametrize("opts,match", [(dict(chains=9), "chains must be in"),
+                                        (dict(n_den=8), "exceeds nfe"),
+                                        (dict(n_skip=9), "at least n_skip")])
+def test_budget_errors_name_the_option(digits, opts, match):
+    with pytest.raises(ValueError, match=match):
+        api.sample(digits, "dlg", 8, 9, progress=False, **{**SMALL, **opts})
+
+
+def test_stream_gives_one_block_of_every_chain_at_a_time(digits):
+    dlg = dmcmc_fast.DLG(digits, nfe=8, chains=4, batch_size=2, **SMALL)
+    got = [(b.start, b.stop, b.meta["block"].tolist()) for b in dlg.stream(10)]
+    assert got == [(0, 2, [0, 0]), (2, 4, [0, 0]), (4, 6, [1, 1]), (6, 8, [1, 1]), (8, 10, [2, 2])]
+    it = iter(dlg.stream(10))
+    first = next(it)
+    it.close()  # a pipeline may stop early
+    assert torch.equal(first.samples, dlg.sample(10).samples[:2])
+
+
+def test_abandoned_pipelined_streams_release_their_threads(digits):
+    cfg = DLGConfig(n_skip=2, n_den=6, init_nfe=4, n_init=1)
+    clf = ExactLevelPosterior(digits, level_sigmas(50, cfg.sigma_min, cfg.sigma_max))
+    before = threading.active_count()
+    for _ in range(5):
+        s = stream_dlg(digits, clf, 4, cfg, chains=4, seed=0)
+        next(s)
+        s.close()
+    for t in threading.enumerate():  # closed workers end at once; give them a moment to exit
+        if t is not threading.current_thread():
+            t.join(timeout=2)
+    assert threading.active_count() == before
+
+
+def test_cli_writes_per_sample_books(tmp_path, capsys):
+    args = ["sample", "--model", "gmm-digits", "--modes", "30", "--sampler", "dlg", "--nfe", "8", "--n-skip", "2",
+            "--chains", "3", "--num", "7", "--n-levels", "50", "--init-nfe", "8", "--n-init", "1", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    z = np.load(tmp_path / "samples.npz")
+    assert {"nfe", "nfe_block", "nfe_init_share", "classifier_evals", "chain", "block", "sigma"} <= set(z.files)
+    assert summary["chains"] == 3 and summary["nfe_mean"] == pytest.approx(float(z["nfe"].mean()))
+    assert summary["nfe_mean"] == pytest.approx(summary["nfe_block_mean"] + summary["nfe_init_share_mean"])
+    assert main(["eval", str(tmp_path / "samples.npz"), "--ref", "gmm-digits", "--modes", "30"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["nfe_mean"] == pytest.approx(summary["nfe_mean"])
+    mixing = report["mixing"]  # DLG runs are evaluated for mixing too
+    assert mixing["chains"] == 3 and 0 <= mixing["mode_switch_rate"] <= 1 and 0 < mixing["ess"] <= 7 * 1.5
+
+
+def test_two_ranks_split_the_chains_and_equal_one_process(tmp_path):
+    args = ["sample", "--model", "gmm-digits", "--modes", "30", "--sampler", "dlg", "--nfe", "6", "--n-skip", "2",
+            "--chains", "4", "--num", "10", "--batch-size", "2", "--n-levels", "50", "--init-nfe", "3",
+            "--n-init", "1", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "dmcmc_fast.cli", "--", *args, "--out", str(tmp_path / "two")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
+    for k in ("samples", "nfe", "chain", "block", "sigma", "nfe_init_share"):
+        np.testing.assert_array_equal(a[k], b[k])
+    # rank 0 ran chains 0-1, rank 1 chains 2-3: each saved its own groups' states
+    assert sorted(p.name for p in (tmp_path / "two" / "parts").glob("dlg_chains_*")) == [
+        "dlg_chains_000000000_000000002.pt", "dlg_chains_000000002_000000004.pt"]
+
+
+
+def test_no_sample_is_denoised_twice(digits):
+    """A block's minimum is over its own steps, not its start state (the previous block's last iterate):
+    with one step per block, the official code's rule gave 16% duplicate consecutive samples."""
+    out = api.sample(digits, "dlg", 60, 8, seed=0, progress=False, chains=2, **dict(SMALL, n_skip=1))
+    for c in range(2):
+        x = out.samples[c::2].reshape(30, -1)
+        assert not (x[1:] == x[:-1]).all(dim=1).any(), f"chain {c} repeats a sample"
