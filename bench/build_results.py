@@ -5,7 +5,8 @@
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "throughput.md", "rk45_batching.md"]
+SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "dlg_mixing.md", "throughput.md",
+            "rk45_batching.md"]
 HEADER = """# Benchmark results
 
 Every number names its device and the command that made it; the raw data sit beside each section's

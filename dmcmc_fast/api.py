@@ -6,9 +6,24 @@ resumes (`resume=True`) without losing or recomputing finished samples.
 DLG (a "blocks" sampler) yields one sample per block of each chain: sample i is block i // C of chain
 i % C for C = `chains`, and each sample's `nfe` is its block's NFE plus its share of its chain's
 initialisation (`engine/dlg_run.py`); `SampleOutput.meta` holds the per-sample books.
+
+Your own model and inputs (every "batch" sampler; DLG refuses them for now, by name):
+- `model_kwargs`: extra network inputs (class labels, text embeddings) as a dict whose tensors have a
+  leading `[num]` dimension; sample i always sees row i (any batch size, torchrun, resume): each batch
+  gets its rows, each model call the rows it evaluates. Other values pass as they are.
+- `callback(info)`: after every step, the sampler's dict (`i`, `x`, `sigma`, `denoised`, ...) plus
+  `ids`, the batch's sample ids (a CPU int64 tensor).
+- `sigmas`: your own grid for the integrators that step on one (not rk45 / dpm_adaptive): `[N]` for all
+  samples or `[num, N]`, decreasing, > 0, with or without k-diffusion's trailing 0; it must fit `nfe`.
+- `x_T`: your own start `[num, *shape]` (the state at sigma_max, or at `sigmas[:, 0]`, e.g.
+  `sigma_max * z`), sliced per batch like `model_kwargs`.
+- The integrators' `sigma_min`/`sigma_max` default to the model's own range (`model.sigma_min`,
+  `model.sigma_max`); for a network (a model with weights) that range is also a bound (`resolve_options`).
+- A bf16/fp16 network samples from a float32 state: it is called in its own dtype (`in_network_dtype`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,8 +34,9 @@ from tqdm.auto import tqdm
 
 from dmcmc_fast import shards
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
+from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import CountingDenoiser, model_device, same_device
-from dmcmc_fast.samplers import SampleRequest, get_sampler, run_sampler
+from dmcmc_fast.samplers import SampleRequest, SamplerSpec, all_samplers, get_sampler, run_sampler
 
 
 @dataclass
@@ -50,8 +66,12 @@ class SampleBatch:
 def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
-           graph: str = "auto", **options) -> SampleOutput:
+           graph: str = "auto", model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None,
+           **options) -> SampleOutput:
     """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample.
+
+    `model_kwargs`, `callback`, `sigmas`, `x_T`: your own conditioning, per-step callback, grid and start
+    (module docstring). `progress`: a bar in NFE, moved by every model call (DLG: per finished batch).
 
     `device`: where to sample, default where the model's weights are (the CPU for analytic models); a
     network on another device is an error, never moved behind the caller's back.
@@ -66,7 +86,7 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     """
     it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
                 resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
-                **options)
+                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T, **options)
     batches = list(it)
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
@@ -89,18 +109,22 @@ class _Stream:
 def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: int = 256,
            device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
-           graph: str = "auto", **options) -> _Stream:
+           graph: str = "auto", model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None,
+           **options) -> _Stream:
     """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
     (and, with `out_dir`, after its shard is on disk): for pipelines that want the first samples early.
     Arguments are checked before the first batch is drawn."""
     spec = get_sampler(sampler)
-    opts = spec.validate(options)
     _check_int("num", num, 1)
+    inputs = _check_inputs(spec, model, num, model_kwargs, callback, sigmas, x_T)
+    opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
     _check_int("nfe", nfe, 1, 100_000)
     _check_int("seed", seed, 0, 2**63 - 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("world_size", world_size, 1)
     _check_int("rank", rank, 0, world_size - 1)
+    if "sigmas" in inputs:
+        _check_grid_budget(sampler, nfe, opts, inputs["sigmas"].shape[-1])
     device = sampling_device(model, device)
     graph_mode(graph, device)  # checks `graph` before any work
     if isinstance(model, torch.nn.Module):
@@ -113,6 +137,9 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
     if blocks is not None:  # a chain group's saved state is keyed by its chain range
         cfg["batch_size"] = batch_size
+    fingerprints = {k: _fingerprint(v) for k, v in inputs.items() if k != "callback"}
+    if fingerprints:  # a resumed run must be given the same inputs
+        cfg["inputs"] = fingerprints
 
     parts_dir = None
     if out_dir is not None:
@@ -127,40 +154,194 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     net, graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
     graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
 
-    def chain_batches():  # one sample per chain: batch j holds chains start..stop-1
+    def request(start: int, stop: int, bar) -> SampleRequest:
+        """Batch start..stop-1: its chains, its rows of the inputs, a counter that moves the bar."""
+        chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
+        mk = inputs.get("model_kwargs")
+        counting = CountingDenoiser(net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
+                                    if mk else None, on_call=bar.update)
+        cb = None
+        if callback is not None:
+            ids = torch.arange(start, stop, dtype=torch.int64)
+
+            def cb(info):
+                callback({**info, "ids": ids})
+        grid = inputs.get("sigmas")
+        if grid is not None:
+            grid = (grid[start:stop] if grid.ndim == 2 else grid.expand(stop - start, -1)).to(device)
+        x0 = inputs.get("x_T")
+        x0 = x0[start:stop].to(device, torch.float32) if x0 is not None else None
+        return SampleRequest(counting, chain_ids, seed, nfe, opts, device, callback=cb,
+                             extra={"base_model": model}, x_T=x0, sigmas=grid)
+
+    def chain_batches(bar):  # one sample per chain: batch j holds chains start..stop-1
+        done, total = 0, sum(min(num, s + batch_size) - s for s in mine)
         for start in mine:
             stop = min(num, start + batch_size)
+            before = bar.n
             shard = shards.shard_path(parts_dir, start, stop) if parts_dir else None
             if shard and os.path.exists(shard):
                 x, meta = shards.load_shard(shard)
-                yield SampleBatch(start, stop, x, torch.from_numpy(meta["nfe"]))
-                continue
-            chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
-            counting = CountingDenoiser(net, stop - start, device)
-            req = SampleRequest(counting, chain_ids, seed, nfe, opts, device, extra={"base_model": model})
-            x, n = run_sampler(req, spec).float().cpu(), counting.nfe.cpu()
-            if shard:
-                shards.save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
-            yield SampleBatch(start, stop, x, n)
+                batch = SampleBatch(start, stop, x, torch.from_numpy(meta["nfe"]))
+            else:
+                req = request(start, stop, bar)
+                x, n = run_sampler(req, spec).float().cpu(), req.model.nfe.cpu()
+                if shard:
+                    shards.save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
+                batch = SampleBatch(start, stop, x, n)
+            bar.update(nfe * (stop - start) - (bar.n - before))  # the budget a batch did not spend
+            done += stop - start
+            bar.set_postfix(samples=f"{done}/{total}", nfe=f"{batch.nfe.double().mean().item():.1f}")
+            yield batch
 
-    def block_batches():  # DLG: one batch per round of blocks of a chain group
+    def block_batches(bar):  # DLG: one batch per round of blocks of a chain group
         for bt in blocks.batches(net, parts_dir):
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
+            bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)
 
     def batches():
-        total = blocks.size() if blocks is not None else sum(min(num, s + batch_size) - s for s in mine)
-        bar = tqdm(total=total, desc=f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else ""),
-                   unit="sample", disable=not progress)
-        for batch in (block_batches() if blocks is not None else chain_batches()):
+        desc = f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
+        if blocks is not None:
+            bar = tqdm(total=blocks.size(), desc=desc, unit="sample", disable=not progress)
+        else:  # in NFE (sample-evaluations), moved by every model call
+            bar = tqdm(total=nfe * sum(min(num, s + batch_size) - s for s in mine), desc=desc, unit="NFE",
+                       unit_scale=True, disable=not progress)
+        for batch in (block_batches(bar) if blocks is not None else chain_batches(bar)):
             if graphed is not None:
                 graph_info.update(graphed.describe())
-            bar.set_postfix(nfe=f"{batch.nfe.double().mean().item():.1f}")
-            bar.update(batch.stop - batch.start)
             yield batch
         bar.close()
 
     return _Stream(batches(), cfg, graph_info)
+
+
+def resolve_options(model, sampler: str, options: dict, sigmas: torch.Tensor | None = None) -> dict:
+    """The sampler's options, checked (`SamplerSpec.validate`), with the model's own noise range where the
+    sampler integrates over one (`SamplerSpec.model_range`: the integrators):
+
+    - `sigma_min` / `sigma_max` not given default to `model.sigma_min` / `model.sigma_max`; with a grid
+      `sigmas` they are its ends (and may not be given too, nor `rho`);
+    - for a network (a model with weights: it learned its range only) they must lie in that range; an
+      analytic model is exact at every sigma, so its range is a default only. An inverted pair is an
+      error either way, naming where each value came from.
+    """
+    spec = get_sampler(sampler)
+    options = {k: v for k, v in options.items() if v is not None}
+    names = {o.name for o in spec.options}
+    if not (spec.model_range and {"sigma_min", "sigma_max"} <= names):
+        return spec.validate(options)
+    source = {k: "given" for k in ("sigma_min", "sigma_max") if k in options}
+    if sigmas is not None:
+        clash = sorted(set(options) & {"sigma_min", "sigma_max", "rho"})
+        if clash:
+            raise ValueError(f"{sampler}: sigmas sets the noise levels; do not also pass {', '.join(clash)}")
+        options.update(sigma_max=float(sigmas[..., 0].max()), sigma_min=float(sigmas[..., -1].min()))
+        source = {"sigma_min": "the grid sigmas", "sigma_max": "the grid sigmas"}
+    lo, hi = _model_range(model)
+    for name, value in (("sigma_min", lo), ("sigma_max", hi)):
+        if name not in options and value is not None:
+            options[name] = value
+            source[name] = f"the model's {name}"
+    try:
+        opts = spec.validate(options)
+    except ValueError as err:
+        if "sigma_min must be" in str(err) and any(v != "given" for v in source.values()):
+            raise ValueError(f"{err} (sigma_min: {source.get('sigma_min', 'the default')}, sigma_max: "
+                             f"{source.get('sigma_max', 'the default')})") from None
+        raise
+    if lo is not None and hi is not None and model_device(model) is not None:  # a network: its range bounds
+        for name, bad, side in (("sigma_max", opts["sigma_max"] > hi * (1 + 1e-6), "above"),
+                                ("sigma_min", opts["sigma_min"] < lo * (1 - 1e-6), "below")):
+            if bad:
+                raise ValueError(f"{sampler}: {name}={opts[name]:.6g} ({source.get(name, 'the default')}) is "
+                                 f"{side} the model's noise range [{lo:.6g}, {hi:.6g}] that the network was "
+                                 f"trained; pass {name} within it (or set model.{name} if the network is valid "
+                                 "beyond it)")
+    return opts
+
+
+def _model_range(model) -> tuple[float | None, float | None]:
+    """(sigma_min, sigma_max) the model declares (None where it does not); a declared range must be
+    0 < sigma_min < sigma_max < inf."""
+    lo, hi = getattr(model, "sigma_min", None), getattr(model, "sigma_max", None)
+    lo = float(lo) if isinstance(lo, (int, float, np.floating)) else None
+    hi = float(hi) if isinstance(hi, (int, float, np.floating)) else None
+    if lo is not None and hi is not None and not 0 < lo < hi < float("inf"):
+        raise ValueError(f"the model declares the noise range sigma_min={lo}, sigma_max={hi}; it must satisfy "
+                         "0 < sigma_min < sigma_max < inf")
+    return lo, hi
+
+
+def _takers(what: str) -> str:
+    return ", ".join(sorted(n for n, sp in all_samplers().items() if what in sp.takes))
+
+
+def _check_inputs(spec: SamplerSpec, model, num: int, model_kwargs, callback, sigmas, x_T) -> dict:
+    """The given ones of model_kwargs, callback, sigmas and x_T, checked (once, on the host, before any
+    work) and in the form the batches slice: model_kwargs as given, sigmas float64 `[N]` or `[num, N]`
+    without a trailing 0, x_T as given."""
+    given = {k: v for k, v in (("model_kwargs", model_kwargs), ("callback", callback), ("sigmas", sigmas),
+                               ("x_T", x_T)) if v is not None}
+    if spec.kind == "blocks":
+        for name in given:
+            raise ValueError(f"{name} is not supported for {spec.name} yet")
+    for name in ("sigmas", "x_T"):
+        if name in given and name not in spec.takes:
+            raise ValueError(f"{spec.name} does not take {name}; the samplers that do: {_takers(name)}")
+    if "model_kwargs" in given:
+        given["model_kwargs"] = kw.check(model_kwargs, num)
+    if "callback" in given and not callable(callback):
+        raise ValueError(f"callback must be callable (called with a dict after every step), got "
+                         f"{type(callback).__name__}")
+    if "sigmas" in given:
+        given["sigmas"] = _check_grid(sigmas, num)
+    if "x_T" in given:
+        shape = (num, *tuple(model.shape))
+        if not torch.is_tensor(x_T) or tuple(x_T.shape) != shape or not x_T.is_floating_point():
+            raise ValueError(f"x_T must be a floating tensor of shape {list(shape)} (num, *model.shape), got "
+                             f"{tuple(x_T.shape) if torch.is_tensor(x_T) else type(x_T).__name__}")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T must be finite")
+    return given
+
+
+def _check_grid(sigmas, num: int) -> torch.Tensor:
+    g = torch.as_tensor(sigmas).detach().to("cpu", torch.float64)
+    if g.ndim not in (1, 2) or (g.ndim == 2 and g.shape[0] != num):
+        raise ValueError(f"sigmas must be one grid [N] for all samples or one per sample [num={num}, N], got "
+                         f"shape {tuple(g.shape)}")
+    if g.shape[-1] > 1 and bool((g[..., -1] == 0).all()):
+        g = g[..., :-1]  # k-diffusion's trailing 0: the final step to 0 is the sampler's (final_tweedie)
+    if g.shape[-1] < 2:
+        raise ValueError(f"sigmas must have at least 2 noise levels > 0, got {g.shape[-1]}")
+    if not bool((torch.isfinite(g) & (g > 0)).all()) or not bool((g[..., 1:] < g[..., :-1]).all()):
+        raise ValueError("sigmas must be finite, > 0 and strictly decreasing (a trailing 0 is allowed)")
+    return g.contiguous()
+
+
+def _check_grid_budget(sampler: str, nfe: int, opts: dict, points: int):
+    from dmcmc_fast.integrators.entry import max_grid_points
+
+    most = max_grid_points(sampler, nfe, opts)
+    if points > most:
+        raise ValueError(f"{sampler}: sigmas has {points} noise levels, which cost more than nfe={nfe}; "
+                         f"at most {most} fit (or raise nfe)")
+
+
+def _fingerprint(value) -> str:
+    """A short hash of an input (tensors by dtype, shape and bytes; other values by repr): a resumed run's
+    inputs must be the ones its shards were made with."""
+    h = hashlib.sha256()
+    for path, leaf in kw.leaves(value):
+        h.update(path.encode())
+        if torch.is_tensor(leaf):
+            t = leaf.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{t.dtype}{tuple(leaf.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(leaf).encode())
+    return h.hexdigest()[:16]
 
 
 def sampling_device(model, device) -> torch.device:

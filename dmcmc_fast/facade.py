@@ -9,8 +9,15 @@
         ...
 
 Options are the registry's (`dmcmc_fast.samplers`), checked when the object is built, with the
-error naming the option and its range. Sample `i` is chain `i`: the same seed gives the same samples
-through `sample`, `stream`, the CLI or torchrun, whatever the batch size.
+error naming the option and its range (the integrators' sigma range defaults to the model's own,
+`api.resolve_options`). Sample `i` is chain `i`: the same seed gives the same samples through
+`sample`, `stream`, the CLI or torchrun, whatever the batch size.
+
+Per run, `sample` and `stream` take your own inputs (see `dmcmc_fast.api`): `model_kwargs` (one row per
+sample, e.g. `{"class_labels": y}`), `callback`, `sigmas` (a grid) and `x_T` (the start):
+
+    heun = Heun(from_diffusers(pipe), nfe=35)
+    out = heun.sample(16, model_kwargs={"class_labels": torch.arange(16) % 10})
 """
 from __future__ import annotations
 
@@ -25,22 +32,28 @@ class Sampler:
     def __init__(self, model, nfe: int, *, seed: int = 0, device=None, batch_size: int = 256,
                  progress: bool = False, graph: str = "auto", **options):
         self.spec = get_sampler(self.sampler_name)
-        self.options = self.spec.validate(options)  # fail early, with the option's range
+        # fail early, with the option's range; the given options go to every run (a grid there resolves them anew)
+        self.options = api.resolve_options(model, self.sampler_name, options)
+        self._given = {k: v for k, v in options.items() if v is not None}
         graph_mode(graph, api.sampling_device(model, device))  # likewise graph and device (see api.sample)
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
 
-    def _kw(self, out_dir, resume):
+    def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
-                    resume=resume, progress=self.progress, graph=self.graph, **self.options)
+                    resume=resume, progress=self.progress, graph=self.graph, **inputs, **self._given)
 
-    def sample(self, n: int, out_dir: str | None = None, resume: bool = False) -> api.SampleOutput:
+    def sample(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
+               callback=None, sigmas=None, x_T=None) -> api.SampleOutput:
         """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""
-        return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume))
+        inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
+        return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
 
-    def stream(self, n: int, out_dir: str | None = None, resume: bool = False):
+    def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
+               callback=None, sigmas=None, x_T=None):
         """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done."""
-        return api.stream(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume))
+        inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
+        return api.stream(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
 
     def __repr__(self):
         return f"{type(self).__name__}(nfe={self.nfe}, seed={self.seed}, {self.options})"

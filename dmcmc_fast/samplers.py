@@ -133,6 +133,13 @@ class SamplerSpec:
     # "batch": target(req) -> the batch's samples, one per chain. "blocks": target is a runner class
     # that yields several samples per chain (DLG: one per block; see engine/dlg_run.py).
     kind: str = "batch"
+    # Inputs of `api.sample` beyond model_kwargs and callback (which every "batch" sampler takes) that this
+    # sampler's entry uses: "x_T" (the start state, `SampleRequest.x_T`) and "sigmas" (a given grid,
+    # `SampleRequest.sigmas`).
+    takes: tuple[str, ...] = ()
+    # sigma_min / sigma_max are the range the sampler integrates over: they default to the model's own
+    # declared range, and a network's range bounds them (`api.resolve_options`).
+    model_range: bool = False
 
     def resolve(self) -> Callable:
         mod, fn = self.target.split(":")
@@ -170,6 +177,8 @@ class SampleRequest:
     device: torch.device
     callback: Callable | None = None
     extra: dict = field(default_factory=dict)
+    x_T: torch.Tensor | None = None  # [B, *shape] the start state (at sigma_max, or at sigmas[:, 0]), if given
+    sigmas: torch.Tensor | None = None  # [B, N] float64 the grid each row integrates on, if given (no trailing 0)
 
     @property
     def batch(self) -> int:

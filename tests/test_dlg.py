@@ -147,3 +147,29 @@ def test_bad_dlg_options_name_themselves():
         DLGConfig(integrator="nope")
     with pytest.raises(ValueError, match="gibbs"):
         DLGConfig(gibbs="max")
+
+
+def test_mixing_options_change_the_gibbs_step_and_the_langevin_step():
+    """level_prior_power sends argmax Gibbs to the top level; a hot temperature spreads the draws over the
+    levels; eta_scaling="sigma2" makes the Langevin step eta sigma^2 at each row's sigma."""
+    from dmcmc_fast.kernels.langevin import langevin_step_reference
+    from dmcmc_fast.mcmc.dlg import langevin_gibbs_step, level_log_prior
+
+    mix = _mixture()
+    levels = level_sigmas(50, 0.02, 100.0)
+    clf = ExactLevelPosterior(mix, levels)
+    up = run_dlg(mix, clf, 3, DLGConfig(n_skip=2, n_den=4, init_nfe=8, n_init=1, level_prior_power=100.0),
+                 chains=4, seed=0)
+    assert torch.all(up.block_sigma == levels.max())
+    flat = run_dlg(mix, clf, 6, DLGConfig(n_skip=2, n_den=4, init_nfe=8, n_init=1), chains=4, seed=0)
+    hot = run_dlg(mix, clf, 6, DLGConfig(n_skip=2, n_den=4, init_nfe=8, n_init=1, gibbs="sample",
+                                         gibbs_temperature=1000.0), chains=4, seed=0)
+    assert hot.block_sigma.max() > 3 * flat.block_sigma.max()  # the chains roam far higher
+    assert level_log_prior(DLGConfig(), levels) is None  # flat: the posterior as is
+
+    x, sigma = torch.randn(3, *mix.shape), levels[[0, 20, 40]]
+    cfg = DLGConfig(eta=0.5, eta_scaling="sigma2")
+    ids = torch.arange(3)
+    got, _ = langevin_gibbs_step(x, mix(x, sigma), sigma, cfg, clf, levels, None, 7, ids, 3)
+    want = langevin_step_reference(x, mix(x, sigma), sigma, 0.5 * sigma**2, 7, ids, 3)
+    torch.testing.assert_close(got, want)

@@ -52,7 +52,9 @@ def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
                     init_integrator=opts["init_integrator"],
                     init_integrator_options=(json_object(opts["init_integrator_options"], "init_integrator_options")
                                              if opts["init_integrator_options"] else None),
-                    init_nfe=opts["init_nfe"], init_noise=opts["init_noise"], n_init=opts["n_init"])
+                    init_nfe=opts["init_nfe"], init_noise=opts["init_noise"], n_init=opts["n_init"],
+                    eta_scaling=opts["eta_scaling"], gibbs_temperature=opts["gibbs_temperature"],
+                    level_prior_power=opts["level_prior_power"])
     return cfg, chains
 
 

@@ -9,6 +9,12 @@ B..b are padding: they keep earlier, finite inputs, which is harmless for a row-
 (eval mode; no batch norm in training mode). Sigma travels as a device buffer, so a sampler loop
 never reads a value back to the host.
 
+`model_kwargs` (class labels, text embeddings: `dmcmc_fast.models.kwargs`) are captured too, with static
+buffers: a call's tensors whose leading dimension is the batch B are copied into `[b, ...]` buffers like
+`x` (padding rows keep earlier rows), other tensors into buffers of their own shape, and the other values
+(flags, scales) are part of the bucket's key, so each distinct signature (names, shapes, dtypes, values)
+gets its own buffers and graph. No eager fallback is needed for conditioning.
+
 `GraphedStep(fn, buffers)` captures a whole step `fn(buffers)` (forward + fused update + classifier +
 argmax) that reads and writes only the device tensors in `buffers`: the step counter, sigma and any
 other value that varies between steps live there, so every replay advances the state with no host
@@ -28,7 +34,8 @@ from typing import Callable
 
 import torch
 
-from dmcmc_fast.models.base import model_device, network_tensors
+from dmcmc_fast.models import kwargs as kw
+from dmcmc_fast.models.base import in_network_dtype, model_device, network_tensors
 
 log = logging.getLogger("dmcmc_fast.engine")
 
@@ -67,25 +74,45 @@ def capture_graph(fn: Callable[[], object], warmup: int, device: torch.device, p
 
 
 class _Bucket:
-    """Static buffers of one batch size and the way to run the model on them (replay or eager)."""
+    """Static buffers of one batch size (and kwargs signature) and the way to run the model on them."""
 
-    def __init__(self, size: int, shape, device, dtype, fill_sigma: float):
+    def __init__(self, size: int, shape, device, dtype, fill_sigma: float, model_kwargs: dict, batch: int):
         self.size = size
         self.x = torch.zeros(size, *shape, device=device, dtype=dtype)
         self.sigma = torch.full((size,), fill_sigma, device=device, dtype=dtype)
+
+        def buffer(t):  # per-sample rows padded to the bucket, or a copy of a shared tensor
+            per_sample = t.ndim > 0 and t.shape[0] == batch
+            return torch.zeros((size, *t.shape[1:]) if per_sample else t.shape, device=device, dtype=t.dtype)
+
+        self.kwargs = kw.tree_map(buffer, model_kwargs)  # the same tree, tensors replaced by static buffers
         self.out: torch.Tensor | None = None
         self.graph = None
+
+    def load(self, x: torch.Tensor, sigma: torch.Tensor, model_kwargs: dict):
+        """Copy a call's inputs into the static buffers (rows 0..B-1)."""
+        B = x.shape[0]
+        self.x[:B].copy_(x)
+        self.sigma[:B].copy_(sigma)
+        for (_, buf), (_, t) in zip(kw.leaves(self.kwargs), kw.leaves(model_kwargs)):
+            if torch.is_tensor(t):  # per-sample as in `kw.signature`, which keyed this bucket
+                (buf[:B] if t.ndim > 0 and t.shape[0] == B else buf).copy_(t)
+
+    def run(self, model):
+        return model(self.x, self.sigma, **self.kwargs)
 
 
 class GraphedDenoiser:
     """A denoiser whose forward is a CUDA graph per batch-size bucket (see the module docstring).
 
-    Args: `model` a denoiser `D(x, sigma [B])`; `shape` the per-sample shape (default `model.shape`);
+    Args: `model` a denoiser `D(x, sigma [B], **model_kwargs)`; `shape` the per-sample shape (default `model.shape`);
     `buckets` the captured batch sizes (positive, any order); `mode` one of MODES; `warmup` forward
     passes before capture (>= 1 on CUDA); `fill_sigma` the sigma of padding rows before first use
     (> 0); `dtype` of the static buffers (default: that of the first input); `copy_out` return a copy (True) or a view of the static
     output that the next call overwrites (False).
     """
+
+    handles_dtype = True  # the model it captures is called as it is (`graphed_for_sampling` wraps it first)
 
     def __init__(self, model, shape=None, buckets=DEFAULT_BUCKETS, mode: str = "auto", device=None,
                  dtype: torch.dtype | None = None, warmup: int = 3, fill_sigma: float = 1.0, copy_out: bool = True):
@@ -104,7 +131,7 @@ class GraphedDenoiser:
         self.mode = _check_mode(mode, self.device)
         self.dtype, self.warmup, self.fill_sigma, self.copy_out = dtype, warmup, fill_sigma, copy_out
         self.fallback_reason: str | None = None
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict = {}  # size, or (size, kwargs signature) -> static buffers (and graph)
         self._pool = None
         for attr in ("sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
@@ -125,15 +152,16 @@ class GraphedDenoiser:
     @property
     def captured(self) -> list[int]:
         """Bucket sizes that hold a captured CUDA graph."""
-        return sorted(b for b, bk in self._buckets.items() if bk.graph is not None)
+        return sorted({bk.size for bk in self._buckets.values() if bk.graph is not None})
 
-    def _bucket(self, size: int, dtype: torch.dtype) -> _Bucket:
-        bk = self._buckets.get(size)
+    def _bucket(self, size: int, dtype: torch.dtype, model_kwargs: dict, batch: int) -> _Bucket:
+        key = (size, kw.signature(model_kwargs, batch)) if model_kwargs else size
+        bk = self._buckets.get(key)
         if bk is None:
-            bk = _Bucket(size, self.shape, self.device, self.dtype or dtype, self.fill_sigma)
+            bk = _Bucket(size, self.shape, self.device, self.dtype or dtype, self.fill_sigma, model_kwargs, batch)
             if self.mode == "graph":
                 self._capture(bk)
-            self._buckets[size] = bk
+            self._buckets[key] = bk
         return bk
 
     def _capture(self, bk: _Bucket):
@@ -141,8 +169,8 @@ class GraphedDenoiser:
             if self._pool is None and self.device.type == "cuda":
                 self._pool = torch.cuda.graph_pool_handle()
             with torch.no_grad():
-                bk.graph, bk.out = capture_graph(lambda: self.model(bk.x, bk.sigma), max(1, self.warmup),
-                                                 self.device, self._pool)
+                bk.graph, bk.out = capture_graph(lambda: bk.run(self.model), max(1, self.warmup), self.device,
+                                                 self._pool)
         except Exception as err:  # capture of an arbitrary model can fail in many ways: fall back, say why
             self.fallback_reason = f"{type(err).__name__}: {err}"
             log.warning("GraphedDenoiser: capture of batch %d failed, running eagerly (%s)", bk.size,
@@ -152,27 +180,28 @@ class GraphedDenoiser:
 
     # ---- calls ----
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor:
         if self.mode == "eager":
-            return self.model(x, sigma)
+            return self.model(x, sigma, **model_kwargs)
         B = x.shape[0]
         if tuple(x.shape[1:]) != self.shape or sigma.shape != (B,):
             raise ValueError(f"x must be [B, {', '.join(map(str, self.shape))}] and sigma [B]; "
                              f"got {tuple(x.shape)} and {tuple(sigma.shape)}")
         top = self.buckets[-1]
         if B > top:
-            return torch.cat([self(x[i:i + top], sigma[i:i + top]) for i in range(0, B, top)])
-        bk = self._bucket(self.bucket_for(B), x.dtype)
+            def chunk(i):  # per-sample kwargs (leading dimension B) follow their rows
+                return kw.tree_map(lambda t: t[i:i + top] if t.ndim > 0 and t.shape[0] == B else t, model_kwargs)
+            return torch.cat([self(x[i:i + top], sigma[i:i + top], **chunk(i)) for i in range(0, B, top)])
+        bk = self._bucket(self.bucket_for(B), x.dtype, model_kwargs, B)
         if self.mode == "eager":  # capture just failed
-            return self.model(x, sigma)
-        bk.x[:B].copy_(x)
-        bk.sigma[:B].copy_(sigma)
+            return self.model(x, sigma, **model_kwargs)
+        bk.load(x, sigma, model_kwargs)
         if bk.graph is not None:
             bk.graph.replay()
         elif bk.out is None:
-            bk.out = self.model(bk.x, bk.sigma)
+            bk.out = bk.run(self.model)
         else:  # the static twin of replay: the same output buffer, overwritten by every call
-            bk.out.copy_(self.model(bk.x, bk.sigma))
+            bk.out.copy_(bk.run(self.model))
         out = bk.out[:B]
         return out.clone() if self.copy_out else out
 
@@ -260,12 +289,13 @@ def _storage_key(model) -> tuple:
 
 
 def graphed_for_sampling(model, graph: str, device, batch_size: int):
-    """`(denoiser to sample with, GraphedDenoiser or None)`: the model behind a GraphedDenoiser whose
+    """`(denoiser to sample with, GraphedDenoiser or None)`: the model (called in its network's dtype,
+    `in_network_dtype`) behind a GraphedDenoiser whose
     buckets hold `batch_size` and the powers of two below it (the last batch, DLG's and rk45's subsets),
     the one an earlier run on this model made when its tensors have not moved since."""
     mode, reason = graph_mode(graph, device)
     if mode == "eager":
-        return model, None
+        return in_network_dtype(model), None
     if reason is not None:
         log.warning("graph=%s: %s", graph, reason)
     buckets = tuple(sorted({b for b in DEFAULT_BUCKETS if b < batch_size} | {batch_size}))
@@ -276,7 +306,8 @@ def graphed_for_sampling(model, graph: str, device, batch_size: int):
         runs = {}
     if key in runs and runs[key][0] == storage:
         return runs[key][1], runs[key][1]
-    graphed = GraphedDenoiser(model, shape=getattr(model, "shape", None), buckets=buckets, mode=mode, device=device)
+    graphed = GraphedDenoiser(in_network_dtype(model), shape=getattr(model, "shape", None), buckets=buckets,
+                              mode=mode, device=device)
     graphed.fallback_reason = graphed.fallback_reason or reason
     runs[key] = (storage, graphed)  # replaces graphs of moved tensors: they would read stale memory
     return graphed, graphed

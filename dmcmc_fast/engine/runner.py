@@ -33,7 +33,7 @@ from dmcmc_fast.engine.stream import Chunk, InOrder
 from dmcmc_fast.kernels.gibbs import block_min_update
 from dmcmc_fast.mcmc.common import check_int
 from dmcmc_fast.mcmc.dlg import (Counters, DLGConfig, DLGResult, DLGState, denoise_block, dlg_init, integrator,
-                                 langevin_gibbs_step)
+                                 langevin_gibbs_step, level_log_prior)
 from dmcmc_fast.models.base import CountingDenoiser
 
 
@@ -122,7 +122,7 @@ def _events(model, classifier, n_blocks: int, cfg: DLGConfig, ids: torch.Tensor,
     x, sigma = state.x.to(dev).clone(), state.sigma.to(dev).clone()
     best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # a block's first step replaces it
     levels = classifier.levels.to(dev)
-    log_prior = None if cfg.log_prior is None else cfg.log_prior.to(dev)
+    log_prior = level_log_prior(cfg, levels)
     ctr = Counters(state.step, cfg.n_skip, cfg.den_steps())
     evals = integrator_calls(cfg, x.shape[1:], dev, x.dtype)
     in_flight = C * math.ceil(evals / cfg.n_skip)  # job slots that keep every chain stepping

@@ -7,7 +7,8 @@ Every integrator has one call shape:
 
 - `model` is a denoiser, wrapped in a `CountingDenoiser` if it is not one already, so NFE is counted
   where the model is called; `IntegratorResult.nfe` is the per-sample NFE this call spent.
-- `x` is the state at `sigma_start` (a scalar or `[B]`: one start per sample). Sample b is integrated
+- `x` is the state at `sigma_start` (a scalar or `[B]`: one start per sample; the grid integrators also
+  take a `[B, N]` grid there, `per_sample_grid`). Sample b is integrated
   on its own grid sigma_0 = sigma_start[b] > ... > sigma_{N-1} = sigma_min (N = `n_steps` grid points,
   EDM's N; a start at or below sigma_min gives a constant grid, i.e. no movement), and then
 - the final step sigma_min -> 0, taken iff `final_tweedie`: the Tweedie denoise x <- D(x, sigma_min)
@@ -18,6 +19,9 @@ Every integrator has one call shape:
   A caller that integrates the same chain more than once (DLG) passes a fresh `step0` each time.
   Deterministic integrators accept and ignore `seed`, `chain_ids`, `step0`.
 - `callback(dict(i, n, x, sigma, sigma_next, denoised))` after every step.
+- Each integrator's loop is also a function of an explicit per-sample grid (`*_on_grid`, beside it), which
+  the sample_X above builds from (sigma_start, n_steps) and `dmcmc_fast.k` takes from the user; its noise
+  comes from a `StepNoise` (the per-chain stream above, or a k-diffusion `noise_sampler`).
 - `steps_for_nfe(nfe, final_tweedie=True)` beside each integrator: the largest `n_steps` whose cost
   fits `nfe` model evaluations per sample.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -98,11 +103,31 @@ def start_sigma(sigma_start, x: torch.Tensor, model: CountingDenoiser) -> torch.
 def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_min: float,
                     model: CountingDenoiser, **kw) -> torch.Tensor:
     """`[B, N+1]` float64 rows sigma_start[b] .. sigma_min, 0 from a per-sample schedule of
-    `dmcmc_fast.schedules` (starts at or below sigma_min give constant rows)."""
+    `dmcmc_fast.schedules` (starts at or below sigma_min give constant rows).
+
+    A 2-D `sigma_start` `[B, N]` is the grid itself (the user's `sigmas` of `api.sample`, N = `n_steps`
+    points, decreasing and > 0, the 0 appended here): `schedule`, `sigma_min` and its options are then
+    unused. Its values are checked on the device and reported at the end of the run (`explicit_grid`)."""
+    if torch.is_tensor(sigma_start) and sigma_start.ndim == 2:
+        return explicit_grid(sigma_start, x, n_steps, model)
     check_steps(n_steps)
     if not (sigma_min > 0):
         raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
     return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
+
+
+def explicit_grid(sigmas: torch.Tensor, x: torch.Tensor, n_steps: int, model: CountingDenoiser) -> torch.Tensor:
+    """A given `[B, N]` grid as `[B, N+1]` float64 on x's device with the trailing 0; its values (finite,
+    > 0, strictly decreasing along each row) are a deferred device check, not a host read."""
+    check_steps(n_steps)
+    g = sigmas.to(x.device, torch.float64)
+    if g.shape != (x.shape[0], n_steps):
+        raise ValueError(f"an explicit grid must be [B={x.shape[0]}, n_steps={n_steps}], got shape {tuple(g.shape)}")
+    bad = ~(torch.isfinite(g) & (g > 0)).all()
+    if n_steps > 1:
+        bad = bad | (g[:, 1:] >= g[:, :-1]).any()
+    model.defer_check(bad, "sigmas must be finite, > 0 and strictly decreasing along each row")
+    return torch.cat([g, g.new_zeros(g.shape[0], 1)], dim=1)
 
 
 def n_loop(n_steps: int, final_tweedie: bool) -> int:
@@ -114,6 +139,41 @@ def step_noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torc
     """Per-chain standard normals shaped like x (chain_ids None = 0..B-1), in x's dtype."""
     ids = rng.default_chain_ids(x.shape[0], x.device) if chain_ids is None else chain_ids
     return noise.chain_randn(seed, ids, step, tuple(x.shape[1:]), stream=stream, device=x.device, dtype=x.dtype)
+
+
+@dataclass(frozen=True)
+class StepNoise:
+    """Where a stochastic integrator's standard normals come from.
+
+    By default the chain's own stream: the draw of step i in `stream` is chain_randn(seed, chain_ids,
+    step0 + i, stream) (`step_noise`), the same numbers the fused kernels draw. With `sampler` (k-diffusion's
+    `noise_sampler(sigma, sigma_next)` protocol) the draw is `sampler(sigma, sigma_next)`, given the step's
+    per-sample `[B]` float64 sigmas; such a sampler is assumed to give Brownian increments over
+    [sigma_next, sigma] (k-diffusion's `BrownianTreeNoiseSampler`), so a sampler needing two correlated
+    draws per step asks for the second one over its own interval (see `dpm_solver.dpmpp_sde_on_grid`).
+    """
+    seed: int = 0
+    chain_ids: torch.Tensor | None = None
+    step0: int | torch.Tensor = 0
+    sampler: Callable | None = None
+
+    def __call__(self, x: torch.Tensor, i: int, stream: int, sigma: torch.Tensor, sigma_next: torch.Tensor):
+        """Standard normals shaped like x, in x's dtype, for step i."""
+        if self.sampler is None:
+            return step_noise(x, self.seed, self.chain_ids, self.step0 + i, stream)
+        z = self.sampler(sigma, sigma_next)
+        if tuple(z.shape) != tuple(x.shape):
+            raise ValueError(f"noise_sampler returned shape {tuple(z.shape)}; it must return x's shape "
+                             f"{tuple(x.shape)}")
+        return z.to(x.dtype)
+
+
+def ancestral_step(s_from: torch.Tensor, s_to: torch.Tensor, eta: float):
+    """(sigma_down, sigma_up) of an ancestral step sigma_from -> sigma_to: sigma_up = min(sigma_to, eta sigma_to
+    sqrt(1 - sigma_to^2 / sigma_from^2)), sigma_down = sqrt(sigma_to^2 - sigma_up^2) (the min only acts for
+    eta > 1)."""
+    s_up = torch.minimum(s_to, eta * s_to * torch.sqrt((1.0 - (s_to / s_from) ** 2).clamp_min(0.0)))
+    return torch.sqrt(s_to ** 2 - s_up ** 2), s_up
 
 
 def report_finished(callback, done_rows: list[int], out: torch.Tensor, sigma_start: torch.Tensor, sigma_min: float,

@@ -43,14 +43,17 @@ sigma_{i+1}). As with k-diffusion's default Brownian-tree noise, both are normal
 Brownian path in sigma: z_i = w_i, z'_i = sqrt(a) w_i + sqrt(1 - a) w'_i, a = (sigma_i - sigma_s) /
 (sigma_i - sigma_{i+1}), with w, w' the chain's draws at step step0 + i of STREAM_SDE and STREAM_SDE + 8
 (independent z and z' would give the wrong variance: -13% on N(mu, I) at 30 steps). Two NFE per step.
+
+Each loop is also a function of an explicit positive per-sample grid (`*_on_grid`: no step to 0, that is the
+caller's Tweedie step), with its noise from a `common.StepNoise` (what `dmcmc_fast.k` calls).
 """
 from __future__ import annotations
 
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import (IntegratorResult, ensure_counting, finish, per_sample_grid, step_noise,
-                                           tweedie)
+from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, ensure_counting, finish,
+                                           per_sample_grid, tweedie)
 from dmcmc_fast.integrators.karras import euler_steps_for_nfe, heun_steps_for_nfe
 from dmcmc_fast.kernels.deis import deis_combine
 from dmcmc_fast.schedules import karras_per_sample
@@ -107,14 +110,21 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
                         seed: int = 0, chain_ids=None, step0=0, callback=None,
                         final_tweedie: bool = True) -> IntegratorResult:
     """DPM-Solver++(2M) SDE (module docstring); defaults as k-diffusion (eta 1, s_noise 1, midpoint)."""
+    return _on_karras_grid(dpmpp_2m_sde_on_grid, model, x, sigma_start, n_steps, sigma_min, rho, seed, chain_ids,
+                           step0, callback, final_tweedie, eta=eta, s_noise=s_noise, solver_type=solver_type)
+
+
+def dpmpp_2m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
+                         solver_type: str = "midpoint", noise: StepNoise | None = None, n: int | None = None,
+                         callback=None) -> torch.Tensor:
+    """The DPM-Solver++(2M) SDE loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps,
+    no step to 0); noise z_i from `noise` (STREAM_SDE)."""
     _check_noise(eta, s_noise, eta_max=float("inf"))
-    model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    psi, c, noise = dpmpp_2m_sde_coefficients(sigmas[:, :n_steps], eta, solver_type)
-    noise = (s_noise * noise).to(x.dtype).reshape(*noise.shape, *([1] * (x.ndim - 1)))
+    noise = StepNoise() if noise is None else noise
+    psi, c, scale = dpmpp_2m_sde_coefficients(sigmas, eta, solver_type)
+    scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
     old = None
-    for i in range(n_steps - 1):
+    for i in range(sigmas.shape[1] - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
         if old is None:
@@ -122,13 +132,11 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
         else:
             x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
         if eta > 0:
-            x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
+            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_next)
         old = denoised
         if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    if final_tweedie:
-        x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return finish(model, x, before)
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
 
 
 def dpmpp_3m_sde_coefficients(sigmas: torch.Tensor, eta: float):
@@ -172,32 +180,29 @@ def sample_dpmpp_3m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
                         rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0, chain_ids=None,
                         step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
     """DPM-Solver++(3M) SDE (module docstring); defaults as k-diffusion (eta 1, s_noise 1)."""
+    return _on_karras_grid(dpmpp_3m_sde_on_grid, model, x, sigma_start, n_steps, sigma_min, rho, seed, chain_ids,
+                           step0, callback, final_tweedie, eta=eta, s_noise=s_noise)
+
+
+def dpmpp_3m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
+                         noise: StepNoise | None = None, n: int | None = None, callback=None) -> torch.Tensor:
+    """The DPM-Solver++(3M) SDE loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps,
+    no step to 0); noise z_i from `noise` (STREAM_SDE)."""
     _check_noise(eta, s_noise, eta_max=float("inf"))
-    model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    psi, c, noise = dpmpp_3m_sde_coefficients(sigmas[:, :n_steps], eta)
-    noise = (s_noise * noise).to(x.dtype).reshape(*noise.shape, *([1] * (x.ndim - 1)))
+    noise = StepNoise() if noise is None else noise
+    psi, c, scale = dpmpp_3m_sde_coefficients(sigmas, eta)
+    scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
     hist: list[torch.Tensor] = []  # x0_i, x0_{i-1}, x0_{i-2}
-    for i in range(n_steps - 1):
+    for i in range(sigmas.shape[1] - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
         hist = [denoised] + hist[:2]
         x = deis_combine(x, torch.stack(hist), psi[:, i], c[:, i, :len(hist)])
         if eta > 0:
-            x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
+            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_next)
         if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
-    if final_tweedie:
-        x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return finish(model, x, before)
-
-
-def ancestral_step(s_from: torch.Tensor, s_to: torch.Tensor, eta: float):
-    """(sigma_down, sigma_up) of an ancestral step sigma_from -> sigma_to: sigma_up = eta sigma_to
-    sqrt(1 - sigma_to^2 / sigma_from^2), sigma_down = sqrt(sigma_to^2 - sigma_up^2) (> 0 for eta <= 1)."""
-    s_up = eta * s_to * torch.sqrt((1.0 - (s_to / s_from) ** 2).clamp_min(0.0))
-    return torch.sqrt(s_to ** 2 - s_up ** 2), s_up
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
 
 
 @torch.no_grad()
@@ -205,27 +210,32 @@ def sample_dpmpp_2s_ancestral(model, x: torch.Tensor, sigma_start, n_steps: int,
                               rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0,
                               chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
     """DPM-Solver++(2S) ancestral (module docstring); defaults as k-diffusion (eta 1, s_noise 1)."""
+    return _on_karras_grid(dpmpp_2s_ancestral_on_grid, model, x, sigma_start, n_steps, sigma_min, rho, seed, chain_ids,
+                           step0, callback, final_tweedie, eta=eta, s_noise=s_noise)
+
+
+def dpmpp_2s_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0,
+                               s_noise: float = 1.0, noise: StepNoise | None = None, n: int | None = None,
+                               callback=None) -> torch.Tensor:
+    """The DPM-Solver++(2S) ancestral loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps,
+    no step to 0); noise z_i from `noise` (STREAM_SDE)."""
     _check_noise(eta, s_noise)
-    model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    s_from, s_to = sigmas[:, :n_steps - 1], sigmas[:, 1:n_steps]  # [B, N-1] float64, both > 0
+    noise = StepNoise() if noise is None else noise
+    s_from, s_to = sigmas[:, :-1], sigmas[:, 1:]  # [B, M-1] float64, both > 0
     s_down, s_up = ancestral_step(s_from, s_to, eta)
     s_mid = torch.sqrt(s_from * s_down)
-    noise = (s_noise * s_up).to(x.dtype).reshape(*s_up.shape, *([1] * (x.ndim - 1)))
+    scale = (s_noise * s_up).to(x.dtype).reshape(*s_up.shape, *([1] * (x.ndim - 1)))
     one = torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)
-    for i in range(n_steps - 1):
+    for i in range(sigmas.shape[1] - 1):
         s, mid, down = s_from[:, i], s_mid[:, i], s_down[:, i]
         denoised = model(x, s.to(x.dtype))
         x_mid = deis_combine(x, denoised[None], mid / s, one - (mid / s)[:, None])
         x = deis_combine(x, model(x_mid, mid.to(x.dtype))[None], down / s, one - (down / s)[:, None])
         if eta > 0:
-            x = x + noise[:, i] * step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
+            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_to[:, i])
         if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
-    if final_tweedie:
-        x = tweedie(model, x, sigmas[:, n_steps - 1])
-    return finish(model, x, before)
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
+    return x
 
 
 @torch.no_grad()
@@ -233,13 +243,22 @@ def sample_dpmpp_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma
                      rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, seed: int = 0,
                      chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
     """DPM-Solver++ SDE (module docstring); defaults as k-diffusion (eta 1, s_noise 1, r 1/2)."""
+    return _on_karras_grid(dpmpp_sde_on_grid, model, x, sigma_start, n_steps, sigma_min, rho, seed, chain_ids,
+                           step0, callback, final_tweedie, eta=eta, s_noise=s_noise, r=r)
+
+
+def dpmpp_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
+                      r: float = 0.5, noise: StepNoise | None = None, n: int | None = None,
+                      callback=None) -> torch.Tensor:
+    """The DPM-Solver++ SDE loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps, no step
+    to 0). From the chain's stream the two draws of a step are combined into Brownian increments (module
+    docstring); a `noise.sampler` is asked for them directly, as k-diffusion does: over (sigma_i, sigma_s),
+    then over the whole step (sigma_i, sigma_{i+1})."""
     _check_noise(eta, s_noise)
     if not 0.0 < r <= 1.0:
         raise ValueError(f"r must be in (0, 1], got {r}")
-    model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
-    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    s_from, s_to = sigmas[:, :n_steps - 1], sigmas[:, 1:n_steps]
+    noise = StepNoise() if noise is None else noise
+    s_from, s_to = sigmas[:, :-1], sigmas[:, 1:]
     s_mid = s_from ** (1.0 - r) * s_to ** r
     d1, u1 = ancestral_step(s_from, s_mid, eta)
     d2, u2 = ancestral_step(s_from, s_to, eta)
@@ -249,18 +268,34 @@ def sample_dpmpp_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma
     a = torch.where(s_from > s_to, (s_from - s_mid) / (s_from - s_to).clamp_min(1e-300), 0.0)  # Brownian share
     shape = (*s_from.shape, *([1] * (x.ndim - 1)))
     u1, u2, a1, a2 = (v.to(x.dtype).reshape(shape) for v in (s_noise * u1, s_noise * u2, a.sqrt(), (1.0 - a).sqrt()))
-    for i in range(n_steps - 1):
+    for i in range(sigmas.shape[1] - 1):
         s = s_from[:, i]
         denoised = model(x, s.to(x.dtype))
         x_mid = deis_combine(x, denoised[None], psi1[:, i], (1.0 - psi1[:, i])[:, None])
         if eta > 0:
-            w = step_noise(x, seed, chain_ids, step0 + i, rng.STREAM_SDE)
+            w = noise(x, i, rng.STREAM_SDE, s, s_mid[:, i])
             x_mid = x_mid + u1[:, i] * w
         x = deis_combine(x, torch.stack([denoised, model(x_mid, s_mid[:, i].to(x.dtype))]), psi2[:, i], c2[:, i])
-        if eta > 0:  # the whole step's increment: the midpoint's part and an independent rest
-            x = x + u2[:, i] * (a1[:, i] * w + a2[:, i] * step_noise(x, seed, chain_ids, step0 + i, STREAM_SDE_SECOND))
+        if eta > 0:  # the whole step's increment
+            if noise.sampler is None:  # the midpoint's part and an independent rest
+                z = a1[:, i] * w + a2[:, i] * noise(x, i, STREAM_SDE_SECOND, s, s_to[:, i])
+            else:
+                z = noise(x, i, rng.STREAM_SDE, s, s_to[:, i])
+            x = x + u2[:, i] * z
         if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
+    return x
+
+
+def _on_karras_grid(loop, model, x, sigma_start, n_steps, sigma_min, rho, seed, chain_ids, step0, callback,
+                    final_tweedie, **options) -> IntegratorResult:
+    """Run an `*_on_grid` loop on each sample's Karras grid from its own start sigma, with the chain's own
+    noise, then the final Tweedie step; NFE counted per sample."""
+    model = ensure_counting(model, x.shape[0], x.device)
+    before = model.nfe.clone()
+    sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
+    x = loop(model, x, sigmas[:, :n_steps], noise=StepNoise(seed, chain_ids, step0), n=n_steps, callback=callback,
+             **options)
     if final_tweedie:
         x = tweedie(model, x, sigmas[:, n_steps - 1])
     return finish(model, x, before)

@@ -11,7 +11,11 @@ d(x, sigma) = (x - D(x, sigma)) / sigma is dx/dsigma of the probability-flow ODE
   if S_tmin <= sigma_i <= S_tmax else 0, sigma_hat = (1 + gamma_i) sigma_i,
   x_hat = x_i + S_noise sqrt(sigma_hat^2 - sigma_i^2) z (l. 4-6), then the Heun step from
   (x_hat, sigma_hat) to sigma_{i+1} (l. 7-11). Same cost as Heun.
-The per-step arithmetic runs in the fused kernels of `dmcmc_fast.kernels.karras_step`.
+- `euler_ancestral_on_grid` (k-diffusion's `sample_euler_ancestral`, no registry entry): Euler to sigma_down,
+  then ancestral noise sigma_up (`common.ancestral_step`).
+The loops are `edm_on_grid` / `euler_ancestral_on_grid` on an explicit per-sample grid (what `dmcmc_fast.k`
+calls with the user's grid). The per-step arithmetic runs in the fused kernels of
+`dmcmc_fast.kernels.karras_step`.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ import math
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, n_loop,
-                                           per_sample_grid)
+from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, finish, check_nfe,
+                                           ensure_counting, n_loop, per_sample_grid)
 from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct
+from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
 
 
@@ -50,6 +55,64 @@ def _heun_step(model, x, s, s_next, last: bool):
     return heun_correct(x, d, x_euler, model(x_euler, s_next.to(x.dtype)), s, s_next), denoised
 
 
+def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heun: bool, euler_last: bool,
+                gamma: torch.Tensor | None = None, s_noise: float = 1.0, noise: StepNoise | None = None,
+                n: int | None = None, callback=None) -> torch.Tensor:
+    """The loop of EDM Alg. 2 on a given per-sample grid `sigmas` `[B, >= steps + 1]` float64: step i goes from
+    column i to column i + 1, by Euler (`heun=False`) or by Heun, whose last step is Euler if `euler_last`
+    (it goes to sigma = 0, Alg. 1 l. 6). `gamma` `[B, steps]`: the churn of each step (l. 4-6; None: none),
+    its noise from `noise` (per-chain Philox, fused into the churn kernel, unless it has a `sampler`).
+    `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
+    churned state the model saw) when churning."""
+    noise = StepNoise() if noise is None else noise
+    for i in range(steps):
+        s, s_next = sigmas[:, i], sigmas[:, i + 1]
+        churned = {}
+        if gamma is not None:
+            x_in, s_in = _churn(x, s, gamma[:, i], s_noise, noise, i, s_next)
+            churned = {"sigma_hat": s_in, "x_hat": x_in}
+        else:
+            x_in, s_in = x, s
+        if heun:
+            x, denoised = _heun_step(model, x_in, s_in, s_next, last=euler_last and i == steps - 1)
+        else:
+            denoised = model(x_in, s_in.to(x.dtype))
+            x, _ = euler_step(x_in, denoised, s_in, s_next)
+        if callback is not None:
+            callback({"i": i, "n": n, "x": x, "sigma": s, **churned, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
+def _churn(x, s, gamma, s_noise, noise: StepNoise, i: int, s_next):
+    """(x_hat, sigma_hat) of Alg. 2 l. 5-6: the fused kernel on the chain's stream, or the sampler's draw."""
+    if noise.sampler is None:
+        return churn(x, s, gamma, s_noise, noise.seed, noise.chain_ids, noise.step0 + i, stream=rng.STREAM_CHURN)
+    scale = s_noise * s * torch.sqrt(gamma * (2.0 + gamma))  # sqrt(sigma_hat^2 - sigma^2), as the kernel
+    return x + bcast(scale.to(x.dtype), x) * noise(x, i, rng.STREAM_CHURN, s, s_next), s * (1.0 + gamma)
+
+
+def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
+                            noise: StepNoise | None = None, n: int | None = None, callback=None) -> torch.Tensor:
+    """Ancestral Euler steps on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps; the step
+    to 0, if any, is the caller's): x <- x + (sigma_down - sigma_i) d(x, sigma_i), then + s_noise sigma_up z_i,
+    with (sigma_down, sigma_up) = `ancestral_step(sigma_i, sigma_{i+1}, eta)` and z_i from `noise` (STREAM_SDE).
+    eta = 0 is the Euler probability-flow solver (eta > 1: sigma_up is capped at sigma_{i+1}). Defaults as
+    k-diffusion's `sample_euler_ancestral`."""
+    if not (0.0 <= eta < math.inf and 0.0 <= s_noise < math.inf):
+        raise ValueError(f"eta and s_noise must be in [0, inf), got eta={eta}, s_noise={s_noise}")
+    noise = StepNoise() if noise is None else noise
+    s_down, s_up = ancestral_step(sigmas[:, :-1], sigmas[:, 1:], eta)
+    for i in range(sigmas.shape[1] - 1):
+        s, s_next = sigmas[:, i], sigmas[:, i + 1]
+        denoised = model(x, s.to(x.dtype))
+        x, _ = euler_step(x, denoised, s, s_down[:, i])
+        if eta > 0:
+            x = x + bcast((s_noise * s_up[:, i]).to(x.dtype), x) * noise(x, i, rng.STREAM_SDE, s, s_next)
+        if callback is not None:
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    return x
+
+
 @torch.no_grad()
 def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -57,12 +120,8 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    for i in range(n_loop(n_steps, final_tweedie)):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        denoised = model(x, s.to(x.dtype))
-        x, _ = euler_step(x, denoised, s, s_next)
-        if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=False, euler_last=final_tweedie,
+                    n=n_steps, callback=callback)
     return finish(model, x, before)
 
 
@@ -73,11 +132,8 @@ def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    for i in range(n_loop(n_steps, final_tweedie)):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        x, denoised = _heun_step(model, x, s, s_next, last=i == n_steps - 1)
-        if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+    x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=True, euler_last=final_tweedie,
+                    n=n_steps, callback=callback)
     return finish(model, x, before)
 
 
@@ -102,12 +158,8 @@ def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     before = model.nfe.clone()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     gamma_max = min(s_churn / n_steps, math.sqrt(2.0) - 1.0)
-    for i in range(n_loop(n_steps, final_tweedie)):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        gamma = torch.where((s >= s_tmin) & (s <= s_tmax), gamma_max, 0.0)  # per sample: own grid
-        x_hat, s_hat = churn(x, s, gamma, s_noise, seed, chain_ids, step0 + i, stream=rng.STREAM_CHURN)
-        x, denoised = _heun_step(model, x_hat, s_hat, s_next, last=i == n_steps - 1)
-        if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_hat": s_hat, "sigma_next": s_next,
-                      "denoised": denoised})
+    gamma = torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0)  # per sample: own grid
+    x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=True, euler_last=final_tweedie,
+                    gamma=gamma, s_noise=s_noise, noise=StepNoise(seed, chain_ids, step0), n=n_steps,
+                    callback=callback)
     return finish(model, x, before)

@@ -88,6 +88,10 @@ class DLGConfig:
     init_nfe: int = 20  # budget of the initial integrator run
     init_noise: float = 1.0  # std of the noise added after it (paper 0.5 on [0, 1])
     n_init: int = 10  # Langevin-Gibbs steps after the first Gibbs step
+    # Beyond the paper: ways to make the chain roam sigma (see `level_log_prior`, `step_sizes`)
+    eta_scaling: str = "constant"  # or "sigma2": the step at level sigma is eta * sigma^2
+    gibbs_temperature: float = 1.0  # gibbs="sample": draw from p(m | x)^(1 / T)
+    level_prior_power: float = 0.0  # a: prior over levels ∝ sigma_m^a (a > 0 favours high levels)
 
     def __post_init__(self):
         check_positive("eta", self.eta)
@@ -101,6 +105,11 @@ class DLGConfig:
             raise ValueError(f"init_noise must be >= 0, got {self.init_noise}")
         if self.gibbs not in ("argmax", "sample"):
             raise ValueError(f"gibbs must be 'argmax' or 'sample', got {self.gibbs!r}")
+        if self.eta_scaling not in ("constant", "sigma2"):
+            raise ValueError(f"eta_scaling must be 'constant' or 'sigma2', got {self.eta_scaling!r}")
+        check_positive("gibbs_temperature", self.gibbs_temperature)
+        if not math.isfinite(self.level_prior_power):
+            raise ValueError(f"level_prior_power must be finite, got {self.level_prior_power}")
         self.den_steps()
         integrator(self.init_integrator)
 
@@ -148,13 +157,36 @@ class Counters:
         return self.k0 + n_blocks * self.stride
 
 
+def level_log_prior(cfg: DLGConfig, levels: torch.Tensor) -> torch.Tensor | None:
+    """The Gibbs step's log prior over the levels, already divided by the temperature: cfg.log_prior plus
+    a log sigma_m (a = level_prior_power), over T. None when it is flat (the classifier's posterior as is)."""
+    prior = None if cfg.log_prior is None else cfg.log_prior.to(levels.device, torch.float32)
+    if prior is not None and prior.shape != levels.shape:
+        raise ValueError(f"log_prior must have shape [{len(levels)}] (one per level), got {tuple(prior.shape)}")
+    if cfg.level_prior_power:
+        power = cfg.level_prior_power * torch.log(levels.float())
+        prior = power if prior is None else prior + power
+    return prior if prior is None or cfg.gibbs_temperature == 1.0 else prior / cfg.gibbs_temperature
+
+
 def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, k):
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
-    then the Gibbs step sigma <- argmax_m p(m | x) or a draw from it. Returns (x, sigma); `k` is an int
-    or one counter per row."""
-    x = langevin_step(x, denoised, sigma, cfg.eta, seed, ids, k)
-    _, sigma = gibbs_select(classifier(x), levels, log_prior, cfg.gibbs == "sample", seed, ids, k)
-    return x, sigma.to(x.dtype)
+    then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
+    `level_log_prior`). Returns (x, sigma); `k` is an int or one counter per row."""
+    # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
+    # x += (eta/2)(D - x) + sqrt(eta) sigma z
+    eta = cfg.eta * sigma * sigma if cfg.eta_scaling == "sigma2" else cfg.eta
+    x = langevin_step(x, denoised, sigma, eta, seed, ids, k)
+    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, k)
+
+
+def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, k) -> torch.Tensor:
+    """sigma <- argmax_m p(m | x), or a Gumbel-max draw from p(m | x)^(1/T) (prior included)."""
+    logits = classifier(x)
+    if cfg.gibbs_temperature != 1.0:
+        logits = logits / cfg.gibbs_temperature
+    _, sigma = gibbs_select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, k)
+    return sigma.to(x.dtype)
 
 
 def denoise_block(model, cfg: DLGConfig, x, sigma, seed, ids, k):
@@ -221,19 +253,12 @@ class _Chains:
     def __init__(self, model, classifier, cfg: DLGConfig, seed: int, chain_ids: torch.Tensor):
         self.model, self.classifier, self.cfg, self.seed, self.ids = model, classifier, cfg, seed, chain_ids
         self.levels = classifier.levels.to(chain_ids.device)
-        self.log_prior = None if cfg.log_prior is None else cfg.log_prior.to(chain_ids.device)
-        if self.log_prior is not None and self.log_prior.shape != self.levels.shape:
-            raise ValueError(f"log_prior must have shape [{len(self.levels)}] (one per level), "
-                             f"got {tuple(self.log_prior.shape)}")
+        self.log_prior = level_log_prior(cfg, self.levels)
         self.classifier_evals = torch.zeros_like(chain_ids)
 
     def gibbs(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """sigma ~ p(sigma | x): argmax (default) or a Gumbel-max draw from the classifier's posterior."""
-        logits = self.classifier(x)
         self.classifier_evals += 1
-        _, sigma = gibbs_select(logits, self.levels, self.log_prior, self.cfg.gibbs == "sample", self.seed,
-                                self.ids, k)
-        return sigma.to(x.dtype)
+        return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, k)
 
     def langevin_gibbs(self, x, sigma, k: int):
         self.classifier_evals += 1
@@ -306,7 +331,8 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
                       "denoised": den})
     spent = (model.nfe - before).to(state.nfe.device)
     new = replace(state, x=x, sigma=sigma, step=ctr.after(n_blocks), blocks=state.blocks + n_blocks,
-                  nfe=state.nfe + spent, classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device))
+                  nfe=state.nfe + spent,
+                  classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device))
     shape = (0, ids.shape[0], *x.shape[1:])
     out = torch.stack(samples) if samples else x.new_zeros(shape)
     sig = torch.stack(block_sigma) if block_sigma else sigma.new_zeros((0, ids.shape[0]))

@@ -94,6 +94,11 @@ register(SamplerSpec("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", (
            "for karras_sde, s_churn 80, s_tmin 0.1, s_tmax 2, s_noise 1.007)"),
     Option("init_nfe", int, 20, 1, 100_000, help="NFE of the initialisation integrator run"),
     Option("init_noise", float, 1.0, 0.0, 1e3, help="std of the noise added after it (paper 0.5 for [0, 1])"),
-    Option("n_init", int, 10, 0, 100_000, help="Langevin-Gibbs steps of the initialisation")),
+    Option("n_init", int, 10, 0, 100_000, help="Langevin-Gibbs steps of the initialisation"),
+    Option("eta_scaling", str, "constant", choices=("constant", "sigma2"),
+           help="'sigma2': the step at level sigma is eta sigma^2 (a move relative to the noise level)"),
+    Option("gibbs_temperature", float, 1.0, 1e-3, 1e3, help="gibbs=sample: draw from p(m | x)^(1/T)"),
+    Option("level_prior_power", float, 0.0, -1e4, 1e4, help="prior over levels ∝ sigma^a (a > 0 sends "
+           "chains up, where they switch modes)")),
     "Denoising Langevin Gibbs (Kim & Ye 2023): --num samples from --chains chains, one per block; --nfe is "
     "the block's NFE, each sample also carries its share of its chain's initialisation", DLG_CHECKS, kind="blocks"))

@@ -2,8 +2,8 @@
 from dmcmc_fast.models.base import (ChainDiverged, CountingDenoiser, Denoiser, NonFiniteModelOutput, as_sigma, bcast,
                                     check_call, score_from_denoiser)
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, IdealDenoiser, gaussian
-from dmcmc_fast.models.adapters import DiffusersUNetAdapter, VEScoreAdapter, VPAdapter
+from dmcmc_fast.models.adapters import DiffusersUNetAdapter, Guided, VEScoreAdapter, VPAdapter
 
 __all__ = ["ChainDiverged", "CountingDenoiser", "Denoiser", "NonFiniteModelOutput", "as_sigma", "bcast", "check_call",
            "score_from_denoiser", "GaussianMixture", "IdealDenoiser", "gaussian", "DiffusersUNetAdapter",
-           "VEScoreAdapter", "VPAdapter"]
+           "Guided", "VEScoreAdapter", "VPAdapter"]

@@ -6,10 +6,13 @@ shape, and only through `check_call`-validated inputs at the public entry points
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from dmcmc_fast.models import kwargs as kw
 
 
 @runtime_checkable
@@ -17,7 +20,13 @@ class Denoiser(Protocol):
     """What a sampler needs of a model.
 
     Attributes: `shape` (per-sample data shape, e.g. `(1, 28, 28)`), `sigma_min`, `sigma_max` (the
-    noise range the model is meant for), `data_range` (`(lo, hi)` of clean data).
+    noise range the model is meant for: the integrators' default range, and for a network a bound the
+    sampling API checks), `data_range` (`(lo, hi)` of clean data).
+
+    Optional: keyword arguments after `sigma` (`model_kwargs`: class labels, text embeddings, one row
+    per sample; see `dmcmc_fast.models.kwargs`), and `handles_dtype = True` for a model that takes the
+    sampler's float32 state and runs its network in the network's own dtype itself (the adapters,
+    `EDMDenoiser`); any other network is called with its inputs cast to its dtype (`in_network_dtype`).
     """
 
     shape: tuple[int, ...]
@@ -25,7 +34,7 @@ class Denoiser(Protocol):
     sigma_max: float
     data_range: tuple[float, float]
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor: ...
 
 
 def as_sigma(sigma, batch: int, device=None, dtype=torch.float32, name: str = "sigma") -> torch.Tensor:
@@ -62,6 +71,46 @@ def model_device(model) -> torch.device | None:
     """Where a network denoiser's weights live; None for a model without weights (analytic models run anywhere)."""
     weights = network_tensors(model)
     return weights[0].device if weights else None
+
+
+def network_dtype(model) -> torch.dtype | None:
+    """The floating dtype a network denoiser computes in: that of its first floating parameter (or
+    buffer), looked up without a list of all weights (cheap enough per call); None without weights."""
+    modules = [model] if isinstance(model, torch.nn.Module) else \
+        [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    for m in modules:
+        for t in itertools.chain(m.parameters(), m.buffers()):  # lazily: usually the first one answers
+            if t.is_floating_point():
+                return t.dtype
+    return None
+
+
+class InNetworkDtype:
+    """A network denoiser called in its own dtype (bf16, fp16, fp64): `x`, `sigma` and floating
+    `model_kwargs` cast to the network's dtype, the output cast back to `x`'s (the sampler's state
+    stays float32). The dtype is looked up per call, so a later `model.to(torch.bfloat16)` is seen."""
+
+    handles_dtype = True
+
+    def __init__(self, model):
+        self.model = model
+        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
+            if hasattr(model, attr):
+                setattr(self, attr, getattr(model, attr))
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor:
+        dt = network_dtype(self.model)
+        if dt is None or dt == x.dtype:
+            return self.model(x, sigma, **model_kwargs)
+        return self.model(x.to(dt), sigma.to(dt), **kw.cast(model_kwargs, dt)).to(x.dtype)
+
+
+def in_network_dtype(model):
+    """`model` as it is when it handles dtypes itself (`handles_dtype`) or has no weights (analytic);
+    else wrapped in `InNetworkDtype`."""
+    if getattr(model, "handles_dtype", False) or network_dtype(model) is None:
+        return model
+    return InNetworkDtype(model)
 
 
 def same_device(a, b) -> bool:
@@ -106,13 +155,16 @@ class CountingDenoiser:
     """Wraps a denoiser and counts evaluations per sample (NFE) at the call site.
 
     `nfe` is a `[B]` int64 tensor; a call on a subset passes `idx` (the rows of the full batch it
-    holds) so only those samples are charged. Shapes are checked at every call (host metadata, free):
-    `x` must be `[B, *model.shape]` and the output must have `x`'s shape. NaN/Inf are caught on the
-    device, on every device alike: each call adds flags to a deferred check (no host sync per call, so the
-    loop stays graph-capturable) — whether the output was finite, and the input's range `(min, max)` and
-    sigma range — and `raise_if_nonfinite()` (called once at the end of a run by `run_sampler`, or by an
-    integrator that made its own counter) looks at the first bad call: an input that was already NaN/Inf,
-    or far outside any noised data (|x| > RUNAWAY * (1 + sigma)), is `ChainDiverged`; a finite, plausible
+    holds) so only those samples are charged. `model_kwargs` (the batch's rows, see
+    `dmcmc_fast.models.kwargs`) go to the model on every call, their rows `idx` on a subset call (an
+    index on the device: no host read). A network is called in its own dtype (`in_network_dtype`).
+    `on_call(rows)` (host) is told the rows of every call: the API's progress bar in NFE.
+    Shapes are checked at every call (host metadata, free): `x` must be `[B, *model.shape]` and the
+    output must have `x`'s shape. NaN/Inf are caught on the device, on every device alike: each call adds
+    flags to a deferred check (no host sync per call, so the loop stays graph-capturable) — whether the
+    output was finite, and the input's range `(min, max)` and sigma range — and `raise_if_nonfinite()`
+    (called once at the end of a run by `run_sampler`, or by an integrator that made its own counter)
+    looks at the first bad call: an input that was already NaN/Inf, or far outside any noised data (|x| > RUNAWAY * (1 + sigma)), is `ChainDiverged`; a finite, plausible
     input with a NaN/Inf output is `NonFiniteModelOutput`. Samplers add their own deferred input checks
     with `defer_check`.
     """
@@ -120,8 +172,11 @@ class CountingDenoiser:
     FOLD_EVERY = 256  # pending per-call flags folded into one running result (bounded memory)
     RUNAWAY = 1e4  # |x| above RUNAWAY * (1 + sigma) at a model call: the chain ran away (noised data: ~1 + 6 sigma)
 
-    def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True):
-        self.model = model
+    def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True,
+                 model_kwargs: dict | None = None, on_call=None):
+        self.model = in_network_dtype(model)
+        self.model_kwargs = model_kwargs or {}
+        self.on_call = on_call
         self.nfe = torch.zeros(batch, dtype=torch.int64, device=device)
         self.calls = 0
         self.check_finite = check_finite
@@ -140,17 +195,22 @@ class CountingDenoiser:
         if shape is not None and tuple(x.shape[1:]) != tuple(shape):
             raise ValueError(f"x must have shape [B, {', '.join(map(str, shape))}] (the model's shape), "
                              f"got {tuple(x.shape)}")
-        out = self.model(x, sigma)
+        if idx is None and x.shape[0] != self.nfe.shape[0]:
+            raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self.nfe.shape[0]}; pass idx for a subset")
+        if not self.model_kwargs:
+            out = self.model(x, sigma)
+        else:
+            out = self.model(x, sigma, **(self.model_kwargs if idx is None else kw.take(self.model_kwargs, idx)))
         if out.shape != x.shape:
             raise ValueError(f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
                              f"a denoiser must return its input's shape {tuple(x.shape)}")
         if idx is None:
-            if x.shape[0] != self.nfe.shape[0]:
-                raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self.nfe.shape[0]}; pass idx for a subset")
             self.nfe += 1
         else:
             self.nfe[idx] += 1
         self.calls += 1
+        if self.on_call is not None:
+            self.on_call(x.shape[0])
         if self.check_finite and sigma.numel():
             self._pending.append((torch.isfinite(out).all().logical_not(), *torch.aminmax(x), *torch.aminmax(sigma)))
             if len(self._pending) >= self.FOLD_EVERY:

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmcmc_fast.models.base import bcast
+from dmcmc_fast.models import kwargs as kw
+from dmcmc_fast.models.base import bcast, network_dtype
 
 
 def edm_preconditioning(sigma: torch.Tensor, sigma_data: float):
@@ -52,8 +53,9 @@ class NoiseEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * freqs, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        a = (c_noise[:, None] * 250.0) * self.freqs[None]  # c_noise = ln(sigma)/4 in about [-1.6, 1.1]
-        return self.mlp(torch.cat([a.cos(), a.sin()], dim=1))
+        # the phases in float32 whatever the weights' dtype (bf16 would round 250 c_noise f to ~1 rad)
+        a = (c_noise.float()[:, None] * 250.0) * self.freqs.float()[None]  # c_noise = ln(sigma)/4, ~[-1.6, 1.1]
+        return self.mlp(torch.cat([a.cos(), a.sin()], dim=1).to(self.mlp[0].weight.dtype))
 
 
 class ResBlock(nn.Module):
@@ -133,7 +135,12 @@ class UNet(nn.Module):
 
 
 class EDMDenoiser(nn.Module):
-    """A network `F` with EDM preconditioning as a `Denoiser`: `D(x, sigma)`, sigma `[B]`."""
+    """A network `F` with EDM preconditioning as a `Denoiser`: `D(x, sigma, **model_kwargs)`, sigma `[B]`.
+
+    The preconditioning runs in float32 and `F` in its weights' dtype (`.to(torch.bfloat16)` gives a bf16
+    network that samples from a float32 state); `model_kwargs` (e.g. EDM-style `class_labels`) go to `F`."""
+
+    handles_dtype = True
 
     def __init__(self, net: nn.Module, sigma_data: float, shape, sigma_min: float = 0.002,
                  sigma_max: float = 80.0, data_range=(-1.0, 1.0), name: str = "edm"):
@@ -143,11 +150,12 @@ class EDMDenoiser(nn.Module):
         self.net, self.sigma_data, self.shape = net, float(sigma_data), tuple(shape)
         self.sigma_min, self.sigma_max, self.data_range, self.name = sigma_min, sigma_max, tuple(data_range), name
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor:
         dtype = x.dtype
         x, sigma = x.float(), sigma.float()
         c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, self.sigma_data)
-        f = self.net(bcast(c_in, x) * x, c_noise)
+        net_dtype = network_dtype(self.net) or torch.float32
+        f = self.net((bcast(c_in, x) * x).to(net_dtype), c_noise, **kw.cast(model_kwargs, net_dtype)).float()
         return (bcast(c_skip, x) * x + bcast(c_out, x) * f).to(dtype)
 
 
