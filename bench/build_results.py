@@ -5,7 +5,7 @@
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "dlg_mixing.md", "throughput.md",
+SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "dlg_mixing.md", "op_counts.md", "throughput.md",
             "rk45_batching.md"]
 HEADER = """# Benchmark results
 
