@@ -26,6 +26,7 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, finish, check_nfe,
                                            ensure_counting, n_loop, per_sample_grid)
+from dmcmc_fast.kernels._args import compute_dtype
 from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
@@ -65,8 +66,11 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
     churned state the model saw) when churning."""
     noise = StepNoise() if noise is None else noise
+    # Without churn, the grid is cast to the kernels' dtype once and laid out as contiguous rows, so a step
+    # takes its sigmas as they are (no per-step cast or copy; ops per NFE: bench/op_counts.py)
+    cols = sigmas.to(compute_dtype(x)).T.contiguous() if gamma is None else None
     for i in range(steps):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
+        s, s_next = (sigmas[:, i], sigmas[:, i + 1]) if cols is None else (cols[i], cols[i + 1])
         churned = {}
         if gamma is not None:
             x_in, s_in = _churn(x, s, gamma[:, i], s_noise, noise, i, s_next)
@@ -79,7 +83,8 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
             denoised = model(x_in, s_in.to(x.dtype))
             x, _ = euler_step(x_in, denoised, s_in, s_next)
         if callback is not None:
-            callback({"i": i, "n": n, "x": x, "sigma": s, **churned, "sigma_next": s_next, "denoised": denoised})
+            callback({"i": i, "n": n, "x": x, "sigma": sigmas[:, i], **churned, "sigma_next": sigmas[:, i + 1],
+                      "denoised": denoised})
     return x
 
 
