@@ -1,7 +1,6 @@
 """Throughput of our samplers against the ones people use today, side by side in one run.
 
     python -m bench.throughput [--device cpu] [--models gmm-mnist,unet-mnist,cifar-unet] [--batches 1,16,256]
-    dmcmc-fast bench [same flags]
 
 For every (model, batch, sampler kind in heun/euler) the same initial state (sigma_max times
 per-chain Philox normals) goes through

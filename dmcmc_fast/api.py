@@ -7,10 +7,12 @@ DLG (a "blocks" sampler) yields one sample per block of each chain: sample i is 
 i % C for C = `chains`, and each sample's `nfe` is its block's NFE plus its share of its chain's
 initialisation (`engine/dlg_run.py`); `SampleOutput.meta` holds the per-sample books.
 
-Your own model and inputs (every "batch" sampler; DLG refuses them for now, by name):
+Your own model and inputs (every "batch" sampler; DLG takes `model_kwargs` only, per chain):
 - `model_kwargs`: extra network inputs (class labels, text embeddings) as a dict whose tensors have a
   leading `[num]` dimension; sample i always sees row i (any batch size, torchrun, resume): each batch
-  gets its rows, each model call the rows it evaluates. Other values pass as they are.
+  gets its rows, each model call the rows it evaluates. Other values pass as they are. DLG conditions
+  chains, not samples: its tensors have a leading `[chains]` dimension, row c for chain c, so sample i
+  (block i // C of chain i % C) sees row i % C (`engine/dlg_run.py`); its classifier is unconditional.
 - `callback(info)`: after every step, the sampler's dict (`i`, `x`, `sigma`, `denoised`, ...) plus
   `ids`, the batch's sample ids (a CPU int64 tensor).
 - `sigmas`: your own grid for the integrators that step on one (not rk45 / dpm_adaptive): `[N]` for all
@@ -113,7 +115,8 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
            **options) -> _Stream:
     """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
     (and, with `out_dir`, after its shard is on disk): for pipelines that want the first samples early.
-    Arguments are checked before the first batch is drawn."""
+    Arguments are checked before the first batch is drawn; a run that fails before its first shard removes
+    what it created under `out_dir` (config.json, empty folders; one process only)."""
     spec = get_sampler(sampler)
     _check_int("num", num, 1)
     inputs = _check_inputs(spec, model, num, model_kwargs, callback, sigmas, x_T)
@@ -131,7 +134,8 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         model.eval()
     blocks = None
     if spec.kind == "blocks":  # DLG: options resolved (chains, n_den) and its classifier loaded before any file
-        blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size)
+        blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size,
+                                model_kwargs=inputs.get("model_kwargs"))  # per chain: checked there
         batch_size = blocks.group_size
         opts = dict(opts, chains=blocks.chains, n_den=blocks.cfg.n_den)
     cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
@@ -141,12 +145,13 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     if fingerprints:  # a resumed run must be given the same inputs
         cfg["inputs"] = fingerprints
 
-    parts_dir = None
+    parts_dir, created = None, []
     if out_dir is not None:
-        _check_resumable(out_dir, cfg, resume, rank)
+        created = _check_resumable(out_dir, cfg, resume, rank)
         if world_size > 1:  # every rank has checked out_dir before any rank writes a shard
             from dmcmc_fast.distributed import barrier
             barrier()
+            created = []  # the ranks share out_dir: none of them removes it
         parts_dir = os.path.join(out_dir, "parts")
 
     batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
@@ -207,10 +212,14 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         else:  # in NFE (sample-evaluations), moved by every model call
             bar = tqdm(total=nfe * sum(min(num, s + batch_size) - s for s in mine), desc=desc, unit="NFE",
                        unit_scale=True, disable=not progress)
-        for batch in (block_batches(bar) if blocks is not None else chain_batches(bar)):
-            if graphed is not None:
-                graph_info.update(graphed.describe())
-            yield batch
+        try:
+            for batch in (block_batches(bar) if blocks is not None else chain_batches(bar)):
+                if graphed is not None:
+                    graph_info.update(graphed.describe())
+                yield batch
+        except BaseException:  # a run that fails before its first shard leaves nothing it created
+            _remove_created(created, parts_dir)
+            raise
         bar.close()
 
     return _Stream(batches(), cfg, graph_info)
@@ -283,9 +292,11 @@ def _check_inputs(spec: SamplerSpec, model, num: int, model_kwargs, callback, si
     without a trailing 0, x_T as given."""
     given = {k: v for k, v in (("model_kwargs", model_kwargs), ("callback", callback), ("sigmas", sigmas),
                                ("x_T", x_T)) if v is not None}
-    if spec.kind == "blocks":
+    if spec.kind == "blocks":  # DLG: model_kwargs per chain (leading [chains], checked by its runner)
         for name in given:
-            raise ValueError(f"{name} is not supported for {spec.name} yet")
+            if name != "model_kwargs":
+                raise ValueError(f"{name} is not supported for {spec.name} yet")
+        return given
     for name in ("sigmas", "x_T"):
         if name in given and name not in spec.takes:
             raise ValueError(f"{spec.name} does not take {name}; the samplers that do: {_takers(name)}")
@@ -359,12 +370,13 @@ def sampling_device(model, device) -> torch.device:
     return device
 
 
-def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):
+def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[str]:
     """Refuse to mix runs: an existing `out_dir` needs `resume=True` and the same configuration.
-    (batch_size is not part of a run's identity: samples depend on (seed, chain id) only.)"""
+    (batch_size is not part of a run's identity: samples depend on (seed, chain id) only.)
+    -> the paths this call created (folders, config.json), for `_remove_created`."""
     parts_dir = os.path.join(out_dir, "parts")
     cfg_path = os.path.join(out_dir, "config.json")
-    os.makedirs(parts_dir, exist_ok=True)
+    created = [d for d in (out_dir, parts_dir) if not os.path.isdir(d)]
     if os.path.exists(cfg_path) and resume:
         with open(cfg_path) as f:
             old = json.load(f)
@@ -373,13 +385,32 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int):
             diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(_differences(old, new).items()))
             raise ValueError(f"--resume: {cfg_path} was written by a different run configuration ({diff}); "
                              "use a new --out directory or the same options")
-    elif os.listdir(parts_dir) and not resume:
+    elif os.path.isdir(parts_dir) and os.listdir(parts_dir) and not resume:
         raise FileExistsError(f"{out_dir} holds samples of an earlier run; pass --resume to continue it "
                               "or choose another --out")
+    os.makedirs(parts_dir, exist_ok=True)  # after the checks: a refused run creates nothing
     if rank == 0:
+        if not os.path.exists(cfg_path):
+            created.append(cfg_path)
         with open(cfg_path + ".tmp", "w") as f:
             json.dump(cfg, f, indent=2)
         os.replace(cfg_path + ".tmp", cfg_path)
+    return created
+
+
+def _remove_created(created: list[str], parts_dir: str | None):
+    """A run failed: while `parts_dir` holds no shard yet, remove what `_check_resumable` created (newest
+    first; a folder only if empty). A resumed run's files, or any shard, are never touched."""
+    if not created or (parts_dir and os.path.isdir(parts_dir) and os.listdir(parts_dir)):
+        return
+    for path in reversed(created):
+        try:
+            if os.path.isdir(path):
+                os.rmdir(path)
+            else:
+                os.remove(path)
+        except OSError:  # not empty (another writer), or gone
+            pass
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> dict:

@@ -1,46 +1,75 @@
-"""`dmcmc-fast sample | eval` — a thin layer over `dmcmc_fast.api`: parse, build, call.
+"""`dmcmc-fast sample | eval | train` — a thin layer over `dmcmc_fast.api`: parse, build, call.
 
     dmcmc-fast sample --model gmm-mnist --sampler heun --nfe 35 --num 256 --seed 0 --out DIR
     dmcmc-fast eval DIR/samples.npz --ref gmm-mnist [--fid]
 
-Sampler options (`--eta`, `--n-skip`, ...) come from the sampler registry; a flag that the chosen
-sampler does not take is an error naming what it does take.
+`sample` reads `--sampler` first and then builds its parser with that sampler's options alone (`--eta`,
+`--n-skip`, ...; from the sampler registry), each with its own default, range and help:
+`dmcmc-fast sample --sampler obabo --help`. A flag that the chosen sampler does not take is an error
+naming what it does take. Benchmarks are research scripts of the source checkout, not installed:
+`python -m bench.throughput` (bench/README.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
 
 import torch
 
 
-def _sampler_flags(p: argparse.ArgumentParser):
+def _flag_help(spec, o) -> str:
+    """An option's help line: what it is, what it accepts, its default (this sampler's own)."""
+    if o.choices is not None:
+        accepts = f"one of {', '.join(map(str, o.choices))}"
+    elif o.type in (int, float):
+        accepts = f"range {o.range_text()}"
+    else:
+        accepts = "a string"
+    default = repr(o.default) if o.type is str else o.default
+    if spec.model_range and o.name in ("sigma_min", "sigma_max"):
+        default = f"the model's own {o.name}, else {default}"
+    return f"{o.help}; {accepts}; default {default}".replace("%", "%%")
+
+
+def _sampler_flags(p: argparse.ArgumentParser, name: str) -> list[str]:
+    """The flags of sampler `name` alone; -> their option names."""
+    from dmcmc_fast.samplers import get_sampler
+
+    spec = get_sampler(name)
+    g = p.add_argument_group(f"{name} options")
+    for o in spec.options:
+        g.add_argument("--" + o.name.replace("_", "-"), dest=o.name, type=o.type, default=None,
+                       help=_flag_help(spec, o))
+    return [o.name for o in spec.options]
+
+
+def _sampler_list() -> str:
     from dmcmc_fast.samplers import all_samplers
 
-    seen = {}
-    for spec in all_samplers().values():
-        for o in spec.options:
-            seen.setdefault(o.name, (o, []))[1].append(spec.name)
-    g = p.add_argument_group("sampler options (defaults depend on the sampler)")
-    for name, (o, users) in sorted(seen.items()):
-        rng = f" range [{o.lo}, {o.hi}]" if o.lo is not None or o.hi is not None else ""
-        ch = f" one of {', '.join(map(str, o.choices))}" if o.choices else ""
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=o.type, default=None,
-                       help=f"{o.help}{rng}{ch} (samplers: {', '.join(users)}; default {o.default})")
-    return list(seen)
+    lines = ["samplers (`dmcmc-fast sample --sampler NAME --help` lists NAME's options with their defaults "
+             "and ranges):"]
+    for name, spec in sorted(all_samplers().items()):
+        lines += textwrap.wrap(spec.help, 100, initial_indent=f"  {name:<20}", subsequent_indent=" " * 22)
+    return "\n".join(lines)
 
 
-def build_parser():
+def build_parser(sampler: str | None = None):
+    """The CLI's parser; `sample` takes the options of `sampler` (None: none, and its help lists the samplers)."""
     from dmcmc_fast.models.builtin import BUILTIN_MODELS
     from dmcmc_fast.samplers import all_samplers
 
     p = argparse.ArgumentParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("sample", help="draw samples from a model")
+    what = f"{sampler}: {all_samplers()[sampler].help}" if sampler else "draw samples from a model"
+    s = sub.add_parser("sample", help="draw samples from a model", description=what.replace("%", "%%"),
+                       epilog=None if sampler else _sampler_list(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True, help=f"built-in model: {', '.join(sorted(BUILTIN_MODELS))}")
-    s.add_argument("--sampler", required=True, help=f"one of: {', '.join(sorted(all_samplers()))}")
+    s.add_argument("--sampler", required=True, help="the sampler (list: `dmcmc-fast sample --help`; its options: "
+                                                    "`dmcmc-fast sample --sampler NAME --help`)")
     s.add_argument("--nfe", type=int, required=True, help="model evaluations per sample (budget, >= 1)")
     s.add_argument("--num", type=int, default=256, help="number of samples (>= 1)")
     s.add_argument("--seed", type=int, default=0, help="seed in [0, 2^63)")
@@ -53,7 +82,7 @@ def build_parser():
     s.add_argument("--modes", type=int, default=None, help="model option: number of mixture modes / images")
     s.add_argument("--std", type=float, default=None, help="model option: mixture component std (>= 0)")
     s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(sampler_opts=_sampler_flags(s))
+    s.set_defaults(sampler_opts=_sampler_flags(s, sampler) if sampler else [])
 
     e = sub.add_parser("eval", help="evaluate samples.npz against a reference model and the real data")
     e.add_argument("samples", help="path to samples.npz")
@@ -70,27 +99,16 @@ def build_parser():
     t = sub.add_parser("train", help="train a component: `dmcmc-fast train classifier --data mnist ...`")
     t.add_argument("what", help="what to train (a module of dmcmc_fast.training, e.g. classifier)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (see `dmcmc-fast train WHAT --help`)")
-    # prefix_chars="+": every flag after `bench` is handed, unparsed, to bench/throughput.py
-    b = sub.add_parser("bench", prefix_chars="+", add_help=False,
-                       help="throughput against plain loops, k-diffusion, diffusers, torch.compile "
-                            "(bench/throughput.py of a source checkout; `dmcmc-fast bench --help`)")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of `python -m bench.throughput`")
     return p
 
 
-def cmd_bench(a) -> int:
-    """Runs bench/throughput.py of the checkout this package is installed from (bench/ is not installed)."""
-    import os
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.isfile(os.path.join(root, "bench", "throughput.py")):
-        raise FileNotFoundError(f"bench/throughput.py not found under {root}: `dmcmc-fast bench` needs a source "
-                                "checkout installed with `pip install -e .`")
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench.throughput import main as bench_main
-
-    return bench_main(a.rest)
+def _chosen_sampler(argv: list[str]) -> str | None:
+    """`--sampler` of a `sample` command line, read before the parser is built (its flags are that sampler's)."""
+    if argv[:1] != ["sample"]:
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--sampler")
+    return pre.parse_known_args(argv[1:])[0].sampler
 
 
 def cmd_train(a) -> int:
@@ -193,9 +211,32 @@ def _mixing(samples, meta: dict, ref, net) -> dict:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    from dmcmc_fast.samplers import get_sampler
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmarks are not installed: bench/ is a folder of the source checkout
+        print("dmcmc-fast: error: there is no `bench` command; from a source checkout run `python -m "
+              "bench.throughput` (bench/README.md)", file=sys.stderr)
+        return 2
+    sampler = _chosen_sampler(argv)
+    if sampler is not None:
+        try:
+            get_sampler(sampler)
+        except ValueError as err:
+            print(f"dmcmc-fast sample: error: {err}", file=sys.stderr)
+            return 2
+    parser = build_parser(sampler)
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        flags = [x.split("=")[0] for x in extra if x.startswith("--")]
+        if a.cmd != "sample" or not flags:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        takes = ", ".join("--" + n.replace("_", "-") for n in a.sampler_opts) or "none"
+        print(f"dmcmc-fast sample: error: sampler {a.sampler} does not take option(s) {', '.join(flags)}; its "
+              f"options: {takes} (`dmcmc-fast sample --sampler {a.sampler} --help`)", file=sys.stderr)
+        return 2
     try:
-        return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train, "bench": cmd_bench}[a.cmd](a)
+        return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train}[a.cmd](a)
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError) as err:
         print(f"dmcmc-fast {a.cmd}: error: {err}", file=sys.stderr)
         return 2

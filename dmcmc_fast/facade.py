@@ -14,7 +14,8 @@ error naming the option and its range (the integrators' sigma range defaults to 
 `sample`, `stream`, the CLI or torchrun, whatever the batch size.
 
 Per run, `sample` and `stream` take your own inputs (see `dmcmc_fast.api`): `model_kwargs` (one row per
-sample, e.g. `{"class_labels": y}`), `callback`, `sigmas` (a grid) and `x_T` (the start):
+sample, e.g. `{"class_labels": y}`; for DLG one row per chain), `callback`, `sigmas` (a grid) and `x_T`
+(the start; DLG takes `model_kwargs` only):
 
     heun = Heun(from_diffusers(pipe), nfe=35)
     out = heun.sample(16, model_kwargs={"class_labels": torch.arange(16) % 10})

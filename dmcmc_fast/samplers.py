@@ -192,6 +192,11 @@ SIGMA_OPTIONS = (
     Option("rho", float, 7.0, lo=0.1, hi=100.0, help="Karras schedule exponent (EDM eq. 5)"),
 )
 
+# The last step sigma_min -> 0, one name in every family (integrators and MCMC).
+FINAL_TWEEDIE = Option("final_tweedie", int, 1, choices=(0, 1),
+                       help="1: end with the Tweedie step x <- D(x, sigma) at the last noise level (1 NFE); "
+                            "0: return the state at that level")
+
 SAMPLERS: dict[str, SamplerSpec] = {}
 
 

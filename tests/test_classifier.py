@@ -124,5 +124,5 @@ def test_train_classifier_command_writes_checkpoint_and_card(tmp_path):
     clf = load_classifier(str(out))
     assert clf.levels.shape == (50,)
     card = (tmp_path / "clf.md").read_text()
-    assert "final loss" in card and "| ±5 |" in card
+    assert "final loss" in card and "| true sigma | n | median abs error | mean abs error | bias | within ±5 |" in card
     assert main(["train", "classifier", "--data", "digits", "--steps", "0", "--out", str(out)]) == 2

@@ -93,3 +93,105 @@ def test_device_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path, capsy
                  "cuda", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--device cuda" in err and "\n" not in err and not out.exists()
+
+
+def _help(argv, capsys, monkeypatch) -> str:
+    """`dmcmc-fast ARGV` (a --help): its output on one line (wide columns: argparse wraps nothing)."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def _flag_help(text: str, flag: str) -> str:
+    """The help of `flag` in a --help text: its line and the lines under it, up to the next flag."""
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.strip().startswith(flag + " "))
+    j = next((j for j in range(i + 1, len(lines)) if not lines[j].startswith(" " * 8)), len(lines))
+    return " ".join(ln.strip() for ln in lines[i:j])
+
+
+@pytest.mark.parametrize("sampler", sorted(__import__("dmcmc_fast.samplers").samplers.all_samplers()))
+def test_sampler_help_shows_its_own_options_defaults_and_ranges(sampler, capsys, monkeypatch):
+    from dmcmc_fast.samplers import all_samplers
+
+    spec = all_samplers()[sampler]
+    text = _help(["sample", "--sampler", sampler, "--help"], capsys, monkeypatch)
+    own = {o.name for o in spec.options}
+    for o in spec.options:
+        line = _flag_help(text, "--" + o.name.replace("_", "-"))
+        default = repr(o.default) if o.type is str else str(o.default)
+        assert f"default {default}" in line or f", else {default}" in line, line
+        if o.choices is None and o.type in (int, float):
+            assert f"range {o.range_text()}" in line, line
+        assert o.help.split(";")[0][:30] in line
+    others = {o.name for sp in all_samplers().values() for o in sp.options} - own
+    for name in others:  # another sampler's flag is not offered
+        assert f"--{name.replace('_', '-')} " not in text
+
+
+def test_shared_flags_have_each_samplers_own_default(capsys, monkeypatch):
+    def line(sampler, flag):
+        return _flag_help(_help(["sample", "--sampler", sampler, "--help"], capsys, monkeypatch), flag)
+
+    assert "default 2.0" in line("dlg", "--eta") and "default 0.001" in line("langevin", "--eta")
+    assert "range [0.0, 0.999]; default 0.9" in line("mild", "--gamma")
+    assert "range [1e-06, 1000000.0]; default 2.0" in line("obabo", "--friction")
+    assert "default 0.01" in line("ald", "--sigma-min") and "else 0.002" in line("heun", "--sigma-min")
+
+
+def test_plain_sample_help_lists_the_samplers_and_how_to_see_their_options(capsys, monkeypatch):
+    from dmcmc_fast.samplers import all_samplers
+
+    text = _help(["sample", "--help"], capsys, monkeypatch)
+    assert "dmcmc-fast sample --sampler NAME --help" in text
+    for name, spec in all_samplers().items():
+        assert f"  {name} " in text and spec.help[:40] in text
+    assert "--eta" not in text and "--final-tweedie" not in text  # no sampler's options without --sampler
+
+
+def test_a_flag_the_sampler_does_not_take_names_what_it_takes(tmp_path, capsys):
+    assert main(["sample", "--model", "gmm-digits", "--sampler", "obabo", "--nfe", "12", "--gamma", "2",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "obabo does not take option(s) --gamma" in err and "--friction" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_there_is_no_bench_command(capsys):
+    assert main(["bench"]) == 2
+    assert "python -m bench.throughput" in capsys.readouterr().err
+
+
+def test_a_diverging_run_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sample", "--model", "gmm-digits", "--modes", "20", "--sampler", "langevin", "--eta", "1e6",
+                 "--nfe", "20", "--num", "4", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "langevin" in err and "eta" in err
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays, empty
+    assert main(["sample", "--model", "gmm-digits", "--modes", "20", "--sampler", "ald", "--nfe", "5",
+                 "--num", "4", "--out", str(out), "--no-progress"]) == 2
+    assert "ald: nfe must be at least 6" in capsys.readouterr().err
+    assert out.is_dir() and not list(out.iterdir())
+
+
+def test_a_failing_resume_keeps_the_earlier_runs_files(tmp_path):
+    m = load_model("gmm-digits", modes=20)
+    d = tmp_path / "r"
+    api.sample(m, "heun", 4, 7, batch_size=2, out_dir=str(d), progress=False)
+    for shard in (d / "parts").iterdir():  # as if the earlier run was stopped before its first shard
+        shard.unlink()
+    cfg = (d / "config.json").read_text()
+
+    class Broken:
+        shape, sigma_min, sigma_max, data_range = m.shape, m.sigma_min, m.sigma_max, m.data_range
+
+        def __call__(self, x, sigma):
+            raise RuntimeError("broken network")
+
+    with pytest.raises(RuntimeError, match="broken network"):
+        api.sample(Broken(), "heun", 4, 7, batch_size=2, out_dir=str(d), resume=True, progress=False)
+    assert (d / "config.json").read_text() == cfg and (d / "parts").is_dir()

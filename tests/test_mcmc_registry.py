@@ -11,7 +11,7 @@ from dmcmc_fast.models.gaussian_mixture import GaussianMixture
 
 MIX = GaussianMixture(torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)), std=0.2)
 
-# (sampler, options, NFE spent of a budget of 40): levels L = (40 - tweedie) // cost per level
+# (sampler, options, NFE spent of a budget of 40): levels L = (40 - final_tweedie) // cost per level
 CASES = [("langevin", {}, 40),  # 39 steps + final denoise
          ("ald", {"n_steps_each": 4}, 37),  # 9 levels x 4 + 1
          ("mild", {"n_steps_each": 4}, 37),
@@ -40,8 +40,24 @@ def test_bad_options_are_rejected_by_name():
         sample(MIX, "mild", 1, 10, progress=False, gamma=1.5)
     with pytest.raises(ValueError, match="nfe must be at least"):
         sample(MIX, "obabo", 1, 3, progress=False, n_steps_each=5)
+    with pytest.raises(ValueError, match="friction must be in"):
+        sample(MIX, "obabo", 1, 10, progress=False, friction=0.0)
     with pytest.raises(ValueError, match="classifier 'exact' needs an analytic mixture"):
         _not_mixture()
+
+
+@pytest.mark.parametrize("sampler,nfe,opts,msg", [
+    ("ald", 5, {}, "ald: nfe must be at least 6 (n_steps_each 5 per level + 1 final Tweedie step), got 5"),
+    ("mild", 3, {"n_steps_each": 4, "final_tweedie": 0},
+     "mild: nfe must be at least 4 (n_steps_each 4 per level + final_tweedie 0), got 3"),
+    ("baoab_limit", 2, {"n_steps_each": 2},
+     "baoab_limit: nfe must be at least 3 (n_steps_each 2 per level + 1 final Tweedie step), got 2"),
+    ("obabo", 6, {}, "obabo: nfe must be at least 7 (n_steps_each 5 + 1 per level + 1 final Tweedie step), got 6"),
+])
+def test_budget_errors_name_the_sampler_and_its_cost(sampler, nfe, opts, msg):
+    with pytest.raises(ValueError) as err:
+        sample(MIX, sampler, 1, nfe, progress=False, **opts)
+    assert str(err.value) == msg
 
 
 def _not_mixture():

@@ -74,9 +74,9 @@ def test_baoab_limit_is_exact_on_gaussians():
 
 
 def test_obabo_stationary_variance_is_the_shadow_energy_one():
-    h, gamma = math.sqrt(V), 2.0 / math.sqrt(V)  # h^2/(4V) = 1/4, c = exp(-1)
+    h, friction = math.sqrt(V), 2.0 / math.sqrt(V)  # h^2/(4V) = 1/4, c = exp(-1)
     truth = V / (1 - h * h / (4 * V))
-    c = math.exp(-gamma * h / 2)
+    c = math.exp(-friction * h / 2)
     q = math.sqrt(1 - c * c)
     # one step on (x, p): O, B, A, B, O as matrices; noise enters at both O's
     O, Bk, Ad = np.array([[1, 0], [0, c]]), np.array([[1, 0], [-h / (2 * V), 1]]), np.array([[1, h], [0, 1]])
@@ -85,7 +85,7 @@ def test_obabo_stationary_variance_is_the_shadow_energy_one():
     G1, G2 = O @ BAB @ np.array([[0], [q]]), np.array([[0], [q]])
     assert _lyapunov_var(A, G1 @ G1.T + G2 @ G2.T) == pytest.approx(truth)
     model = _model()
-    res = sample_obabo(model, torch.zeros(CHAINS, DIM), [SIGMA], [h], 40, gamma=gamma, seed=3)
+    res = sample_obabo(model, torch.zeros(CHAINS, DIM), [SIGMA], [h], 40, friction=friction, seed=3)
     assert res.nfe.tolist() == [41] * CHAINS  # T + 1 per level
     _check(res.x, truth, var_wrong=V)
 
@@ -98,7 +98,7 @@ def test_mild_single_level_matches_its_lyapunov_variance():
     truth = _lyapunov_var(A, Q)
     model = _model()
     res = sample_mild(model, torch.zeros(CHAINS, DIM), 1, 60, sigma_max=SIGMA, sigma_min=SIGMA, eps=eps, gamma=g,
-                      tweedie=False, seed=4)
+                      final_tweedie=False, seed=4)
     assert res.nfe.tolist() == [60] * CHAINS
     _check(res.x, truth, var_wrong=V)
 
@@ -107,12 +107,13 @@ def test_ald_ends_at_the_last_levels_ula_law_and_counts_the_final_denoise():
     eps = V  # alpha_L = eps at the last level sigma_L = SIGMA
     truth = V / (1 - eps / (4 * V))
     model = _model()
-    res = sample_ald(model, torch.zeros(CHAINS, DIM), 2, 30, sigma_max=4.0, sigma_min=SIGMA, eps=eps, tweedie=False,
-                     seed=5)
+    res = sample_ald(model, torch.zeros(CHAINS, DIM), 2, 30, sigma_max=4.0, sigma_min=SIGMA, eps=eps,
+                     final_tweedie=False, seed=5)
     assert res.nfe.tolist() == [60] * CHAINS
     _check(res.x, truth, var_wrong=V)
     model = _model()
-    res = sample_ald(model, torch.zeros(CHAINS, DIM), 2, 3, sigma_max=4.0, sigma_min=SIGMA, eps=eps, tweedie=True)
+    res = sample_ald(model, torch.zeros(CHAINS, DIM), 2, 3, sigma_max=4.0, sigma_min=SIGMA, eps=eps,
+                     final_tweedie=True)
     assert res.nfe.tolist() == [7] * CHAINS
 
 
@@ -127,8 +128,8 @@ def test_annealed_schedules_follow_the_papers_step_rules():
 def test_a_chain_does_not_depend_on_its_batch():
     model = CountingDenoiser(gaussian(torch.full((DIM,), MU), STD), 4)
     x0 = torch.zeros(4, DIM)
-    full = sample_obabo(model, x0, [SIGMA], [0.3], 5, gamma=1.0, seed=7).x
-    one = sample_obabo(gaussian(torch.full((DIM,), MU), STD), x0[2:3], [SIGMA], [0.3], 5, gamma=1.0, seed=7,
+    full = sample_obabo(model, x0, [SIGMA], [0.3], 5, friction=1.0, seed=7).x
+    one = sample_obabo(gaussian(torch.full((DIM,), MU), STD), x0[2:3], [SIGMA], [0.3], 5, friction=1.0, seed=7,
                        chain_ids=torch.tensor([2])).x
     torch.testing.assert_close(one, full[2:3])
 

@@ -154,8 +154,8 @@ def test_bad_inputs_are_named_before_any_work():
         api.sample(model, "heun", num=4, nfe=5, model_kwargs={"class_labels": torch.zeros(4, dtype=torch.int64),
                                                              "extra": {"shift": torch.zeros(2, 2, 3)}})
     digits = load_model("gmm-digits", modes=10)
-    for name, value in [("model_kwargs", {"a": 1}), ("callback", print), ("x_T", torch.zeros(2, 1, 8, 8)),
-                        ("sigmas", torch.tensor([1.0, 0.1]))]:
+    for name, value in [("callback", print), ("x_T", torch.zeros(2, 1, 8, 8)),  # DLG's model_kwargs (per chain):
+                        ("sigmas", torch.tensor([1.0, 0.1]))]:                # tests/test_own_classifier.py
         with pytest.raises(ValueError, match=rf"^{name} is not supported for dlg yet$"):
             api.stream(digits, "dlg", num=2, nfe=40, **{name: value})
     with pytest.raises(ValueError, match="obabo does not take x_T; the samplers that do: .*heun"):

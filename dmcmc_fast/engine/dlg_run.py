@@ -13,6 +13,12 @@ torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`, e
 (`part_START_STOP.npz`, with the per-sample books) and after each round the group's chain state (x,
 sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run continues its chains
 where they were: no sample lost, duplicated or changed.
+
+Conditioning (`model_kwargs`) is per chain, since a chain is one trajectory: every tensor has a leading
+`[chains]` dimension and row c goes to every network call of chain c (initialisation, Langevin steps,
+denoising), so sample i sees row i % C. (With chains = num each chain yields one sample and this is
+the batch samplers' "sample i sees row i".) Other values pass as they are. The noise-level classifier is
+unconditional: it sees x only.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch
 from dmcmc_fast import shards
 from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
 from dmcmc_fast.mcmc.entry import make_classifier
+from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import CountingDenoiser
 from dmcmc_fast.samplers import get_sampler, json_object
 
@@ -58,6 +65,24 @@ def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
     return cfg, chains
 
 
+def chain_kwargs(model_kwargs, chains: int, num: int) -> dict:
+    """`model_kwargs` checked for DLG: a dict whose tensors have a leading `[chains]` dimension (row c
+    conditions chain c); {} for None."""
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, dict) or not all(isinstance(k, str) for k in model_kwargs):
+        raise ValueError(f"model_kwargs must be a dict of keyword arguments of the model, got "
+                         f"{type(model_kwargs).__name__}")
+    for path, leaf in kw.leaves(model_kwargs):
+        if torch.is_tensor(leaf) and (leaf.ndim == 0 or leaf.shape[0] != chains):
+            hint = (f"; one row per sample ([num={num}]) needs chains={num}, one sample per chain"
+                    if leaf.ndim and leaf.shape[0] == num else "")
+            raise ValueError(f"dlg: model_kwargs[{path!r}] must have a leading dimension of chains={chains}: row c "
+                             f"conditions chain c, whose samples are c, c + {chains}, c + {2 * chains}, ... (sample i "
+                             f"is block i // C of chain i % C); got shape {tuple(leaf.shape)}{hint}")
+    return model_kwargs
+
+
 def blocks_of_chain(chain: torch.Tensor, num: int, chains: int) -> torch.Tensor:
     """n_c = ceil((num - c) / C): the samples chain c yields."""
     return (num - 1 - chain) // chains + 1
@@ -78,8 +103,9 @@ class DLGRun:
     input fails before any work); `batches(net)` yields `Batch`es in sample order."""
 
     def __init__(self, model, opts: dict, num: int, nfe: int, seed: int, batch_size: int, device,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, model_kwargs: dict | None = None):
         self.cfg, self.chains = resolve(opts, num, nfe)
+        self.model_kwargs = chain_kwargs(model_kwargs, self.chains, num)  # row c: chain c (module docstring)
         self.classifier = make_classifier(model, opts["classifier"], opts["n_levels"], opts["sigma_min"],
                                           opts["sigma_max"], device)
         self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
@@ -128,7 +154,7 @@ class DLGRun:
         if path and os.path.exists(path):
             return DLGState.load(path, self.device)
         ids = torch.arange(g0, g1, device=self.device)
-        counting = self._counting(g1 - g0)
+        counting = self._counting(g0, g1)
         state = dlg_init(counting, self.classifier, self.cfg, ids, self.seed)
         counting.check_final(state.x)
         counting.raise_if_nonfinite()
@@ -140,7 +166,7 @@ class DLGRun:
         """Block b of chains g0..hi-1 (the first hi - g0 rows of the group's state)."""
         part = state.rows(0, hi - g0)
         ids = torch.arange(g0, hi, device=self.device)
-        counting = self._counting(hi - g0)
+        counting = self._counting(g0, hi)
         res = run_dlg(counting, self.classifier, 1, self.cfg, chain_ids=ids, seed=self.seed, state=part,
                       device=self.device)
         counting.check_final(res.samples[0])
@@ -160,8 +186,10 @@ class DLGRun:
                 "sigma": res.block_sigma[0].float().cpu().numpy()}
         return Batch(b * self.chains + g0, b * self.chains + hi, res.samples[0].float().cpu(), meta), new
 
-    def _counting(self, rows: int) -> CountingDenoiser:
-        counting = CountingDenoiser(self.net, rows, self.device)
+    def _counting(self, c0: int, c1: int) -> CountingDenoiser:
+        """The network for chains c0..c1-1, counted, with their rows of `model_kwargs`."""
+        mk = kw.rows(self.model_kwargs, c0, c1, self.device) if self.model_kwargs else None
+        counting = CountingDenoiser(self.net, c1 - c0, self.device, model_kwargs=mk)
         counting.blame("dlg", self.advice)
         return counting
 

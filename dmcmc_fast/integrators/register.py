@@ -1,7 +1,7 @@
 """The integrators' entries in the sampler registry (`--sampler NAME`); options named as in the papers."""
 import math
 
-from dmcmc_fast.samplers import SIGMA_OPTIONS, Option, SamplerSpec, register
+from dmcmc_fast.samplers import FINAL_TWEEDIE as FINAL, SIGMA_OPTIONS, Option, SamplerSpec, register
 
 ADAPTIVE = ("rk45", "dpm_adaptive")  # no grid: they choose their own steps
 
@@ -13,8 +13,6 @@ def integrator_spec(name: str, *args, **kw) -> SamplerSpec:
     return SamplerSpec(name, *args, takes=takes, model_range=True, **kw)
 
 
-FINAL = Option("final_tweedie", int, 1, choices=(0, 1),
-               help="1: end with the Tweedie step x <- D(x, sigma_min) (1 NFE); 0: return the state at sigma_min")
 SIGMA_RANGE = SIGMA_OPTIONS[:2]  # sigma_max, sigma_min (no rho: geometric / adaptive grids)
 ENTRY = "dmcmc_fast.integrators.entry:"
 

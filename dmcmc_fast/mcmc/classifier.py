@@ -1,28 +1,44 @@
 """Noise-level classifiers for DLG's Gibbs step: `classifier(x) -> logits [B, M]` over M noise levels
-`classifier.levels` (decreasing, geometric; DLG paper: M = 1000).
+`classifier.levels` (decreasing; DLG paper: M = 1000 geometric levels). They are unconditional: they see
+only `x` (a DLG run's `model_kwargs` go to the denoiser, never to the classifier).
 
 - `NoiseLevelNet`: the paper's network, four 3x3 conv layers (32, 64, 128, 256 channels; ReLU, 2x2
   average pooling while the map is at least 2 wide) and one linear layer to M logits. Trained by
-  `dmcmc-fast train classifier` (cross-entropy, data noised at a uniformly drawn level). One change
-  to the input so that it trains in minutes on a CPU: the net sees x / r and a constant plane log r,
-  r = rms(x) (the raw input spans four orders of magnitude over sigma in [0.002, 80]); no information
-  is lost, and the layers are the paper's.
+  `dmcmc-fast train classifier` / `dmcmc_fast.training.classifier.train_classifier` (cross-entropy, data
+  noised at a uniformly drawn level). One change to the input so that it trains in minutes on a CPU:
+  the net sees x / r and a constant plane log r, r = rms(x) (the raw input spans four orders of
+  magnitude over sigma in [0.002, 80]); no information is lost, and the layers are the paper's.
 - `ExactLevelPosterior`: for analytic mixtures, logits_m = log p_{sigma_m}(x) (exact), so that
   softmax(logits + log prior) is the exact posterior p(m | x) ∝ prior_m p_{sigma_m}(x).
 - `save_classifier` / `load_classifier`: checkpoints (weights stored in float16) with their levels
-  and a card; `load_classifier("mnist")` loads the committed one under dmcmc_fast/checkpoints/.
+  and a card; `load_classifier("mnist")` loads the committed one under dmcmc_fast/checkpoints/, and
+  `load_classifier(path, model=model)` checks it against the model (`check_classifier`).
+
+A checkpoint (`torch.save` of a dict, loadable with `weights_only=True`):
+- `state_dict`: the `NoiseLevelNet`'s weights, float16;
+- `shape`: `[C, H, W]`, the data shape it was trained on (must equal the model's `shape`);
+- `levels`: `{"n_levels": M, "sigma_min": float, "sigma_max": float, "spacing": "geometric" | "given",
+  "sigmas": [M floats]}`: class m is the noise level `sigmas[m]`, decreasing (class 0 = sigma_max);
+  a checkpoint without `sigmas` (the older ones) has M geometric levels from the two ends;
+- `data_range`: `[lo, hi]` of the clean data it was trained on (must equal the model's `data_range`;
+  absent in older checkpoints: `[-1, 1]`);
+- `card`: markdown, what it was trained on, how long, its held-out level error by sigma band;
+- `meta`: the card's facts as values (`data`, `steps`, `minutes`, `level_error`, ...).
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from dmcmc_fast.schedules import geometric
 
 M_LEVELS = 1000
+TRAIN_COMMAND = "dmcmc-fast train classifier --data PATH --out FILE"  # what the errors below tell users to run
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints")
 
 
@@ -57,15 +73,28 @@ class NoiseLevelNet(nn.Module):
 
 
 class TrainedLevelClassifier:
-    """A trained `NoiseLevelNet` with its levels: `__call__(x) -> logits [B, M]`."""
+    """A trained `NoiseLevelNet` with its levels: `__call__(x) -> logits [B, M]`. `shape`, `data_range`:
+    the data it was trained on; `card`, `meta`: how (see the module docstring); `source`: where it was
+    loaded from (a checkpoint path, or how it was made)."""
 
-    def __init__(self, net: NoiseLevelNet, levels: torch.Tensor, card: str = ""):
+    def __init__(self, net: NoiseLevelNet, levels: torch.Tensor, card: str = "", data_range=(-1.0, 1.0),
+                 meta: dict | None = None, source: str = "a trained classifier"):
         self.net, self.levels, self.card = net.eval(), levels, card
+        self.shape, self.data_range = tuple(net.shape), tuple(float(v) for v in data_range)
+        self.meta, self.source = meta or {}, source
 
     def to(self, device):
         self.net.to(device)
         self.levels = self.levels.to(device)
         return self
+
+    def levels_spec(self) -> dict:
+        """The checkpoint's `levels` dict (module docstring)."""
+        return levels_spec(self.levels)
+
+    def save(self, path: str):
+        """The checkpoint at `path` (`save_classifier`)."""
+        save_classifier(path, self.net, self.levels_spec(), self.card, self.meta, self.data_range)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,11 +185,41 @@ class ExactLevelPosterior:
         return out.to(x.dtype if x.is_floating_point() else torch.float32)
 
 
-def save_classifier(path: str, net: NoiseLevelNet, levels_spec: dict, card: str, meta: dict | None = None):
-    """Weights in float16 (half the size; the network is evaluated in float32), levels, card."""
+def levels_spec(levels: torch.Tensor) -> dict:
+    """The checkpoint's `levels` dict for decreasing sigmas `levels` [M]: "geometric" when they equal
+    `level_sigmas(M, sigma_min, sigma_max)`, else "given"; `sigmas` always holds all M."""
+    lv = levels.detach().cpu().float()
+    m, lo, hi = len(lv), _short(lv[-1]), _short(lv[0])
+    geometric_ = torch.allclose(lv, level_sigmas(m, lo, hi), rtol=1e-5, atol=0.0)
+    return {"n_levels": m, "sigma_min": lo, "sigma_max": hi, "spacing": "geometric" if geometric_ else "given",
+            "sigmas": [_short(v) for v in lv]}
+
+
+def _short(v: torch.Tensor) -> float:
+    """A float32 value as the shortest decimal that rounds back to it (0.002, not 0.0020000000949949026)."""
+    return float(str(np.float32(v.item())))
+
+
+def levels_from_spec(spec: dict) -> torch.Tensor:
+    """float32 [M] sigmas of a checkpoint's `levels` dict (geometric from its numbers if it has no `sigmas`)."""
+    if spec.get("sigmas") is not None:
+        return torch.tensor(spec["sigmas"], dtype=torch.float32)
+    return level_sigmas(spec["n_levels"], spec["sigma_min"], spec["sigma_max"])
+
+
+def save_classifier(path: str, net: NoiseLevelNet, levels_spec: dict, card: str, meta: dict | None = None,
+                    data_range=(-1.0, 1.0)):
+    """Weights in float16 (half the size; the network is evaluated in float32), levels (module docstring;
+    a spec without `sigmas` gets them), data range, card."""
+    spec = dict(levels_spec)
+    if spec.get("sigmas") is None:
+        spec.update(sigmas=[_short(v) for v in level_sigmas(spec["n_levels"], spec["sigma_min"], spec["sigma_max"])],
+                    spacing=spec.get("spacing", "geometric"))
+    if len(spec["sigmas"]) != net.n_levels:
+        raise ValueError(f"levels has {len(spec['sigmas'])} sigmas, the network {net.n_levels} outputs")
     sd = {k: v.detach().cpu().half() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": sd, "shape": list(net.shape), "levels": levels_spec, "card": card,
-                "meta": meta or {}}, path)
+    torch.save({"state_dict": sd, "shape": list(net.shape), "levels": spec,
+                "data_range": [float(v) for v in data_range], "card": card, "meta": meta or {}}, path)
 
 
 def checkpoint_path(name_or_path: str) -> str:
@@ -171,24 +230,77 @@ def checkpoint_path(name_or_path: str) -> str:
         have = sorted(f[len("classifier-"):-3] for f in os.listdir(CHECKPOINT_DIR)
                       if f.startswith("classifier-") and f.endswith(".pt")) if os.path.isdir(CHECKPOINT_DIR) else []
         raise FileNotFoundError(f"no classifier checkpoint {name_or_path!r}: not a file, and not one of the "
-                                f"committed ones ({', '.join(have) or 'none'}); train one with "
-                                "`dmcmc-fast train classifier --data mnist --out PATH`")
+                                f"committed ones ({', '.join(have) or 'none'}); train one on your model's data with: "
+                                f"{TRAIN_COMMAND}")
     return path
 
 
-def load_classifier(name_or_path: str, device="cpu") -> TrainedLevelClassifier:
-    ck = torch.load(checkpoint_path(name_or_path), map_location="cpu", weights_only=True)
-    lv = ck["levels"]
-    net = NoiseLevelNet(tuple(ck["shape"]), lv["n_levels"])
+def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevelClassifier:
+    """A checkpoint by path, or a committed one by name ("mnist", "digits"); with `model`, checked against it
+    (`check_classifier`: shape, data range, levels) before it is returned."""
+    path = checkpoint_path(name_or_path)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    levels = levels_from_spec(ck["levels"])
+    net = NoiseLevelNet(tuple(ck["shape"]), len(levels))
     net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
-    levels = level_sigmas(lv["n_levels"], lv["sigma_min"], lv["sigma_max"])
-    return TrainedLevelClassifier(net, levels, ck.get("card", "")).to(device)
+    clf = TrainedLevelClassifier(net, levels, ck.get("card", ""), ck.get("data_range", (-1.0, 1.0)),
+                                 ck.get("meta", {}), source=path)
+    if model is not None:
+        check_classifier(clf, model)
+    return clf.to(device)
+
+
+def check_classifier(clf: TrainedLevelClassifier, model):
+    """A trained classifier must fit the model DLG samples: its data shape must equal `model.shape`, its data
+    range the model's `data_range` (where the model declares one), and its levels lie within the model's
+    `sigma_min`..`sigma_max`: an error for a network (it was trained on that range only), a warning for an
+    analytic model (exact at every sigma) or a model that declares no range. Errors name the command that
+    trains a fitting one."""
+    src = os.path.basename(clf.source) if os.path.exists(clf.source) else clf.source
+    lo_c, hi_c = float(clf.levels.min()), float(clf.levels.max())
+    shape = tuple(getattr(model, "shape", clf.shape))
+    fix = f"train one on your model's data with: {TRAIN_COMMAND}"
+    if tuple(clf.shape) != shape:
+        raise ValueError(f"noise-level classifier {src} was trained on data of shape {tuple(clf.shape)}, but the "
+                         f"model's shape is {shape}; {fix}")
+    dr = getattr(model, "data_range", None)
+    if dr is not None and not torch.allclose(torch.tensor([float(v) for v in dr]), torch.tensor(clf.data_range)):
+        raise ValueError(f"noise-level classifier {src} was trained on data in {list(clf.data_range)}, but the "
+                         f"model's data_range is {[float(v) for v in dr]}; {fix} --data-range="
+                         f"{float(dr[0]):g},{float(dr[1]):g}")
+    from dmcmc_fast.models.base import model_device  # models sit below mcmc; imported where needed
+
+    lo, hi = _number(getattr(model, "sigma_min", None)), _number(getattr(model, "sigma_max", None))
+    if lo is None or hi is None:
+        warnings.warn(f"noise-level classifier {src}: the model declares no sigma_min/sigma_max, so its levels "
+                      f"[{lo_c:.4g}, {hi_c:.4g}] are not checked against the model's noise range", stacklevel=2)
+        return
+    if lo_c >= lo * (1 - 1e-5) and hi_c <= hi * (1 + 1e-5):
+        return
+    msg = (f"noise-level classifier {src} has levels in [{lo_c:.4g}, {hi_c:.4g}], outside the model's noise range "
+           f"[{lo:.4g}, {hi:.4g}]")
+    if model_device(model) is None:  # analytic: exact at every sigma
+        warnings.warn(msg + " (an analytic model is exact there: DLG runs, but the chains may visit levels the "
+                      "model was not meant for)", stacklevel=2)
+        return
+    raise ValueError(f"{msg}, on which the network was trained; {fix} --sigma-min {lo:g} --sigma-max {hi:g}")
+
+
+def _number(v) -> float | None:
+    """A declared attribute as a float (python, numpy or 0-d tensor number); None if absent or not a number."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def classifier_for_shape(shape) -> str:
     """The committed checkpoint name for a data shape (what `--classifier trained` loads)."""
     by_shape = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
     if tuple(shape) not in by_shape:
-        raise ValueError(f"no trained noise-level classifier for data shape {tuple(shape)}; committed ones are for "
-                         f"{', '.join(str(s) for s in by_shape)}; pass a checkpoint path or --classifier exact")
+        raise ValueError(f"no committed noise-level classifier for data shape {tuple(shape)} (committed ones are "
+                         f"for {', '.join(str(s) for s in by_shape)}); train one on your model's data with: "
+                         f"{TRAIN_COMMAND}, then pass --classifier FILE (classifier=FILE in Python)")
     return by_shape[tuple(shape)]

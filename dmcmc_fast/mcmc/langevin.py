@@ -39,7 +39,7 @@ def sample_langevin(model, x: torch.Tensor, sigma, eta, n_steps: int, *, seed: i
 
 @torch.no_grad()
 def sample_ald(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sigma_max: float,
-               sigma_min: float, eps: float, tweedie: bool = True, seed: int = 0, chain_ids=None,
+               sigma_min: float, eps: float, final_tweedie: bool = True, seed: int = 0, chain_ids=None,
                step0: int = 0, callback=None) -> MCMCResult:
     """NCSN annealed Langevin: L * T NFE (+1 for the final denoise)."""
     check_int("n_steps_each", n_steps_each, 1)
@@ -54,15 +54,16 @@ def sample_ald(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sigm
             k += 1
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig})
-    if tweedie:
+    if final_tweedie:
         x = model(x, full(levels[-1], x))
     return done(model, x, before)
 
 
 @torch.no_grad()
 def sample_mild(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sigma_max: float,
-                sigma_min: float, eps: float, gamma: float, tweedie: bool = True, v: torch.Tensor | None = None,
-                seed: int = 0, chain_ids=None, step0: int = 0, callback=None) -> MCMCResult:
+                sigma_min: float, eps: float, gamma: float, final_tweedie: bool = True,
+                v: torch.Tensor | None = None, seed: int = 0, chain_ids=None, step0: int = 0,
+                callback=None) -> MCMCResult:
     """MILD (Alg. 1): L * T NFE, + 1 for the final denoise. Returns the momentum in `.v`."""
     check_int("n_steps_each", n_steps_each, 1)
     check_positive("eps", eps)
@@ -80,7 +81,7 @@ def sample_mild(model, x: torch.Tensor, n_levels: int, n_steps_each: int, *, sig
             k += 1
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig})
-    if tweedie:
+    if final_tweedie:
         x = model(x, full(levels[-1], x))
     return done(model, x, before, v)
 

@@ -1,9 +1,8 @@
 """The MCMC family's entries in the sampler registry (`--sampler NAME`), options named as in the papers."""
-from dmcmc_fast.samplers import (COMMON_CHECKS, SIGMA_ORDER_ONE_LEVEL, Check, Option, SamplerSpec, get_sampler,
-                                 json_object, register)
+from dmcmc_fast.samplers import (COMMON_CHECKS, FINAL_TWEEDIE, SIGMA_ORDER_ONE_LEVEL, Check, Option, SamplerSpec,
+                                 get_sampler, json_object, register)
 
 E = "dmcmc_fast.mcmc.entry:"
-TWEEDIE = Option("tweedie", int, 1, 0, 1, help="1: final denoise x <- D(x, sigma_min) (1 NFE)")
 START = Option("sigma_max", float, 80.0, 1e-6, 1e6, help="start N(0, sigma_max^2 I); highest annealing level")
 ANNEAL = (START, Option("sigma_min", float, 0.01, 1e-6, 1e3, help="last annealing level sigma_L"),
           Option("n_steps_each", int, 5, 1, 100_000, help="steps per level T (levels L = budget // cost)"))
@@ -48,26 +47,27 @@ DLG_CHECKS = COMMON_CHECKS + (Check(("integrator", "integrator_options"), "", _i
 register(SamplerSpec("langevin", E + "langevin", (
     Option("sigma", float, 0.05, 1e-6, 1e6, help="the one noise level the chain samples p_sigma at"),
     Option("eta", float, 1e-3, 1e-12, 1e6, help="ULA step: x += (eta/2) s(x, sigma) + sqrt(eta) z"),
-    Option("sigma_max", float, 1.0, 1e-6, 1e6, help="start N(0, sigma_max^2 I)"), TWEEDIE),
+    Option("sigma_max", float, 1.0, 1e-6, 1e6, help="start N(0, sigma_max^2 I)"), FINAL_TWEEDIE),
     "unadjusted Langevin at one noise level (1 NFE per step)"))
 
 register(SamplerSpec("ald", E + "ald", ANNEAL + (
-    Option("eps", float, 2e-5, 1e-12, 1e3, help="NCSN step: alpha_i = eps sigma_i^2 / sigma_L^2"), TWEEDIE),
+    Option("eps", float, 2e-5, 1e-12, 1e3, help="NCSN step: alpha_i = eps sigma_i^2 / sigma_L^2"), FINAL_TWEEDIE),
     "annealed Langevin dynamics (NCSN, Song & Ermon 2019 Alg. 1)", ONE_LEVEL))
 
 register(SamplerSpec("mild", E + "mild", ANNEAL + (
     Option("eps", float, 2e-5, 1e-12, 1e3, help="step: alpha_i = eps sigma_i^2 / sigma_L^2"),
-    Option("gamma", float, 0.9, 0.0, 0.999, help="Nesterov momentum factor"), TWEEDIE),
+    Option("gamma", float, 0.9, 0.0, 0.999, help="Nesterov momentum factor"), FINAL_TWEEDIE),
     "momentum-imbued Langevin dynamics (MILD Alg. 1, final denoise)", ONE_LEVEL))
 
 register(SamplerSpec("baoab_limit", E + "baoab_limit", ANNEAL + (
     Option("eps", float, 5e-5, 1e-12, 1e3, help="step at the last level; h_i = eps (sigma_i / sigma_L)^2"),
-    TWEEDIE),
+    FINAL_TWEEDIE),
     "BAOAB-limit (Jain & Poole), annealed; --sigma-max = --sigma-min for one level", ONE_LEVEL))
 
 register(SamplerSpec("obabo", E + "obabo", ANNEAL + (
     Option("eps", float, 5e-3, 1e-12, 1e3, help="time step at the last level; h_i = eps sigma_i / sigma_L"),
-    Option("gamma", float, 2.0, 1e-6, 1e6, help="friction; O step p <- exp(-gamma h/2) p + ..."), TWEEDIE),
+    Option("friction", float, 2.0, 1e-6, 1e6, help="friction coefficient (the paper's gamma); O step "
+           "p <- exp(-friction h/2) p + ..."), FINAL_TWEEDIE),
     "OBABO underdamped splitting, annealed; T+1 NFE per level; --sigma-max = --sigma-min for one level",
     ONE_LEVEL))
 

@@ -5,7 +5,7 @@ BAOAB-limit (the infinite-friction limit of BAOAB; the previous step's noise is 
     x_{k+1} = x_k + h s(x_k, sigma) + sqrt(h/2) (xi_k + xi_{k+1}),   xi ~ N(0, I)       1 NFE / step
   On N(mu, v I) its stationary law is exactly N(mu, v I) for every stable h (0 < h < 2v).
 
-OBABO (unit mass, friction gamma, c = exp(-gamma h / 2)):
+OBABO (unit mass, friction coefficient `friction` (the paper's gamma), c = exp(-friction h / 2)):
     O: p <- c p + sqrt(1 - c^2) z;  B: p <- p + (h/2) s(x);  A: x <- x + h p;  B: p <- p + (h/2) s(x);  O
   The score at the new x is reused by the next step's first B, so a level costs T + 1 NFE. On N(mu, v I)
   the stationary x-law is N(mu, v / (1 - h^2/(4v)) I) (Verlet's shadow energy; see the tests).
@@ -14,7 +14,8 @@ Annealed: levels sigma_1 > ... > sigma_L (geometric), T steps each, step
     h_i = eps (sigma_i / sigma_L)^2  (BAOAB-limit: an overdamped step, like NCSN's alpha_i)
     h_i = eps  sigma_i / sigma_L     (OBABO: a time step, scales like the target's std)
 The carried noise xi (BAOAB-limit) or momentum p (OBABO) passes from level to level; optional final
-denoise x <- D(x, sigma_L). Per-step updates are the fused kernels of kernels/underdamped.py.
+Tweedie denoise x <- D(x, sigma_L) (`final_tweedie`). Per-step updates are the fused kernels of
+kernels/underdamped.py.
 """
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def _check(levels, hs, n_steps_each):
 
 @torch.no_grad()
 def sample_baoab_limit(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, xi: torch.Tensor | None = None,
-                       tweedie: bool = False, seed: int = 0, chain_ids=None, step0: int = 0,
+                       final_tweedie: bool = False, seed: int = 0, chain_ids=None, step0: int = 0,
                        callback=None) -> MCMCResult:
-    """BAOAB-limit over `levels` (one level: `[sigma]`) with steps `hs`; L*T NFE (+1 with tweedie).
+    """BAOAB-limit over `levels` (one level: `[sigma]`) with steps `hs`; L*T NFE (+1 with final_tweedie).
 
     `xi` is the carried noise (default: a fresh draw at step `step0`); it is returned in `.v`.
     """
@@ -62,19 +63,19 @@ def sample_baoab_limit(model, x: torch.Tensor, levels, hs, n_steps_each: int, *,
             k += 1
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig})
-    if tweedie:
+    if final_tweedie:
         x = model(x, full(levels[-1], x))
     return done(model, x, before, xi)
 
 
 @torch.no_grad()
-def sample_obabo(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, gamma: float,
-                 p: torch.Tensor | None = None, tweedie: bool = False, seed: int = 0, chain_ids=None,
+def sample_obabo(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, friction: float,
+                 p: torch.Tensor | None = None, final_tweedie: bool = False, seed: int = 0, chain_ids=None,
                  step0: int = 0, callback=None) -> MCMCResult:
-    """OBABO over `levels` with steps `hs`; L*(T+1) NFE (+1 with tweedie). Momentum `p` (default
+    """OBABO over `levels` with steps `hs`; L*(T+1) NFE (+1 with final_tweedie). Momentum `p` (default
     N(0, I) drawn at step `step0`) is returned in `.v`."""
     _check(levels, hs, n_steps_each)
-    check_positive("gamma", gamma)
+    check_positive("friction", friction)
     model, ids, before = setup(model, x, chain_ids)
     if p is None:
         p = noise.chain_randn(seed, ids, step0, tuple(x.shape[1:]), stream=rng.STREAM_MOMENTUM, device=x.device,
@@ -84,12 +85,12 @@ def sample_obabo(model, x: torch.Tensor, levels, hs, n_steps_each: int, *, gamma
         sig = full(s, x)
         d = model(x, sig)
         for _ in range(n_steps_each):
-            x, p = obabo_oba(x, p, d, sig, h, gamma, seed, ids, k)
+            x, p = obabo_oba(x, p, d, sig, h, friction, seed, ids, k)
             d = model(x, sig)
-            p = obabo_bo(p, x, d, sig, h, gamma, seed, ids, k)
+            p = obabo_bo(p, x, d, sig, h, friction, seed, ids, k)
             k += 1
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig})
-    if tweedie:
+    if final_tweedie:
         x = model(x, full(levels[-1], x))
     return done(model, x, before, p)
