@@ -1,7 +1,7 @@
-"""The Python façade: `sample(...)` runs any registered sampler on any model, in batches, with
-per-chain RNG (sample i is chain i, whatever the batch size), NFE counted per sample, a progress bar,
-and — given `out_dir` — every finished batch saved at once as a shard, so an interrupted run
-resumes (`resume=True`) without losing or recomputing finished samples.
+"""The sampling API (the classes of `facade.py` call it): `sample(...)` runs any registered sampler on
+any model, in batches, with per-chain RNG (sample i is chain i, whatever the batch size), NFE counted per
+sample, a progress bar, and — given `out_dir` — every finished batch saved at once as a shard, so an
+interrupted run resumes (`resume=True`) without losing or recomputing finished samples.
 
 DLG (a "blocks" sampler) yields one sample per block of each chain: sample i is block i // C of chain
 i % C for C = `chains`, and each sample's `nfe` is its block's NFE plus its share of its chain's
