@@ -24,3 +24,13 @@ def write_outputs(out: str, result: dict, figure, markdown):
     with open(out + ".md", "w") as f:
         f.write(text)
     print(text)
+
+
+def save_json_md(json_path: str | None, result: dict, md_path: str | None, text: str):
+    """`result` as JSON at `json_path` and the markdown `text` at `md_path` (a None or '' path: not written)."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    if md_path:
+        with open(md_path, "w") as f:
+            f.write(text)

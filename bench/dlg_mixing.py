@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from bench import save_json_md
 from dmcmc_fast import api
 from dmcmc_fast.eval import frechet_distance
 from dmcmc_fast.eval.frechet import gaussian_stats
@@ -162,12 +163,7 @@ def main(argv=None) -> list[dict]:
     for name in a.variants.split(","):
         rows.append(run(model, name, "dlg", dict(grid, **VARIANTS[name]), a))
         print(json.dumps(rows[-1]), flush=True)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    if a.md:
-        with open(a.md, "w") as f:
-            f.write(markdown(meta, rows))
+    save_json_md(a.out, {"meta": meta, "rows": rows}, a.md, markdown(meta, rows))
     return rows
 
 

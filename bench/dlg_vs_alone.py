@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from bench import save_json_md
 from dmcmc_fast import api
 from dmcmc_fast.eval.features import class_balance, load_feature_net, mnist_feature_fd
 from dmcmc_fast.models.builtin import load_model
@@ -35,6 +36,20 @@ def rows_for(a) -> list[tuple[str, str, int, dict]]:
             ("heun alone, sigma_min 0.02", "heun", a.nfe + 1, {"sigma_min": 0.02}),
             ("DLG(heun), paper defaults (eta 2)", "dlg", a.nfe, dlg),
             ("DLG(heun), eta 4", "dlg", a.nfe, dict(dlg, eta=4.0))]
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"\n## DLG vs the integrator alone at ~11 NFE — unet-mnist, {meta['device']}, {meta['time']}\n",
+             f"- command: `{meta['command']}`; {meta['num']} samples per run, seeds {meta['seeds']}; "
+             "MNIST-feature FD (lower is better), predicted-class TV to uniform. DLG: "
+             f"{meta['chains']} chains, n_skip 3, heun, {meta['nfe']} NFE per block + the initialisation's share, the "
+             "committed classifier.\n",
+             "| run | NFE per sample | feature FD per seed | mean | class TV per seed |", "|---|---|---|---|---|"]
+    for r in rows:
+        fds = ", ".join(f"{s['fd']:.1f}" for s in r["seeds"])
+        tvs = ", ".join(f"{s['class_tv']:.3f}" for s in r["seeds"])
+        lines.append(f"| {r['row']} | {r['seeds'][0]['nfe']:.2f} | {fds} | {r['fd_mean']:.1f} | {tvs} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> list[dict]:
@@ -62,24 +77,10 @@ def main(argv=None) -> list[dict]:
             print(name, json.dumps(per_seed[-1]), flush=True)
         results.append({"row": name, "sampler": sampler, "nfe_budget": nfe, "options": opts, "seeds": per_seed,
                         "fd_mean": statistics.mean(r["fd"] for r in per_seed)})
-    meta = {"model": "unet-mnist", "num": a.num, "device": "cpu (2 threads)", "time": time.strftime("%Y-%m-%d %H:%M"),
+    meta = {"model": "unet-mnist", "num": a.num, "seeds": a.seeds, "chains": a.chains, "nfe": a.nfe,
+            "device": "cpu (2 threads)", "time": time.strftime("%Y-%m-%d %H:%M"),
             "command": "python -m bench.dlg_vs_alone " + " ".join(sys.argv[1:] if argv is None else argv)}
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": results}, f, indent=1)
-    if a.md:
-        lines = [f"\n## DLG vs the integrator alone at ~11 NFE — unet-mnist, {meta['device']}, {meta['time']}\n",
-                 f"- command: `{meta['command']}`; {a.num} samples per run, seeds {a.seeds}; MNIST-feature FD "
-                 "(lower is better), predicted-class TV to uniform. DLG: "
-                 f"{a.chains} chains, n_skip 3, heun, {a.nfe} NFE per block + the initialisation's share, the "
-                 "committed classifier.\n",
-                 "| run | NFE per sample | feature FD per seed | mean | class TV per seed |", "|---|---|---|---|---|"]
-        for r in results:
-            fds = ", ".join(f"{s['fd']:.1f}" for s in r["seeds"])
-            tvs = ", ".join(f"{s['class_tv']:.3f}" for s in r["seeds"])
-            lines.append(f"| {r['row']} | {r['seeds'][0]['nfe']:.2f} | {fds} | {r['fd_mean']:.1f} | {tvs} |")
-        with open(a.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    save_json_md(a.out, {"meta": meta, "rows": results}, a.md, markdown(meta, results))
     return results
 
 

@@ -13,7 +13,6 @@ classifier (the exact noise-level posterior). The reference row is a plain EDM H
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import Counter
@@ -21,6 +20,7 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bench import save_json_md
 from dmcmc_fast import api
 from dmcmc_fast.models.builtin import load_model
 from dmcmc_fast.samplers import all_samplers
@@ -83,6 +83,18 @@ def per_nfe(model, sampler: str, batch: int, model_ops: int) -> dict:
             "top_ops": [(k, round(v / (n2 - n1), 2)) for k, v in top]}
 
 
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = ["\n## Ops per NFE — what each sampler dispatches besides the model\n",
+             f"- command: `{meta['command']}`; model gmm-digits ({meta['model_ops_per_call']} aten ops per call, "
+             f"subtracted), B = {meta['batch']}, torch {meta['torch']}; counted by dispatch, so the figure is the same "
+             "on any machine. DLG includes its classifier (the exact posterior).\n",
+             "| sampler | sampler ops per NFE | most frequent (per NFE) |", "|---|---|---|"]
+    for r in rows:
+        top = ", ".join(f"{k} {v:g}" for k, v in r["top_ops"])
+        lines.append(f"| {r['sampler']} | {r['sampler_ops_per_nfe']:.1f} | {top or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=4)
@@ -104,20 +116,7 @@ def main(argv=None) -> list[dict]:
         print(f"{name:>20s} {rows[-1]['sampler_ops_per_nfe']:7.1f} ops/NFE  {rows[-1]['top_ops'][:3]}", flush=True)
     meta = {"model": "gmm-digits", "model_ops_per_call": model_ops, "batch": a.batch, "torch": torch.__version__,
             "command": "python -m bench.op_counts " + " ".join(sys.argv[1:] if argv is None else argv)}
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    if a.md:
-        lines = ["\n## Ops per NFE — what each sampler dispatches besides the model\n",
-                 f"- command: `{meta['command']}`; model gmm-digits ({model_ops} aten ops per call, subtracted), "
-                 f"B = {a.batch}, torch {meta['torch']}; counted by dispatch, so the figure is the same on any "
-                 "machine. DLG includes its classifier (the exact posterior).\n",
-                 "| sampler | sampler ops per NFE | most frequent (per NFE) |", "|---|---|---|"]
-        for r in rows:
-            top = ", ".join(f"{k} {v:g}" for k, v in r["top_ops"])
-            lines.append(f"| {r['sampler']} | {r['sampler_ops_per_nfe']:.1f} | {top or '-'} |")
-        with open(a.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    save_json_md(a.out, {"meta": meta, "rows": rows}, a.md, markdown(meta, rows))
     return rows
 
 

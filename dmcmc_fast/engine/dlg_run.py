@@ -68,19 +68,12 @@ def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
 def chain_kwargs(model_kwargs, chains: int, num: int) -> dict:
     """`model_kwargs` checked for DLG: a dict whose tensors have a leading `[chains]` dimension (row c
     conditions chain c); {} for None."""
-    if model_kwargs is None:
-        return {}
-    if not isinstance(model_kwargs, dict) or not all(isinstance(k, str) for k in model_kwargs):
-        raise ValueError(f"model_kwargs must be a dict of keyword arguments of the model, got "
-                         f"{type(model_kwargs).__name__}")
-    for path, leaf in kw.leaves(model_kwargs):
-        if torch.is_tensor(leaf) and (leaf.ndim == 0 or leaf.shape[0] != chains):
-            hint = (f"; one row per sample ([num={num}]) needs chains={num}, one sample per chain"
-                    if leaf.ndim and leaf.shape[0] == num else "")
-            raise ValueError(f"dlg: model_kwargs[{path!r}] must have a leading dimension of chains={chains}: row c "
-                             f"conditions chain c, whose samples are c, c + {chains}, c + {2 * chains}, ... (sample i "
-                             f"is block i // C of chain i % C); got shape {tuple(leaf.shape)}{hint}")
-    return model_kwargs
+    def hint(shape):
+        return (f"; one row per sample ([num={num}]) needs chains={num}, one sample per chain"
+                if shape and shape[0] == num else "")
+    return kw.check(model_kwargs, chains, dim="chains", prefix="dlg: ", hint=hint,
+                    rows_are=f": row c conditions chain c, whose samples are c, c + {chains}, c + {2 * chains}, ... "
+                             "(sample i is block i // C of chain i % C);")
 
 
 def blocks_of_chain(chain: torch.Tensor, num: int, chains: int) -> torch.Tensor:

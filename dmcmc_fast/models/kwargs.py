@@ -33,8 +33,10 @@ def leaves(value, path: str = "") -> list[tuple[str, Any]]:
     return [(path, value)]
 
 
-def check(model_kwargs, num: int) -> dict:
-    """`model_kwargs` (None: {}) checked: a dict whose tensors all have a leading dimension `num`."""
+def check(model_kwargs, num: int, *, dim: str = "num", rows_are: str = " (row i for sample i),",
+          prefix: str = "", hint: Callable[[tuple], str] = lambda shape: "") -> dict:
+    """`model_kwargs` (None: {}) checked: a dict whose tensors all have a leading dimension `num` (named
+    `dim` in the error, which says what a row is and adds `hint(shape)`; DLG's rows are its chains)."""
     if model_kwargs is None:
         return {}
     if not isinstance(model_kwargs, dict) or not all(isinstance(k, str) for k in model_kwargs):
@@ -42,8 +44,8 @@ def check(model_kwargs, num: int) -> dict:
                          f"{type(model_kwargs).__name__}")
     for path, leaf in leaves(model_kwargs):
         if torch.is_tensor(leaf) and (leaf.ndim == 0 or leaf.shape[0] != num):
-            raise ValueError(f"model_kwargs[{path!r}] must have a leading dimension of num={num} (row i for "
-                             f"sample i), got shape {tuple(leaf.shape)}")
+            raise ValueError(f"{prefix}model_kwargs[{path!r}] must have a leading dimension of {dim}={num}"
+                             f"{rows_are} got shape {tuple(leaf.shape)}{hint(tuple(leaf.shape))}")
     return model_kwargs
 
 
