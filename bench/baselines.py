@@ -56,7 +56,112 @@ def plain_euler(net, x: torch.Tensor, t_steps: torch.Tensor) -> torch.Tensor:
     return x
 
 
-PLAIN = {"heun": plain_heun, "euler": plain_euler}
+def edm_grid(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, dtype=torch.float32):
+    """EDM eq. 5 as `edm_sampler` builds it on every call: sigma_0 = sigma_max ... sigma_{N-1} = sigma_min, 0."""
+    step_indices = torch.arange(num_steps, dtype=torch.float64)
+    t_steps = (sigma_max ** (1 / rho)
+               + step_indices / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([t_steps, torch.zeros_like(t_steps[:1])]).to(dtype)
+
+
+@torch.no_grad()
+def plain_karras_sde(net, x: torch.Tensor, t_steps: torch.Tensor, s_churn: float = 40.0, s_tmin: float = 0.05,
+                     s_tmax: float = 50.0, s_noise: float = 1.003) -> torch.Tensor:
+    """EDM Alg. 2 as `edm_sampler` writes it (churn noise from `torch.randn_like`, one shared grid)."""
+    ones, num_steps = x.new_ones(x.shape[0]), len(t_steps) - 1
+    x_next = x
+    for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+        x_cur = x_next
+        gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_tmin <= t_cur <= s_tmax else 0
+        t_hat = t_cur + gamma * t_cur
+        x_hat = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * s_noise * torch.randn_like(x_cur)
+        d_cur = (x_hat - net(x_hat, t_hat * ones)) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+        if i < num_steps - 1:
+            d_prime = (x_next - net(x_next, t_next * ones)) / t_next
+            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next
+
+
+def deis_ve_coefficients(t_steps: torch.Tensor, order: int = 3, nodes: int = 16) -> list[list[float]]:
+    """tAB-DEIS coefficients on a shared VE grid, fitted in tau = log sigma (Zhang & Chen 2022, eq. 14-15):
+    C[i][j] = int_{sigma_i}^{sigma_{i+1}} l_ij(log sigma) dsigma by Gauss-Legendre quadrature in log sigma,
+    computed once per grid as the DEIS code's `get_sampler` does (setup, outside the timed loop)."""
+    import numpy as np
+
+    u_nodes, u_weights = np.polynomial.legendre.leggauss(nodes)
+    sig = t_steps[:-1].double().numpy()  # the positive part of the grid
+    tau = np.log(sig)
+    table = []
+    for i in range(len(sig) - 1):
+        u0, u1 = tau[i], tau[i + 1]
+        u = 0.5 * (u0 + u1) + 0.5 * (u1 - u0) * u_nodes
+        w = 0.5 * (u1 - u0) * u_weights * np.exp(u)
+        r = min(i, order)
+        row = []
+        for j in range(r + 1):
+            basis = np.ones_like(u)
+            for k in range(r + 1):
+                if k != j:
+                    basis = basis * (u - tau[i - k]) / (tau[i - j] - tau[i - k])
+            row.append(float((w * basis).sum()))
+        table.append(row)
+    return table
+
+
+@torch.no_grad()
+def plain_deis(net, x: torch.Tensor, t_steps: torch.Tensor, coeffs: list[list[float]]) -> torch.Tensor:
+    """tAB-DEIS with the lower-order warm start: x_{i+1} = x_i + sum_j C_ij eps_{i-j}, eps = (x - D) / sigma,
+    then the Tweedie step x = D(x, sigma_min) (t_steps = sigma_0 .. sigma_min, 0; N points cost N NFE)."""
+    ones, eps = x.new_ones(x.shape[0]), []
+    for i, row in enumerate(coeffs):
+        t_cur = t_steps[i]
+        eps.insert(0, (x - net(x, t_cur * ones)) / t_cur)
+        del eps[len(row):]
+        for c, e in zip(row, eps):
+            x = x + c * e
+    return net(x, t_steps[len(coeffs)] * ones)
+
+
+PLAIN = {"heun": plain_heun, "euler": plain_euler, "karras_sde": plain_karras_sde, "deis": plain_deis}
+
+
+@torch.no_grad()
+def plain_dlg_blocks(net, classifier, x: torch.Tensor, sigma: torch.Tensor, n_blocks: int, eta: float, n_skip: int,
+                     heun_steps: int, sigma_min: float, rho: float = 7.0):
+    """DLG's blocks as the paper writes them (Kim & Ye 2023, Alg. 1): n_skip Langevin-Gibbs steps
+    x <- x + (eta/2) s(x, sigma) + sqrt(eta) z, sigma <- argmax_m p(m | x) (the classifier's levels), then the
+    block's lowest-sigma iterate denoised by EDM Heun on its own Karras grid to sigma_min. Noise from
+    `torch.randn_like`. Returns (the blocks' samples, x, sigma)."""
+    rows = (-1,) + (1,) * (x.ndim - 1)
+    ramp = torch.linspace(0, 1, heun_steps, dtype=torch.float64)
+    samples = []
+    for _ in range(n_blocks):
+        best_x, best_s = x, torch.full_like(sigma, math.inf)
+        for _ in range(n_skip):
+            s = sigma.reshape(rows)
+            x = x + (eta / 2) * (net(x, sigma) - x) / (s * s) + math.sqrt(eta) * torch.randn_like(x)
+            sigma = classifier.levels[classifier(x).argmax(1)]
+            lower = sigma < best_s
+            best_x, best_s = torch.where(lower.reshape(rows), x, best_x), torch.where(lower, sigma, best_s)
+        start = best_s.double()[:, None] ** (1 / rho)  # per-sample EDM grid (eq. 5) from the block's sigma
+        t = (start + ramp * (sigma_min ** (1 / rho) - start)) ** rho
+        t = torch.cat([t, torch.zeros_like(t[:, :1])], 1).to(x.dtype)
+        samples.append(_heun_rows(net, best_x, t, rows))
+    return samples, x, sigma
+
+
+def _heun_rows(net, x, t, rows):
+    """EDM Alg. 1 on per-sample grids t [B, N+1] (the last column 0)."""
+    for i in range(t.shape[1] - 1):
+        t_cur, t_next = t[:, i], t[:, i + 1]
+        d_cur = (x - net(x, t_cur)) / t_cur.reshape(rows)
+        x_next = x + (t_next - t_cur).reshape(rows) * d_cur
+        if i < t.shape[1] - 2:
+            d_prime = (x_next - net(x_next, t_next)) / t_next.reshape(rows)
+            x_next = x + (t_next - t_cur).reshape(rows) * (0.5 * d_cur + 0.5 * d_prime)
+        x = x_next
+    return x
 
 
 # ---------------- (d) the plain loop under torch.compile ----------------

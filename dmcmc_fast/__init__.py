@@ -11,19 +11,20 @@ __version__ = "0.1.0"
 from dmcmc_fast.models import Denoiser, score_from_denoiser  # noqa: E402,F401
 
 
-_FACADE = ("Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "DPMSolverAdaptive", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
-           "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
-           "DPMSolverPPSDE", "UniPC")
-
-
 _BRIDGE = ("from_diffusers", "to_images")  # dmcmc_fast.diffusers_bridge: a diffusers pipeline -> a denoiser
 
 
 def __getattr__(name):  # lazy: `import dmcmc_fast` stays light; `dmcmc_fast.DLG` loads the façade
-    if name in _FACADE or name in _BRIDGE:  # only these: `from dmcmc_fast import rng` must still import the submodule
-        import importlib
+    import importlib
 
-        module = "dmcmc_fast.facade" if name in _FACADE else "dmcmc_fast.diffusers_bridge"
-        return getattr(importlib.import_module(module), name)
+    # Only these, so `from dmcmc_fast import rng` still imports the submodule: a façade class is CamelCase (one
+    # per sampler declaration, `samplers.register` insists), a submodule is not.
+    if name[:1].isupper():
+        facade = importlib.import_module("dmcmc_fast.facade")
+        if name in facade.__all__:
+            return getattr(facade, name)
+    elif name in _BRIDGE:
+        return getattr(importlib.import_module("dmcmc_fast.diffusers_bridge"), name)
+    elif name == "__all__":  # the eager names, every façade class, the bridge
+        return ["Denoiser", "score_from_denoiser", *importlib.import_module("dmcmc_fast.facade").__all__, *_BRIDGE]
     raise AttributeError(f"module 'dmcmc_fast' has no attribute {name!r}")

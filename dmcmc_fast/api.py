@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,8 +38,9 @@ from tqdm.auto import tqdm
 from dmcmc_fast import shards
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
-from dmcmc_fast.models.base import CountingDenoiser, model_device, same_device
+from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, model_device, replay_to_locate, same_device
 from dmcmc_fast.samplers import SampleRequest, SamplerSpec, all_samplers, get_sampler, run_sampler
+from dmcmc_fast.validate import check_int
 
 
 @dataclass
@@ -48,11 +50,6 @@ class SampleOutput:
     config: dict
     graph: dict = field(default_factory=dict)  # how the network ran: mode, captured buckets, fallback reason
     meta: dict = field(default_factory=dict)  # DLG: per-sample arrays chain, block, sigma, nfe_block, ...
-
-
-def _check_int(name, v, lo, hi=None):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
 
 
 @dataclass
@@ -93,6 +90,8 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
         return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), it.config, it.graph, meta)
+    if len(batches) == 1:  # nothing to join (no copy)
+        return SampleOutput(batches[0].samples, batches[0].nfe, it.config, it.graph, meta)
     return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config,
                         it.graph, meta)
 
@@ -118,14 +117,15 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     Arguments are checked before the first batch is drawn; a run that fails before its first shard removes
     what it created under `out_dir` (config.json, empty folders; one process only)."""
     spec = get_sampler(sampler)
-    _check_int("num", num, 1)
+    check_int("num", num, 1)
     inputs = _check_inputs(spec, model, num, model_kwargs, callback, sigmas, x_T)
     opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
-    _check_int("nfe", nfe, 1, 100_000)
-    _check_int("seed", seed, 0, 2**63 - 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("world_size", world_size, 1)
-    _check_int("rank", rank, 0, world_size - 1)
+    check_int("nfe", nfe, 1, 100_000)
+    spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
+    check_int("seed", seed, 0, 2**63 - 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("world_size", world_size, 1)
+    check_int("rank", rank, 0, world_size - 1)
     if "sigmas" in inputs:
         _check_grid_budget(sampler, nfe, opts, inputs["sigmas"].shape[-1])
     device = sampling_device(model, device)
@@ -164,7 +164,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
         mk = inputs.get("model_kwargs")
         counting = CountingDenoiser(net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
-                                    if mk else None, on_call=bar.update)
+                                    if mk else None, on_call=bar.update, per_call_checks=False)
         cb = None
         if callback is not None:
             ids = torch.arange(start, stop, dtype=torch.int64)
@@ -190,13 +190,14 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
                 batch = SampleBatch(start, stop, x, torch.from_numpy(meta["nfe"]))
             else:
                 req = request(start, stop, bar)
-                x, n = run_sampler(req, spec).float().cpu(), req.model.nfe.cpu()
+                x, n = _run_located(req, spec).float().cpu(), req.model.nfe.cpu()
                 if shard:
                     shards.save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
                 batch = SampleBatch(start, stop, x, n)
             bar.update(nfe * (stop - start) - (bar.n - before))  # the budget a batch did not spend
             done += stop - start
-            bar.set_postfix(samples=f"{done}/{total}", nfe=f"{batch.nfe.double().mean().item():.1f}")
+            if progress:
+                bar.set_postfix(samples=f"{done}/{total}", nfe=f"{batch.nfe.double().mean().item():.1f}")
             yield batch
 
     def block_batches(bar):  # DLG: one batch per round of blocks of a chain group
@@ -207,11 +208,13 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
 
     def batches():
         desc = f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
-        if blocks is not None:
-            bar = tqdm(total=blocks.size(), desc=desc, unit="sample", disable=not progress)
+        if not progress:
+            bar = _Count()
+        elif blocks is not None:
+            bar = tqdm(total=blocks.size(), desc=desc, unit="sample")
         else:  # in NFE (sample-evaluations), moved by every model call
             bar = tqdm(total=nfe * sum(min(num, s + batch_size) - s for s in mine), desc=desc, unit="NFE",
-                       unit_scale=True, disable=not progress)
+                       unit_scale=True)
         try:
             for batch in (block_batches(bar) if blocks is not None else chain_batches(bar)):
                 if graphed is not None:
@@ -223,6 +226,30 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         bar.close()
 
     return _Stream(batches(), cfg, graph_info)
+
+
+class _Count:
+    """The progress bar's count without a bar (`progress=False`): what the loop reads of it, nothing drawn."""
+    n = 0
+
+    def update(self, k: int = 1):
+        self.n += k
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _run_located(req: SampleRequest, spec) -> torch.Tensor:
+    """`run_sampler` on a counter without per-call checks; a NaN/Inf result replays the batch (same chains,
+    same noise) on a checking counter, which names the first bad call (`models.base.replay_to_locate`)."""
+    try:
+        return run_sampler(req, spec)
+    except NonFiniteFinalState:
+        pass
+    replay_to_locate(lambda twin: run_sampler(dataclasses.replace(req, model=twin, callback=None), spec), req.model)
 
 
 def resolve_options(model, sampler: str, options: dict, sigmas: torch.Tensor | None = None) -> dict:

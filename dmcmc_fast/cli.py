@@ -21,12 +21,7 @@ import torch
 
 def _flag_help(spec, o) -> str:
     """An option's help line: what it is, what it accepts, its default (this sampler's own)."""
-    if o.choices is not None:
-        accepts = f"one of {', '.join(map(str, o.choices))}"
-    elif o.type in (int, float):
-        accepts = f"range {o.range_text()}"
-    else:
-        accepts = "a string"
+    accepts = f"range {o.range_text()}" if o.choices is None and o.type in (int, float) else o.accepts()
     default = repr(o.default) if o.type is str else o.default
     if spec.model_range and o.name in ("sigma_min", "sigma_max"):
         default = f"the model's own {o.name}, else {default}"

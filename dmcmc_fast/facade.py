@@ -8,7 +8,9 @@
     for batch in dlg.stream(1024):       # SampleBatch(start, stop, samples, nfe, meta), in sample order
         ...
 
-Options are the registry's (`dmcmc_fast.samplers`), checked when the object is built, with the
+The classes are generated, one per registered sampler, from its declaration (`samplers.declare`: the
+class name is its `facade`, the docstring and signature list its options). Options are the registry's,
+checked when the object is built (the NFE budget against them too), with the
 error naming the option and its range (the integrators' sigma range defaults to the model's own,
 `api.resolve_options`). Sample `i` is chain `i`: the same seed gives the same samples through
 `sample`, `stream`, the CLI or torchrun, whatever the batch size.
@@ -22,12 +24,16 @@ sample, e.g. `{"class_labels": y}`; for DLG one row per chain), `callback`, `sig
 """
 from __future__ import annotations
 
+import inspect
+
 from dmcmc_fast import api
 from dmcmc_fast.engine.graph import graph_mode
-from dmcmc_fast.samplers import get_sampler
+from dmcmc_fast.samplers import SamplerSpec, all_samplers, get_sampler
 
 
 class Sampler:
+    """A sampler with its model, budget and options fixed: `.sample(n)`, `.stream(n)` (module docstring).
+    One subclass per registered sampler, generated from its declaration (`dmcmc_fast.Heun`, ...)."""
     sampler_name: str = ""
 
     def __init__(self, model, nfe: int, *, seed: int = 0, device=None, batch_size: int = 256,
@@ -35,6 +41,7 @@ class Sampler:
         self.spec = get_sampler(self.sampler_name)
         # fail early, with the option's range; the given options go to every run (a grid there resolves them anew)
         self.options = api.resolve_options(model, self.sampler_name, options)
+        self.spec.check_budget(nfe, self.options)  # a budget that cannot pay for the options fails here too
         self._given = {k: v for k, v in options.items() if v is not None}
         graph_mode(graph, api.sampling_device(model, device))  # likewise graph and device (see api.sample)
         self.model, self.nfe, self.seed = model, nfe, seed
@@ -60,34 +67,34 @@ class Sampler:
         return f"{type(self).__name__}(nfe={self.nfe}, seed={self.seed}, {self.options})"
 
 
-def _sampler_class(class_name: str, sampler_name: str) -> type:
-    spec = get_sampler(sampler_name)
-    return type(class_name, (Sampler,), {"sampler_name": sampler_name, "__doc__": spec.help,
-                                         "__module__": __name__})
+def _doc(spec: SamplerSpec) -> str:
+    """A façade class's docstring: the sampler's help, then each option with its default and what it accepts."""
+    lines = [f"{spec.help}.", "", f"`{spec.facade}(model, nfe, *, seed=0, device=None, batch_size=256, "
+             f"progress=False, graph='auto', **options)`; `dmcmc-fast sample --sampler {spec.name}`.", "",
+             "Options (keyword arguments; None or omitted: the default):"]
+    for o in spec.options:
+        lines.append(f"    {o.name} ({o.type.__name__}, {o.accepts()}, default {o.default!r}): {o.help}")
+    if spec.model_range:
+        lines.append("sigma_min / sigma_max default to the model's own noise range where it declares one.")
+    return "\n".join(lines)
 
 
-DLG = _sampler_class("DLG", "dlg")
-MILD = _sampler_class("MILD", "mild")
-DEIS = _sampler_class("DEIS", "deis")
-OBABO = _sampler_class("OBABO", "obabo")
-BAOABLimit = _sampler_class("BAOABLimit", "baoab_limit")
-Langevin = _sampler_class("Langevin", "langevin")
-AnnealedLangevin = _sampler_class("AnnealedLangevin", "ald")
-Heun = _sampler_class("Heun", "heun")
-KarrasSDE = _sampler_class("KarrasSDE", "karras_sde")
-Euler = _sampler_class("Euler", "euler")
-RK45 = _sampler_class("RK45", "rk45")
-DPMSolverAdaptive = _sampler_class("DPMSolverAdaptive", "dpm_adaptive")
-ReverseDiffusion = _sampler_class("ReverseDiffusion", "reverse_diffusion")
-EulerMaruyama = _sampler_class("EulerMaruyama", "euler_maruyama")
-DPMSolverPP2M = _sampler_class("DPMSolverPP2M", "dpmpp_2m")
-DPMSolverPP2MSDE = _sampler_class("DPMSolverPP2MSDE", "dpmpp_2m_sde")
-DPMSolverPP3MSDE = _sampler_class("DPMSolverPP3MSDE", "dpmpp_3m_sde")
-DPMSolverPP2SAncestral = _sampler_class("DPMSolverPP2SAncestral", "dpmpp_2s_ancestral")
-DPMSolverPPSDE = _sampler_class("DPMSolverPPSDE", "dpmpp_sde")
-UniPC = _sampler_class("UniPC", "unipc")
+def _signature(spec: SamplerSpec) -> inspect.Signature:
+    """`Sampler.__init__`'s signature with `**options` replaced by the sampler's own options (keyword-only)."""
+    base = [p for p in inspect.signature(Sampler.__init__).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name != "self"]
+    own = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default, annotation=o.type)
+           for o in spec.options]
+    return inspect.Signature(base + own)
 
-__all__ = ["Sampler", "DLG", "MILD", "DEIS", "OBABO", "BAOABLimit", "Langevin", "AnnealedLangevin", "Heun",
-           "KarrasSDE", "Euler", "RK45", "DPMSolverAdaptive", "ReverseDiffusion", "EulerMaruyama", "DPMSolverPP2M",
-           "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "DPMSolverPP2SAncestral",
-           "DPMSolverPPSDE", "UniPC"]
+
+def sampler_class(spec: SamplerSpec) -> type:
+    """The façade class of a registered sampler: a `Sampler` bound to it, named `spec.facade`, documented
+    with its options."""
+    return type(spec.facade, (Sampler,), {"sampler_name": spec.name, "__doc__": _doc(spec), "__module__": __name__,
+                                          "__signature__": _signature(spec)})
+
+
+CLASSES = {spec.facade: sampler_class(spec) for spec in all_samplers().values()}
+globals().update(CLASSES)
+__all__ = ["Sampler", *CLASSES]

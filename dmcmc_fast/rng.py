@@ -1,12 +1,16 @@
 """Per-chain counter-based random numbers (Philox-4x32-10) in plain torch.
 
-Noise for chain `c` at step `k` depends only on `(seed, c, k)` (DESIGN.md, "one stream per chain"):
+Noise for chain `c` at step `step` depends only on `(seed, c, step)` (DESIGN.md, "one stream per chain"):
 element `i` of the `stream`-th draw of that step is
 
-    philox(key=(seed_lo, seed_hi), counter=(i, c, k, stream))  ->  4 uint32 words
+    philox(key=(seed_lo, seed_hi), counter=(i, c, step, stream))  ->  4 uint32 words
 
 and the first two words are turned into one standard normal by Box-Muller (or word 0 into a uniform
 in [0, 1)).
+
+Names of the counter, everywhere: `step` is the counter of one draw (here, in the kernels and the one-step
+helpers); `step0` is the counter of the first step of a sampler or integrator call, whose i-th step draws
+at `step0 + i` (`DLGState.step`: the counter a resumed chain continues from).
 The Triton kernels (`dmcmc_fast.kernels._philox`) implement the same function, so a kernel and its
 torch reference agree element by element.
 
@@ -106,9 +110,9 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
     """
     device = device if device is not None else (chain_ids.device if torch.is_tensor(chain_ids) else "cpu")
     n = math.prod(shape)
-    elem, c, k = _counters(chain_ids, step, n, device)
+    elem, c, s = _counters(chain_ids, step, n, device)
     k0, k1 = _seed_words(seed)
-    w0, w1, _, _ = philox4x32(elem, c, k, torch.full_like(elem, stream), k0, k1)
+    w0, w1, _, _ = philox4x32(elem, c, s, torch.full_like(elem, stream), k0, k1)
     z = box_muller(uint32_to_uniform(w0), uint32_to_uniform(w1))
     return z.reshape(-1, *shape).to(dtype)
 
@@ -117,9 +121,9 @@ def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None) 
     """Uniforms in [0, 1) of shape `[B, *shape]` from the same per-chain streams (word 0)."""
     device = device if device is not None else (chain_ids.device if torch.is_tensor(chain_ids) else "cpu")
     n = math.prod(shape)
-    elem, c, k = _counters(chain_ids, step, n, device)
+    elem, c, s = _counters(chain_ids, step, n, device)
     k0, k1 = _seed_words(seed)
-    w0, _, _, _ = philox4x32(elem, c, k, torch.full_like(elem, stream), k0, k1)
+    w0, _, _, _ = philox4x32(elem, c, s, torch.full_like(elem, stream), k0, k1)
     return uint32_to_uniform(w0).reshape(-1, *shape)
 
 

@@ -1,82 +1,97 @@
 """The sampler registry: every name `--sampler` accepts, its options (with ranges) and entry point.
 
+A sampler is declared once, next to its entry, with `sampler(...)` (a decorator) or, for the integrators,
+`integrators.entry.integrator(...)`:
+
+    @sampler("mild", facade="MILD", help="momentum-imbued Langevin dynamics (MILD Alg. 1)", options=(
+        Option("eps", float, 2e-5, lo=1e-12, hi=1e3, help="step: alpha_i = eps sigma_i^2 / sigma_L^2"), ...))
+    def mild(req): ...
+
+From that declaration come the registry (`SAMPLERS`, `get_sampler`), the CLI flags (`cli.py`), the façade
+class (`dmcmc_fast.MILD`, `facade.py`) and `dmcmc_fast.__all__`. An option's default is written once: an
+option that is a keyword of the function named by `defaults_from` takes that keyword's default (declare
+it without one), and a declared default that differs from it fails at import.
+
 An entry point is `fn(req: SampleRequest) -> torch.Tensor` (the final samples `[B, *shape]`). It
 calls the model only through `req.model`, a `CountingDenoiser`, so the engine counts NFE at the
-call site; it must spend at most `req.nfe` per sample (checked by `run_sampler`). Families add
-their samplers here by name; the CLI builds its flags from these specs.
+call site; it must spend at most `req.nfe` per sample (checked by `run_sampler`). Argument checks use
+`dmcmc_fast.validate` (one error format).
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
-import numbers
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
 from dmcmc_fast.models.base import CountingDenoiser
+from dmcmc_fast.validate import fail, in_range, is_int, is_real, range_text
 
 _KIND = {int: "an integer", float: "a number", str: "a string"}
+
+
+class _FromSignature:
+    def __repr__(self):
+        return "<the default of the function's keyword>"
+
+
+SIGNATURE = _FromSignature()  # an Option's default taken from the `defaults_from` function's signature
 
 
 @dataclass(frozen=True)
 class Option:
     """One sampler option. A float must be finite (inf only where the range ends at inf, e.g. EDM's S_tmax)
-    and within [lo, hi]; an int must be an integer (not a bool, not a float); a str one of `choices`."""
+    and within [lo, hi]; an int must be an integer (not a bool, not a float); a str one of `choices`.
+    `default` omitted: the default of the keyword of the same name of the declaration's `defaults_from`.
+    `keyword=False`: the option is not that keyword although it shares its name (e.g. DLG's n_den, where
+    0 means nfe - n_skip), so it keeps its own default."""
     name: str
     type: type
-    default: Any
+    default: Any = SIGNATURE
     lo: float | None = None
     hi: float | None = None
     choices: tuple | None = None
     help: str = ""
+    keyword: bool = True
 
     def range_text(self) -> str:
-        return f"[{self.lo if self.lo is not None else '-inf'}, {self.hi if self.hi is not None else 'inf'}]"
+        return range_text(self.lo, self.hi)
+
+    def accepts(self) -> str:
+        """What the option accepts, as its errors and its `--help` say it."""
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        return f"in {self.range_text()}" if self.type in (int, float) else _KIND.get(self.type, self.type.__name__)
 
     def validate(self, value, sampler: str = ""):
         """`value` converted to the option's type (None: the default); else a one-line ValueError naming the
-        sampler, the option, what it accepts and the value."""
+        sampler, the option, what it accepts and the value (`validate.fail`)."""
         if value is None:
             return self.default
-        who = f"{sampler}: option {self.name}" if sampler else f"option {self.name}"
-        kind = _KIND.get(self.type, self.type.__name__)
-        numeric = self.choices is None and self.type in (int, float)
-        if self.choices is not None:
-            accepts = f"one of {', '.join(map(str, self.choices))}"
-        else:
-            accepts = f"in {self.range_text()}" if numeric else kind
+        who, kind, accepts = f"option {self.name}", _KIND.get(self.type, self.type.__name__), self.accepts()
         if not _is_a(value, self.type):
-            typed = kind if accepts == kind else f"{kind}, {accepts}"
-            raise ValueError(f"{who} must be {typed}, got {_show(value)}")
+            fail(who, kind if accepts == kind else f"{kind}, {accepts}", value, sampler)
         try:
             v = self.type(value)
         except OverflowError:  # an int too large for a float
             v = math.inf if value > 0 else -math.inf
-        if (self.choices is not None and v not in self.choices) or (numeric and not self._in_range(v)):
-            raise ValueError(f"{who} must be {accepts}, got {_show(value)}")
+        numeric = self.choices is None and self.type in (int, float)
+        if (self.choices is not None and v not in self.choices) or (numeric and not in_range(v, self.lo, self.hi)):
+            fail(who, accepts, value, sampler)
         return v
-
-    def _in_range(self, v) -> bool:
-        if math.isnan(v) or (math.isinf(v) and v not in (self.lo, self.hi)):
-            return False  # inf only where the range ends there
-        return (self.lo is None or v >= self.lo) and (self.hi is None or v <= self.hi)
 
 
 def _is_a(value, typ: type) -> bool:
     if typ is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return is_int(value)
     if typ is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return is_real(value)
     return isinstance(value, typ)
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,7 @@ def json_object(text: str, name: str) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"option {name} must be a JSON object such as '{{\"rtol\": 1e-3}}': {err}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"option {name} must be a JSON object, got {_show(text)}")
+        fail(f"option {name}", "a JSON object", text)
     return d
 
 
@@ -125,12 +140,15 @@ STEP_SIZES = ("eta", "eps")
 
 @dataclass(frozen=True)
 class SamplerSpec:
+    """One registered sampler, made by its declaration (`declare`, `@sampler`; see the module docstring)."""
     name: str
-    target: str  # "module:function"
+    # The entry itself, or "module:attr" imported when first run: DLG's runner class lives in the engine,
+    # which the samplers' modules must not import (the engine imports them).
+    entry: Callable | str
     options: tuple[Option, ...] = ()
     help: str = ""
     checks: tuple[Check, ...] = COMMON_CHECKS
-    # "batch": target(req) -> the batch's samples, one per chain. "blocks": target is a runner class
+    # "batch": entry(req) -> the batch's samples, one per chain. "blocks": entry is a runner class
     # that yields several samples per chain (DLG: one per block; see engine/dlg_run.py).
     kind: str = "batch"
     # Inputs of `api.sample` beyond model_kwargs and callback (which every "batch" sampler takes) that this
@@ -140,10 +158,16 @@ class SamplerSpec:
     # sigma_min / sigma_max are the range the sampler integrates over: they default to the model's own
     # declared range, and a network's range bounds them (`api.resolve_options`).
     model_range: bool = False
+    facade: str = ""  # its class in the Python façade: `dmcmc_fast.<facade>` (facade.py)
+    # budget(nfe, options) raises a ValueError naming the sampler when `nfe` per sample cannot pay for the
+    # options (e.g. one annealing level), so a run fails before any work or file; None: any nfe >= 1 does.
+    budget: Callable[[int, dict], Any] | None = None
 
     def resolve(self) -> Callable:
-        mod, fn = self.target.split(":")
-        return getattr(importlib.import_module(mod), fn)
+        if not isinstance(self.entry, str):
+            return self.entry
+        mod, attr = self.entry.split(":")
+        return getattr(importlib.import_module(mod), attr)
 
     def validate(self, given: dict) -> dict:
         """All options, given or default, each checked alone and then against each other (`checks`)."""
@@ -156,6 +180,11 @@ class SamplerSpec:
         for check in self.checks:
             check(self.name, opts)
         return opts
+
+    def check_budget(self, nfe: int, options: dict):
+        """Raise the sampler's own ValueError when `nfe` cannot pay for the (validated) `options`."""
+        if self.budget is not None:
+            self.budget(nfe, options)
 
     def divergence_advice(self, options: dict, nfe: int) -> str:
         """What to change when a chain of this sampler diverged: its step size, else more steps."""
@@ -185,13 +214,6 @@ class SampleRequest:
         return int(self.chain_ids.shape[0])
 
 
-# Options shared by the integrators: the grid from the prior to sigma_min.
-SIGMA_OPTIONS = (
-    Option("sigma_max", float, 80.0, lo=1e-6, hi=1e6, help="start noise level of the prior N(0, sigma_max^2 I)"),
-    Option("sigma_min", float, 0.002, lo=1e-6, hi=1e3, help="last nonzero noise level"),
-    Option("rho", float, 7.0, lo=0.1, hi=100.0, help="Karras schedule exponent (EDM eq. 5)"),
-)
-
 # The last step sigma_min -> 0, one name in every family (integrators and MCMC).
 FINAL_TWEEDIE = Option("final_tweedie", int, 1, choices=(0, 1),
                        help="1: end with the Tweedie step x <- D(x, sigma) at the last noise level (1 NFE); "
@@ -200,13 +222,59 @@ FINAL_TWEEDIE = Option("final_tweedie", int, 1, choices=(0, 1),
 SAMPLERS: dict[str, SamplerSpec] = {}
 
 
-def register(spec: SamplerSpec):
+def bind_defaults(options: tuple[Option, ...], fn: Callable | None, sampler: str) -> tuple[Option, ...]:
+    """`options` with every default settled: an option that is a keyword of `fn` with a default takes that
+    default (declared without one) or must declare the same; a TypeError (at import) otherwise."""
+    params = inspect.signature(fn).parameters if fn is not None else {}
+    where = getattr(fn, "__qualname__", repr(fn))
+    out = []
+    for o in options:
+        p = params.get(o.name) if o.keyword else None
+        own = p.default if p is not None and p.default is not inspect.Parameter.empty else SIGNATURE
+        if own is not SIGNATURE and o.default is not SIGNATURE and o.default != own:
+            raise TypeError(f"{sampler}: option {o.name} declares the default {o.default!r}, but {where} "
+                            f"defaults it to {own!r}; write a default in one place (omit it from the Option)")
+        if o.default is SIGNATURE:
+            if own is SIGNATURE:
+                raise TypeError(f"{sampler}: option {o.name} has no default: declare one, or take it from a "
+                                f"keyword default of defaults_from ({where if fn is not None else 'not given'})")
+            o = replace(o, default=o.type(own))
+        o.validate(o.default, sampler)  # a default outside its own range is a declaration error
+        out.append(o)
+    return tuple(out)
+
+
+def register(spec: SamplerSpec) -> SamplerSpec:
+    """Add `spec` to the registry (a declaration's last step); its façade class name must be new."""
+    if not spec.facade.isidentifier() or not spec.facade[0].isupper():
+        raise TypeError(f"{spec.name}: facade must be a class name (CamelCase), got {spec.facade!r}")
+    clash = [n for n, s in SAMPLERS.items() if s.facade == spec.facade and n != spec.name]
+    if clash:
+        raise TypeError(f"{spec.name}: facade {spec.facade} is already sampler {clash[0]}'s")
     SAMPLERS[spec.name] = spec
     return spec
 
 
-# Each family registers its samplers in its own `register` module (keeps families independent).
-FAMILY_MODULES = ("dmcmc_fast.integrators.register", "dmcmc_fast.mcmc.register")
+def declare(name: str, entry: Callable | str, *, facade: str, help: str, options: tuple[Option, ...] = (),
+            checks=COMMON_CHECKS, kind: str = "batch", takes: tuple[str, ...] = (), model_range: bool = False,
+            defaults_from: Callable | None = None, budget: Callable | None = None) -> SamplerSpec:
+    """Declare and register sampler `name` with its `entry` (a callable, or "module:attr" imported when first
+    run). `facade`: its class name in `dmcmc_fast`; `options`: its `Option`s, defaults settled from
+    `defaults_from`'s signature (`bind_defaults`); the other arguments are `SamplerSpec`'s fields."""
+    return register(SamplerSpec(name, entry, bind_defaults(tuple(options), defaults_from, name), help,
+                                tuple(checks), kind, tuple(takes), model_range, facade, budget))
+
+
+def sampler(name: str, **declaration):
+    """`declare` as a decorator of the entry `fn(req) -> samples`: `@sampler("mild", facade="MILD", ...)`."""
+    def decorate(fn):
+        declare(name, fn, **declaration)
+        return fn
+    return decorate
+
+
+# Each family declares its samplers in its own entry module (keeps families independent).
+FAMILY_MODULES = ("dmcmc_fast.integrators.entry", "dmcmc_fast.mcmc.entry")
 
 
 def all_samplers() -> dict[str, SamplerSpec]:

@@ -20,6 +20,8 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _vector(v, x: torch.Tensor, dtype: torch.dtype, name: str, what: str) -> torch.Tensor:
     """A Python number (filled on the device: no host-to-device copy) or a 0-d / [B] tensor -> contiguous [B]."""
     b = x.shape[0]
+    if torch.is_tensor(v) and v.dtype == dtype and v.shape == (b,) and v.device == x.device and v.is_contiguous():
+        return v  # already what the kernels take (a sampler's grid column, its chain ids): no dispatch at all
     if isinstance(v, (list, tuple)):  # a list of values: setup-time input, copied once
         v = torch.as_tensor(v, dtype=dtype)
     if not torch.is_tensor(v):
@@ -35,6 +37,11 @@ def _vector(v, x: torch.Tensor, dtype: torch.dtype, name: str, what: str) -> tor
 def per_sample(v, x: torch.Tensor, name: str) -> torch.Tensor:
     """float or [B] tensor -> contiguous [B] tensor of the compute dtype on x's device."""
     return _vector(v, x, compute_dtype(x), name, "a float")
+
+
+def in_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`t` in `dtype`, without a dispatch when it already is (the references run every step)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def rows(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

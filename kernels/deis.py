@@ -12,24 +12,27 @@ import torch
 import triton
 import triton.language as tl
 
-from ._args import compute_dtype, per_sample, rows
+from ._args import compute_dtype, in_dtype, per_sample, rows, same_shape
 from ._dispatch import choose_backend
 from ._launch import as_rows, grid_for, row_tile
 
 
-def _prepare(x, eps_hist, coeffs):
-    if not torch.is_tensor(eps_hist):
+def _prepare(x, eps_hist, coeffs, stack: bool = True):
+    """(eps_hist, coeffs [B, J] in the compute dtype), checked; eps_hist as one [J, *x.shape] tensor (the
+    kernel's input) or, with `stack=False` and a list given, as that list (the reference: no copy)."""
+    if stack and not torch.is_tensor(eps_hist):
         eps_hist = torch.stack(list(eps_hist))
-    if eps_hist.ndim != x.ndim + 1 or eps_hist.shape[1:] != x.shape:
-        raise ValueError(f"eps_hist must have shape [J, *x.shape] = [J, {', '.join(map(str, x.shape))}], "
-                         f"got {tuple(eps_hist.shape)}")
-    j, b = eps_hist.shape[0], x.shape[0]
+    shapes = [tuple(e.shape) for e in eps_hist] if not torch.is_tensor(eps_hist) else [tuple(eps_hist.shape[1:])]
+    if any(sh != tuple(x.shape) for sh in shapes) or (torch.is_tensor(eps_hist) and eps_hist.ndim != x.ndim + 1):
+        got = tuple(eps_hist.shape) if torch.is_tensor(eps_hist) else f"a list of {shapes}"
+        raise ValueError(f"eps_hist must have shape [J, *x.shape] = [J, {', '.join(map(str, x.shape))}], got {got}")
+    j, b = len(eps_hist), x.shape[0]
     c = torch.as_tensor(coeffs, dtype=compute_dtype(x), device=x.device)
     if c.shape == (j,):
         c = c.expand(b, j)
     if c.shape != (b, j):
         raise ValueError(f"coeffs must have shape [{b}, {j}] (or [{j}]), got {tuple(c.shape)}")
-    return eps_hist, c.contiguous()
+    return eps_hist, (c.contiguous() if stack else c)
 
 
 # ---------------- Triton kernel (grid: (row, block of the row)) ----------------
@@ -60,14 +63,30 @@ def deis_combine_triton(x, eps_hist, psi, coeffs):
 # ---------------- plain-torch reference ----------------
 def deis_combine_reference(x, eps_hist, psi, coeffs):
     cd = compute_dtype(x)
-    eps_hist, c = _prepare(x, eps_hist, coeffs)
-    out = rows(per_sample(psi, x, "psi"), x) * x.to(cd)
-    for j in range(eps_hist.shape[0]):
-        out = out + rows(c[:, j], x) * eps_hist[j].to(cd)
-    return out.to(x.dtype)
+    out = in_dtype(x, cd)
+    if _is_one(psi) and isinstance(coeffs, (list, tuple)) and len(coeffs) == len(eps_hist) \
+            and all(isinstance(c, float) for c in coeffs):  # one grid for all samples: scalar coefficients
+        for c, eps in zip(coeffs, eps_hist):
+            same_shape("eps_hist[j]", eps, x)
+            out = out + c * in_dtype(eps, cd)
+        return in_dtype(out, x.dtype)
+    eps_hist, c = _prepare(x, eps_hist, coeffs, stack=False)
+    if not _is_one(psi):  # VE: Psi = 1, nothing to scale
+        out = rows(per_sample(psi, x, "psi"), x) * out
+    for j, eps in enumerate(eps_hist):
+        out = out + rows(c[:, j], x) * in_dtype(eps, cd)
+    return in_dtype(out, x.dtype)
+
+
+def _is_one(psi) -> bool:
+    return isinstance(psi, (int, float)) and psi == 1
 
 
 # ---------------- entry point ----------------
 def deis_combine(x, eps_hist, psi, coeffs, backend=None):
-    impl = deis_combine_triton if choose_backend(x, backend) == "triton" else deis_combine_reference
-    return impl(x, eps_hist, psi, coeffs)
+    return combine_impl(x, backend)(x, eps_hist, psi, coeffs)
+
+
+def combine_impl(x, backend=None):
+    """The implementation `deis_combine` dispatches to for `x`, for a loop that chooses it once per run."""
+    return deis_combine_triton if choose_backend(x, backend) == "triton" else deis_combine_reference

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from dmcmc_fast import rng
 
-from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
+from ._args import compute_dtype, chain_vec, in_dtype, noise, per_sample, rows, same_shape, step_vec
 from ._dispatch import choose_backend
 from ._launch import as_rows, grid_for, row_tile, seed_words
 from ._philox import chain_randn
@@ -92,16 +92,16 @@ def churn_triton(x, sigma, gamma, s_noise, seed, chain_ids, step, stream=rng.STR
 def euler_step_reference(x, denoised, sigma, sigma_next):
     cd = compute_dtype(x)
     s, sn = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(sigma_next, x, "sigma_next"), x)
-    xf = x.to(cd)
-    d = (xf - denoised.to(cd)) / s
-    return (xf + (sn - s) * d).to(x.dtype), d.to(x.dtype)
+    xf = in_dtype(x, cd)
+    d = (xf - in_dtype(denoised, cd)) / s
+    return in_dtype(xf + (sn - s) * d, x.dtype), in_dtype(d, x.dtype)
 
 
 def heun_correct_reference(x, d, x_euler, denoised_next, sigma, sigma_next):
     cd = compute_dtype(x)
     s, sn = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(sigma_next, x, "sigma_next"), x)
-    d_next = (x_euler.to(cd) - denoised_next.to(cd)) / sn
-    return (x.to(cd) + (sn - s) * 0.5 * (d.to(cd) + d_next)).to(x.dtype)
+    d_next = (in_dtype(x_euler, cd) - in_dtype(denoised_next, cd)) / sn
+    return in_dtype(in_dtype(x, cd) + (sn - s) * 0.5 * (in_dtype(d, cd) + d_next), x.dtype)
 
 
 def _sigma_hat(sigma, gamma, x):
@@ -137,3 +137,11 @@ def heun_correct(x, d, x_euler, denoised_next, sigma, sigma_next, backend=None):
 def churn(x, sigma, gamma, s_noise, seed, chain_ids, step, stream=rng.STREAM_CHURN, backend=None):
     impl = churn_triton if choose_backend(x, backend) == "triton" else churn_reference
     return impl(x, sigma, gamma, s_noise, seed, chain_ids, step, stream)
+
+
+def step_impls(x, backend=None):
+    """(euler_step, heun_correct) for `x`'s device, chosen once per run by a sampler's loop (the entry
+    points above choose, and check shapes, per call)."""
+    if choose_backend(x, backend) == "triton":
+        return euler_step_triton, heun_correct_triton
+    return euler_step_reference, heun_correct_reference

@@ -8,13 +8,15 @@ mild_step       y = x + gamma v;  v' = gamma v + alpha (D(y) - y)/sigma^2;
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from dmcmc_fast import rng
 
-from ._args import compute_dtype, chain_vec, noise, per_sample, rows, same_shape, step_vec
+from ._args import compute_dtype, chain_vec, in_dtype, noise, per_sample, rows, same_shape, step_vec
 from ._dispatch import choose_backend
 from ._launch import as_rows, grid_for, row_tile, seed_words
 from ._philox import chain_randn
@@ -74,12 +76,24 @@ def mild_step_triton(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, ste
 
 
 # ---------------- plain-torch references ----------------
+@functools.lru_cache(maxsize=256)
+def _step_scalars(eta: float, dtype: torch.dtype) -> tuple[float, float]:
+    """(eta, sqrt(eta)) rounded and computed in `dtype` by torch, as from a [B] vector of eta: the same bits."""
+    e = torch.tensor(eta, dtype=dtype)
+    return float(e), float(torch.sqrt(e))
+
+
 def langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
     cd = compute_dtype(x)
-    s, e = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(eta, x, "eta"), x)
-    xf = x.to(cd)
-    out = xf + 0.5 * e * (denoised.to(cd) - xf) / (s * s) + torch.sqrt(e) * noise(x, seed, chain_ids, step, stream)
-    return out.to(x.dtype)
+    s = rows(per_sample(sigma, x, "sigma"), x)
+    if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0:  # one step size: Python floats
+        e, root_e = _step_scalars(float(eta), cd)
+    else:
+        e = rows(per_sample(eta, x, "eta"), x)
+        root_e = torch.sqrt(e)
+    xf = in_dtype(x, cd)
+    out = xf + 0.5 * e * (in_dtype(denoised, cd) - xf) / (s * s) + root_e * noise(x, seed, chain_ids, step, stream)
+    return in_dtype(out, x.dtype)
 
 
 def mild_step_reference(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from dmcmc_fast.validate import check_int
+
 KIND_PAD, KIND_CHAIN, KIND_JOB = 0, 1, 2
 BACKENDS = ("auto", "cpp", "torch")
 _C = None
@@ -66,11 +68,6 @@ def _check(name: str, t, n: int | None = None):
         raise ValueError(f"{name} must have length {n}, got {t.shape[0]}")
 
 
-def _check_pos(name: str, v: int):
-    if not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-
-
 def assign_jobs(chain_step, chain_wait, job_chain, job_block, job_done, job_seq, next_seq, n_skip: int,
                 max_group: int, backend=None) -> torch.Tensor:
     """Give free job slots to waiting chains (in place). Returns `[k, 2]` rows `(slot, chain)`.
@@ -84,8 +81,8 @@ def assign_jobs(chain_step, chain_wait, job_chain, job_block, job_done, job_seq,
                        ("job_block", job_block, J), ("job_done", job_done, J), ("job_seq", job_seq, J),
                        ("next_seq", next_seq, 1)):
         _check(name, t, n)
-    _check_pos("n_skip", n_skip)
-    _check_pos("max_group", max_group)
+    check_int("n_skip", n_skip, 1)
+    check_int("max_group", max_group, 1)
     ext = _impl(backend)
     if ext is not None:
         return ext.assign_jobs(chain_step, chain_wait, job_chain, job_block, job_done, job_seq, next_seq, n_skip,
@@ -119,7 +116,7 @@ def pack_batch(chain_step, chain_wait, job_chain, job_done, job_seq, total_steps
                        ("job_done", job_done, J), ("job_seq", job_seq, J)):
         _check(name, t, n)
     for name, v in (("total_steps", total_steps), ("n_den", n_den), ("batch_size", batch_size)):
-        _check_pos(name, v)
+        check_int(name, v, 1)
     ext = _impl(backend)
     if ext is not None:
         kind, src = ext.pack_batch(chain_step, chain_wait, job_chain, job_done, job_seq, total_steps, n_den, batch_size)
@@ -147,8 +144,8 @@ def commit_batch(kind, src, chain_step, chain_wait, job_chain, job_block, job_do
                        ("chain_wait", chain_wait, C), ("job_chain", job_chain, None), ("job_block", job_block, J),
                        ("job_done", job_done, J), ("nfe", nfe, C)):
         _check(name, t, n)
-    _check_pos("n_skip", n_skip)
-    _check_pos("n_den", n_den)
+    check_int("n_skip", n_skip, 1)
+    check_int("n_den", n_den, 1)
     for k, n, what in ((KIND_CHAIN, C, "chain"), (KIND_JOB, J, "job slot")):
         ids = src[kind == k]
         if ids.numel() and (ids.min() < 0 or ids.max() >= n or ids.unique().numel() != ids.numel()):
@@ -214,7 +211,7 @@ class ChainBooks:
                  backend=None):
         for name, v in (("n_chains", n_chains), ("n_blocks", n_blocks), ("n_skip", n_skip), ("n_den", n_den),
                         ("n_jobs", n_jobs), ("batch_size", batch_size)):
-            _check_pos(name, v)
+            check_int(name, v, 1)
         _impl(backend)
         self.n_skip, self.n_den, self.batch_size, self.backend = n_skip, n_den, batch_size, backend
         self.total_steps = n_blocks * n_skip

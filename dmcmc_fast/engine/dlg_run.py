@@ -33,7 +33,7 @@ from dmcmc_fast import shards
 from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
 from dmcmc_fast.mcmc.entry import make_classifier
 from dmcmc_fast.models import kwargs as kw
-from dmcmc_fast.models.base import CountingDenoiser
+from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, replay_to_locate
 from dmcmc_fast.samplers import get_sampler, json_object
 
 DEFAULT_CHAINS = 256  # chains when `chains` is 0: min(num, 256)
@@ -147,10 +147,8 @@ class DLGRun:
         if path and os.path.exists(path):
             return DLGState.load(path, self.device)
         ids = torch.arange(g0, g1, device=self.device)
-        counting = self._counting(g0, g1)
-        state = dlg_init(counting, self.classifier, self.cfg, ids, self.seed)
-        counting.check_final(state.x)
-        counting.raise_if_nonfinite()
+        state = self._located(g0, g1, lambda counting: dlg_init(counting, self.classifier, self.cfg, ids, self.seed),
+                              lambda st: st.x)
         if path:
             self._save_state(g0, g1, state)
         return state
@@ -159,11 +157,9 @@ class DLGRun:
         """Block b of chains g0..hi-1 (the first hi - g0 rows of the group's state)."""
         part = state.rows(0, hi - g0)
         ids = torch.arange(g0, hi, device=self.device)
-        counting = self._counting(g0, hi)
-        res = run_dlg(counting, self.classifier, 1, self.cfg, chain_ids=ids, seed=self.seed, state=part,
-                      device=self.device)
-        counting.check_final(res.samples[0])
-        counting.raise_if_nonfinite()
+        res = self._located(g0, hi, lambda counting: run_dlg(counting, self.classifier, 1, self.cfg, chain_ids=ids,
+                                                            seed=self.seed, state=part, device=self.device),
+                            lambda r: torch.stack((r.samples[0].abs().amax(), r.state.x.abs().amax())))  # NaN stays
         new, chain = res.state, ids.cpu()
         nfe_block = (new.nfe - part.nfe).cpu()
         if int(nfe_block.max()) > self.nfe:
@@ -179,10 +175,25 @@ class DLGRun:
                 "sigma": res.block_sigma[0].float().cpu().numpy()}
         return Batch(b * self.chains + g0, b * self.chains + hi, res.samples[0].float().cpu(), meta), new
 
+    def _located(self, c0: int, c1: int, run, final):
+        """`run(counting)` for chains c0..c1-1 (the initialisation or a block) on a counter that only counts;
+        NaN/Inf in its `final(result)` state replays it, deterministic from the same state and counters, with
+        per-call checks to name the first bad call (`models.base.replay_to_locate`)."""
+        counting = self._counting(c0, c1)
+        out = run(counting)
+        counting.check_final(final(out))
+        try:
+            counting.raise_if_nonfinite()
+            return out
+        except NonFiniteFinalState:
+            pass
+        replay_to_locate(lambda twin: final(run(twin)), counting)
+
     def _counting(self, c0: int, c1: int) -> CountingDenoiser:
-        """The network for chains c0..c1-1, counted, with their rows of `model_kwargs`."""
+        """The network for chains c0..c1-1, counted (no per-call checks: `_located`), with their rows of
+        `model_kwargs`."""
         mk = kw.rows(self.model_kwargs, c0, c1, self.device) if self.model_kwargs else None
-        counting = CountingDenoiser(self.net, c1 - c0, self.device, model_kwargs=mk)
+        counting = CountingDenoiser(self.net, c1 - c0, self.device, model_kwargs=mk, per_call_checks=False)
         counting.blame("dlg", self.advice)
         return counting
 

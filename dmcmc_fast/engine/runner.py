@@ -31,7 +31,7 @@ from dmcmc_fast import rng
 from dmcmc_fast.engine.bookkeeping import KIND_CHAIN, KIND_JOB, ChainBooks
 from dmcmc_fast.engine.stream import Chunk, InOrder
 from dmcmc_fast.kernels.gibbs import block_min_update
-from dmcmc_fast.mcmc.common import check_int
+from dmcmc_fast.validate import check_int
 from dmcmc_fast.mcmc.dlg import (Counters, DLGConfig, DLGResult, DLGState, denoise_block, dlg_init, integrator,
                                  langevin_gibbs_step, level_log_prior)
 from dmcmc_fast.models.base import CountingDenoiser

@@ -5,8 +5,10 @@ Every integrator has one call shape:
     sample_X(model, x, sigma_start, n_steps, *, sigma_min=0.002, seed=0, chain_ids=None, step0=0,
              callback=None, final_tweedie=True, **options_named_as_in_the_paper) -> IntegratorResult
 
-- `model` is a denoiser, wrapped in a `CountingDenoiser` if it is not one already, so NFE is counted
-  where the model is called; `IntegratorResult.nfe` is the per-sample NFE this call spent.
+- `model` is a denoiser, wrapped in a `CountingDenoiser` if it is not one already (`counted_call`), so NFE
+  is counted where the model is called; `IntegratorResult.nfe` is the per-sample NFE this call spent.
+  NaN/Inf is caught in the result, and a bad result replays the call with per-call checks to name the
+  first bad sigma (`CountingDenoiser`, `replay_to_locate`).
 - `x` is the state at `sigma_start` (a scalar or `[B]`: one start per sample; the grid integrators also
   take a `[B, N]` grid there, `per_sample_grid`). Sample b is integrated
   on its own grid sigma_0 = sigma_start[b] > ... > sigma_{N-1} = sigma_min (N = `n_steps` grid points,
@@ -27,7 +29,7 @@ Every integrator has one call shape:
 """
 from __future__ import annotations
 
-import math
+import functools
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -36,13 +38,37 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
-from dmcmc_fast.models.base import CountingDenoiser, bcast
+from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, bcast, replay_to_locate
+from dmcmc_fast.validate import check_int, check_positive
 
 
 @dataclass
 class IntegratorResult:
     x: torch.Tensor
     nfe: torch.Tensor  # [B] int64, spent in this call
+
+
+def counted_call(integrator):
+    """`integrator(model, x, ...)` with a plain `model` runs on its own counter that only counts (no per-call
+    checks: the result is checked once); a NaN/Inf result replays the call, without its callback, on a
+    checking counter, which raises the error naming the first bad call. A `CountingDenoiser` passed in is
+    used as it is (its owner checks)."""
+    @functools.wraps(integrator)
+    def call(model, x, *args, **kw):
+        if isinstance(model, CountingDenoiser):
+            return integrator(model, x, *args, **kw)
+        counting = CountingDenoiser(model, x.shape[0], x.device, per_call_checks=False)
+        counting.standalone = True
+        try:
+            return integrator(counting, x, *args, **kw)
+        except NonFiniteFinalState:
+            pass
+
+        def again(twin):
+            twin.standalone = True
+            return integrator(twin, x, *args, **dict(kw, callback=None)).x
+        replay_to_locate(again, counting)
+    return call
 
 
 def ensure_counting(model, batch: int, device) -> CountingDenoiser:
@@ -64,7 +90,7 @@ def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the VE probability-flow ODE: (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t)=t)."""
-    return (x - denoised) / bcast(sigma.to(x.dtype), x)
+    return (x - denoised) / bcast(sigma if sigma.dtype == x.dtype else sigma.to(x.dtype), x)
 
 
 def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -73,13 +99,11 @@ def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def check_steps(n_steps: int, name: str = "n_steps", lo: int = 1):
-    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {n_steps!r}")
+    check_int(name, n_steps, lo)
 
 
 def check_nfe(nfe: int, sampler: str, lo: int = 1):
-    if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < lo:
-        raise ValueError(f"nfe must be an integer >= {lo} for {sampler}, got {nfe!r}")
+    check_int("nfe", nfe, lo, sampler=sampler)
 
 
 def start_sigma(sigma_start, x: torch.Tensor, model: CountingDenoiser) -> torch.Tensor:
@@ -88,8 +112,7 @@ def start_sigma(sigma_start, x: torch.Tensor, model: CountingDenoiser) -> torch.
     comes from inside a sampler's loop (DLG's blocks) costs no host sync."""
     b = x.shape[0]
     if isinstance(sigma_start, numbers.Real):
-        if not 0 < sigma_start < math.inf:
-            raise ValueError(f"sigma_start must be finite and > 0, got {sigma_start}")
+        check_positive("sigma_start", sigma_start)
         return torch.full((b,), float(sigma_start), dtype=torch.float64, device=x.device)
     s = torch.as_tensor(sigma_start).to(x.device, torch.float64)
     if s.ndim == 0:
@@ -113,7 +136,21 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
     check_steps(n_steps)
     if not (sigma_min > 0):
         raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
-    return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
+    if not isinstance(sigma_start, numbers.Real):
+        return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
+    # one start for every sample: one row, built once per (schedule, numbers, device) and shared read-only
+    # (an expanded view) by every run that asks for it again
+    key = (schedule, float(sigma_start), n_steps, float(sigma_min), tuple(sorted(kw.items())), str(x.device))
+    row = _SHARED_GRIDS.get(key)
+    if row is None:
+        one = x.new_empty(1)  # the row's device
+        row = _SHARED_GRIDS[key] = schedule(start_sigma(sigma_start, one, model), n_steps, sigma_min, **kw)
+        if len(_SHARED_GRIDS) > 64:
+            _SHARED_GRIDS.pop(next(iter(_SHARED_GRIDS)))
+    return row.expand(x.shape[0], -1)
+
+
+_SHARED_GRIDS: dict = {}  # per_sample_grid's rows for a numeric start, oldest first
 
 
 def explicit_grid(sigmas: torch.Tensor, x: torch.Tensor, n_steps: int, model: CountingDenoiser) -> torch.Tensor:

@@ -33,10 +33,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            to_d, tweedie)
 from dmcmc_fast.integrators.karras import _heun_step
-from dmcmc_fast.kernels.deis import deis_combine
+from dmcmc_fast.kernels._args import compute_dtype, in_dtype
+from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
 from dmcmc_fast.schedules import karras_per_sample
 
 AB_TIMES = ("rho", "ve", "vp")
@@ -144,6 +146,7 @@ def _rk3_step(model, x, s, s_next):
     return x + hb * (k1 + 4.0 * k2 + k3) / 6.0, denoised
 
 
+@counted_call
 @torch.no_grad()
 def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, order: int = 3, ab_time: str = "ve", beta_min: float = 0.1,
@@ -159,22 +162,29 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     before = model.nfe.clone()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
-    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max)
+    cd = compute_dtype(x)  # the grid and the coefficients in the kernels' dtype, once per run
+    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max).to(cd)
+    cols = sigmas.to(cd).T.contiguous()
+    combine = combine_impl(x)
+    if shared is not None and combine is deis_combine_reference:  # one grid for all: Python-float C_ij (CPU)
+        coeffs = coeffs[0].tolist()
     eps_hist: list[torch.Tensor] = []  # newest first
     for i in range(n_steps - 1):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
+        s, s_next = cols[i], cols[i + 1]
         if i < n_rk:  # order-preserving warm start
             x_next, denoised = (_heun_step(model, x, s, s_next, last=False) if order == 2
                                 else _rk3_step(model, x, s, s_next))
             eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]
             x = x_next
         else:
-            denoised = model(x, s.to(x.dtype))
+            denoised = model(x, in_dtype(s, x.dtype))
             eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]
             r = min(i, order)
-            x = deis_combine(x, torch.stack(eps_hist[:r + 1]), 1.0, coeffs[:, i, :r + 1])
+            c = coeffs[i][:r + 1] if isinstance(coeffs, list) else coeffs[:, i, :r + 1]
+            x = combine(x, eps_hist[:r + 1], 1.0, c)
         if callback is not None:
-            callback({"i": i, "n": n_steps, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+            callback({"i": i, "n": n_steps, "x": x, "sigma": sigmas[:, i], "sigma_next": sigmas[:, i + 1],
+                      "denoised": denoised})
     if final_tweedie:
         x = tweedie(model, x, sigmas[:, n_steps - 1])
     return finish(model, x, before)

@@ -46,6 +46,7 @@ import math
 
 import torch
 
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import IntegratorResult, check_nfe, check_steps, ensure_counting, finish, \
     report_finished, start_sigma, tweedie
 from dmcmc_fast.models.base import bcast
@@ -115,6 +116,7 @@ def _over_budget(b: int, budget: int, s0: float, options: dict) -> ValueError:
                       f"{at}: raise the NFE budget or loosen rtol/atol")
 
 
+@counted_call
 @torch.no_grad()
 def sample_dpm_adaptive(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
@@ -134,13 +136,14 @@ def sample_dpm_adaptive(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
     out = x.clone()
     rows = torch.nonzero(-s0.log() < lam_end - DONE_TOL).flatten()  # samples that move at all (setup: one sync)
     s = -s0.log()[rows]
-    xs = x_prev = x[rows]
+    xs = x_prev = x_high = x[rows]
     h = torch.full_like(s, h_init)  # the controller's proposal (the step taken is cut at lambda_end)
     errs = None  # [R, 3] float64: e of this attempt, of the last and the second-to-last accepted step
     calls = 0  # model calls so far; every running sample is in every call, so its NFE is `calls`
     while len(rows):
         if calls + order > budget:  # host-known; only the error path reads the device
-            model.raise_if_nonfinite()  # a NaN error estimate rejects every step: name the NaN, not the budget
+            model.check_final(x_high)  # a NaN error estimate rejects every step: name the NaN, not the budget
+            model.raise_if_nonfinite()
             b = int(rows[0])
             raise _over_budget(b, budget, float(s0[b]), dict(
                 rtol=rtol, atol=atol, order=order, h_init=h_init, pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff,

@@ -24,10 +24,12 @@ import math
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, finish, check_nfe,
                                            ensure_counting, n_loop, per_sample_grid)
-from dmcmc_fast.kernels._args import compute_dtype
-from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct
+from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype, step_vec
+from dmcmc_fast.kernels.karras_step import churn, euler_step, euler_step_reference, heun_correct, step_impls
+from dmcmc_fast.kernels.noise import chain_randn as chain_noise
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
 
@@ -47,13 +49,15 @@ def heun_steps_for_nfe(nfe: int, final_tweedie: bool = True, **_options) -> int:
 karras_sde_steps_for_nfe = heun_steps_for_nfe
 
 
-def _heun_step(model, x, s, s_next, last: bool):
-    """EDM Alg. 1 l. 4-8 from (x, s) to s_next; Euler only on the last step (to sigma = 0)."""
-    denoised = model(x, s.to(x.dtype))
-    x_euler, d = euler_step(x, denoised, s, s_next)
+def _heun_step(model, x, s, s_next, last: bool, impls=(euler_step, heun_correct)):
+    """EDM Alg. 1 l. 4-8 from (x, s) to s_next; Euler only on the last step (to sigma = 0). `impls`: the
+    (euler_step, heun_correct) kernels, the dispatching entry points unless a loop chose them once."""
+    euler, correct = impls
+    denoised = model(x, in_dtype(s, x.dtype))
+    x_euler, d = euler(x, denoised, s, s_next)
     if last:
         return x_euler, denoised
-    return heun_correct(x, d, x_euler, model(x_euler, s_next.to(x.dtype)), s, s_next), denoised
+    return correct(x, d, x_euler, model(x_euler, in_dtype(s_next, x.dtype)), s, s_next), denoised
 
 
 def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heun: bool, euler_last: bool,
@@ -66,34 +70,67 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
     churned state the model saw) when churning."""
     noise = StepNoise() if noise is None else noise
-    # Without churn, the grid is cast to the kernels' dtype once and laid out as contiguous rows, so a step
-    # takes its sigmas as they are (no per-step cast or copy; ops per NFE: bench/op_counts.py)
-    cols = sigmas.to(compute_dtype(x)).T.contiguous() if gamma is None else None
+    # The grid (and the churn) is cast to the kernels' dtype once and laid out as contiguous rows, so a step
+    # takes its sigmas as they are (no per-step cast or copy; ops per NFE: bench/op_counts.py); the kernels'
+    # backend is chosen once per run
+    cd = compute_dtype(x)
+    cols = sigmas.to(cd).T.contiguous()
+    impls = step_impls(x)
+    euler = impls[0]
+    churn_step = _churner(x, sigmas, cols, gamma, s_noise, noise, steps) if gamma is not None else None
     for i in range(steps):
-        s, s_next = (sigmas[:, i], sigmas[:, i + 1]) if cols is None else (cols[i], cols[i + 1])
+        s, s_next = cols[i], cols[i + 1]
         churned = {}
-        if gamma is not None:
-            x_in, s_in = _churn(x, s, gamma[:, i], s_noise, noise, i, s_next)
+        if churn_step is not None:
+            x_in, s_in = churn_step(x, i)
             churned = {"sigma_hat": s_in, "x_hat": x_in}
         else:
             x_in, s_in = x, s
         if heun:
-            x, denoised = _heun_step(model, x_in, s_in, s_next, last=euler_last and i == steps - 1)
+            x, denoised = _heun_step(model, x_in, s_in, s_next, last=euler_last and i == steps - 1, impls=impls)
         else:
-            denoised = model(x_in, s_in.to(x.dtype))
-            x, _ = euler_step(x_in, denoised, s_in, s_next)
+            denoised = model(x_in, in_dtype(s_in, x.dtype))
+            x, _ = euler(x_in, denoised, s_in, s_next)
         if callback is not None:
             callback({"i": i, "n": n, "x": x, "sigma": sigmas[:, i], **churned, "sigma_next": sigmas[:, i + 1],
                       "denoised": denoised})
     return x
 
 
-def _churn(x, s, gamma, s_noise, noise: StepNoise, i: int, s_next):
-    """(x_hat, sigma_hat) of Alg. 2 l. 5-6: the fused kernel on the chain's stream, or the sampler's draw."""
-    if noise.sampler is None:
-        return churn(x, s, gamma, s_noise, noise.seed, noise.chain_ids, noise.step0 + i, stream=rng.STREAM_CHURN)
-    scale = s_noise * s * torch.sqrt(gamma * (2.0 + gamma))  # sqrt(sigma_hat^2 - sigma^2), as the kernel
-    return x + bcast(scale.to(x.dtype), x) * noise(x, i, rng.STREAM_CHURN, s, s_next), s * (1.0 + gamma)
+def _churner(x, sigmas, cols, gamma, s_noise: float, noise: StepNoise, steps: int):
+    """`churn_step(x, i) -> (x_hat, sigma_hat)` of Alg. 2 l. 5-6 for step i, set up once per run: on CUDA the
+    fused kernel (noise drawn inside, from the chain's stream); elsewhere sigma_hat and the noise scale of
+    every step are computed here at once, and a step adds scale * z with z from the chain's stream (the
+    same numbers) or from the user's noise sampler."""
+    g = gamma[:, :steps].to(cols.dtype).T.contiguous()  # [steps, B]
+    if noise.sampler is None and step_impls(x)[0] is not euler_step_reference:
+        return lambda x, i: churn(x, cols[i], g[i], s_noise, noise.seed, noise.chain_ids, noise.step0 + i,
+                                  stream=rng.STREAM_CHURN)
+    hats = cols[:steps] * (1.0 + g)  # sigma_hat = (1 + gamma) sigma
+    scales = s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))  # S_noise sqrt(sigma_hat^2 - sigma^2), no cancellation
+    zs = None
+    if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
+        zs = chain_noise(noise.seed, chain_vec(noise.chain_ids, x).repeat(steps), _run_steps(noise.step0, steps, x),
+                         x.shape[1:], stream=rng.STREAM_CHURN).view(steps, *x.shape)
+
+    def churn_step(x, i):
+        if zs is not None:
+            z = zs[i]
+        elif noise.sampler is None:
+            z = chain_noise(noise.seed, chain_vec(noise.chain_ids, x), noise.step0 + i, x.shape[1:],
+                            stream=rng.STREAM_CHURN)
+        else:
+            z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
+        return in_dtype(x + bcast(scales[i], x) * z, x.dtype), hats[i]
+    return churn_step
+
+
+PREDRAW_ELEMENTS = 1 << 22  # on the CPU, a run's churn noise up to this size (16 MB) is drawn at its start
+
+
+def _run_steps(step0, steps: int, x) -> torch.Tensor:
+    """`[steps * B]` int64: the RNG counter of row b at step i, step0[b] + i, step-major (as `repeat`)."""
+    return (step_vec(step0, x)[None, :] + torch.arange(steps, device=x.device)[:, None]).reshape(-1)
 
 
 def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
@@ -118,6 +155,7 @@ def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta
     return x
 
 
+@counted_call
 @torch.no_grad()
 def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -130,6 +168,7 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
     return finish(model, x, before)
 
 
+@counted_call
 @torch.no_grad()
 def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -151,6 +190,7 @@ def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
         raise ValueError(f"s_noise must be in [0, inf), got {s_noise}")
 
 
+@counted_call
 @torch.no_grad()
 def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rho: float = 7.0, s_churn: float = 40.0, s_tmin: float = 0.05, s_tmax: float = 50.0,

@@ -29,6 +29,7 @@ import torch
 from scipy.integrate import RK45 as _DormandPrince
 from scipy.integrate import solve_ivp
 
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, check_steps, ensure_counting,
                                            report_finished, start_sigma, tweedie)
 
@@ -60,6 +61,7 @@ def _rms(v: torch.Tensor) -> torch.Tensor:
     return v.norm(dim=1) / math.sqrt(v.shape[1])
 
 
+@counted_call
 @torch.no_grad()
 def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0, chain_ids=None, step0=0,
@@ -159,6 +161,7 @@ class _OverBudget(Exception):
     pass
 
 
+@counted_call
 @torch.no_grad()
 def sample_rk45_scipy(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0, chain_ids=None, step0=0,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            step_noise, tweedie)
 from dmcmc_fast.models.base import bcast
@@ -52,6 +53,7 @@ def _reverse_sde(model, x, sigma_start, n_steps, sigma_min, seed, chain_ids, ste
     return finish(model, x, before)
 
 
+@counted_call
 @torch.no_grad()
 def sample_reverse_diffusion(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                              seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -60,6 +62,7 @@ def sample_reverse_diffusion(model, x: torch.Tensor, sigma_start, n_steps: int, 
                         final_tweedie, lambda s, s_next: s * s - s_next * s_next)
 
 
+@counted_call
 @torch.no_grad()
 def sample_euler_maruyama(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                           seed: int = 0, chain_ids=None, step0=0, callback=None,

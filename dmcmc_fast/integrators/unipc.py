@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import IntegratorResult, check_nfe, ensure_counting, finish, per_sample_grid
 from dmcmc_fast.kernels.deis import deis_combine
 from dmcmc_fast.schedules import karras_per_sample
@@ -95,6 +96,7 @@ def unipc_coefficients(sigmas: torch.Tensor, order: int = 2, variant: str = "bh2
     return psi, pred, corr
 
 
+@counted_call
 @torch.no_grad()
 def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002, rho: float = 7.0,
                  order: int = 2, variant: str = "bh2", corrector: int = 1, seed: int = 0, chain_ids=None, step0=0,

@@ -1,5 +1,5 @@
 """MCMC samplers: ULA, annealed Langevin (NCSN), MILD, OBABO, BAOAB-limit, and Denoising Langevin Gibbs
-with its noise-level classifiers. Registry entries live in `register.py`."""
+with its noise-level classifiers. Their sampler declarations live in `entry.py`."""
 from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, NoiseLevelNet, level_sigmas, load_classifier
 from dmcmc_fast.mcmc.common import MCMCResult
 from dmcmc_fast.mcmc.dlg import DLGConfig, DLGResult, DLGState, blocks_for_budget, dlg_init, run_dlg

@@ -82,10 +82,18 @@ class TrainedLevelClassifier:
         self.net, self.levels, self.card = net.eval(), levels, card
         self.shape, self.data_range = tuple(net.shape), tuple(float(v) for v in data_range)
         self.meta, self.source = meta or {}, source
+        self._input = self._input_of(net)
+
+    @staticmethod
+    def _input_of(net) -> tuple:
+        """(device, dtype) the network takes, read once (not by walking its modules on every call)."""
+        p = next(net.parameters())
+        return p.device, p.dtype
 
     def to(self, device):
         self.net.to(device)
         self.levels = self.levels.to(device)
+        self._input = self._input_of(self.net)
         return self
 
     def levels_spec(self) -> dict:
@@ -98,8 +106,9 @@ class TrainedLevelClassifier:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        p = next(self.net.parameters())
-        return self.net(x.to(p.device, p.dtype)).to(x.dtype)
+        device, dtype = self._input
+        out = self.net(x if (x.device, x.dtype) == (device, dtype) else x.to(device, dtype))
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 class ExactLevelPosterior:
@@ -239,15 +248,22 @@ def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevel
     """A checkpoint by path, or a committed one by name ("mnist", "digits"); with `model`, checked against it
     (`check_classifier`: shape, data range, levels) before it is returned."""
     path = checkpoint_path(name_or_path)
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    levels = levels_from_spec(ck["levels"])
-    net = NoiseLevelNet(tuple(ck["shape"]), len(levels))
-    net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
-    clf = TrainedLevelClassifier(net, levels, ck.get("card", ""), ck.get("data_range", (-1.0, 1.0)),
-                                 ck.get("meta", {}), source=path)
+    key = (os.path.abspath(path), os.path.getmtime(path), str(torch.device(device)))
+    clf = _LOADED.get(key)
+    if clf is None:  # read once per file version and device (a DLG run loads it on every call)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        levels = levels_from_spec(ck["levels"])
+        net = NoiseLevelNet(tuple(ck["shape"]), len(levels))
+        net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+        clf = TrainedLevelClassifier(net, levels, ck.get("card", ""), ck.get("data_range", (-1.0, 1.0)),
+                                     ck.get("meta", {}), source=path).to(device)
+        _LOADED[key] = clf
     if model is not None:
         check_classifier(clf, model)
-    return clf.to(device)
+    return clf
+
+
+_LOADED: dict = {}  # load_classifier's classifiers by (path, mtime, device): read-only, shared
 
 
 def check_classifier(clf: TrainedLevelClassifier, model):

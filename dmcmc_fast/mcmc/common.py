@@ -1,4 +1,4 @@
-"""Helpers shared by the MCMC samplers: the result type, the annealing grid, argument checks.
+"""Helpers shared by the MCMC samplers: the result type, the annealing grid (argument checks: `dmcmc_fast.validate`).
 
 Every MCMC sampler has the call shape
 
@@ -6,7 +6,7 @@ Every MCMC sampler has the call shape
 
 `model` is called only as `model(x, sigma[B])` (wrapped in a `CountingDenoiser` so the NFE of each
 chain is counted where the model is called), and every random draw comes from the chain's Philox
-stream at the chain's step index (`step0 + k` for the k-th update), so a chain's trajectory does not
+stream at the chain's step counter (`step0 + i` for the i-th update; names: `rng`), so a chain's trajectory does not
 depend on its batch.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import ensure_counting
+from dmcmc_fast.validate import check_int
 
 
 @dataclass
@@ -25,18 +26,6 @@ class MCMCResult:
     x: torch.Tensor
     nfe: torch.Tensor  # [B] int64, spent in this call
     v: torch.Tensor | None = None  # momentum / carried noise at the end (underdamped samplers, MILD)
-
-
-def check_int(name: str, v, lo: int, hi: int | None = None) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
-    return v
-
-
-def check_positive(name: str, v) -> None:
-    t = torch.as_tensor(v, dtype=torch.float64)
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
 
 
 def done(model, x: torch.Tensor, nfe_before: torch.Tensor, v: torch.Tensor | None = None) -> MCMCResult:

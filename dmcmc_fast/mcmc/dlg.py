@@ -34,10 +34,10 @@ scales data to [0, 1]: lengths x2, Langevin step sizes, which are variances, x4)
 |                           |                                      | (`mcmc/classifier.py`); the exact     |
 |                           |                                      | posterior for analytic models         |
 
-Randomness: one counter k per chain run, advanced by every consumer, so no (step, stream) pair is used
-twice: prior noise (STREAM_INIT, k=0), init integrator (step0=k), init noise (STREAM_INIT) and its Gibbs
-draw, then each Langevin-Gibbs step (STREAM_LANGEVIN, STREAM_GIBBS at k), each denoise (step0=k); the
-block arithmetic is `Counters`.
+Randomness: one RNG counter per chain run, advanced by every consumer, so no (step, stream) pair is used
+twice: prior noise (STREAM_INIT, step 0), init integrator (step0 = the counter), init noise (STREAM_INIT)
+and its Gibbs draw, then each Langevin-Gibbs step (STREAM_LANGEVIN, STREAM_GIBBS at step = the counter),
+each denoise (step0 = the counter); the block arithmetic is `Counters` (names: `rng` module docstring).
 
 This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`,
 `denoise_block`); `run_dlg` is the plain loop over them, and the pipelined engine
@@ -55,7 +55,7 @@ from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, r
 from dmcmc_fast.integrators.common import ensure_counting
 from dmcmc_fast.kernels.gibbs import block_min_update, gibbs_select
 from dmcmc_fast.kernels.langevin import langevin_step
-from dmcmc_fast.mcmc.common import check_int, check_positive
+from dmcmc_fast.validate import check_int, check_positive
 
 
 def integrator(name: str):
@@ -134,11 +134,11 @@ class DLGConfig:
 
 @dataclass(frozen=True)
 class Counters:
-    """The RNG counters of a chain run that starts at `k0` (`DLGState.step`). Block b's j-th
-    Langevin-Gibbs step draws its noise and Gibbs variate at k0 + b * stride + j; its denoising
-    integrator starts at step0 = k0 + b * stride + n_skip and uses den_steps + 1 counters, so
+    """The RNG counters of a chain run that starts at `step0` (`DLGState.step`). Block b's j-th
+    Langevin-Gibbs step draws its noise and Gibbs variate at step0 + b * stride + j; its denoising
+    integrator starts at step0 + b * stride + n_skip and uses den_steps + 1 counters, so
     stride = n_skip + den_steps + 1. `block` and `j` may be tensors (one counter per row)."""
-    k0: int
+    step0: int
     n_skip: int
     den_steps: int
 
@@ -147,14 +147,14 @@ class Counters:
         return self.n_skip + self.den_steps + 1
 
     def step(self, block, j):
-        return self.k0 + block * self.stride + j
+        return self.step0 + block * self.stride + j
 
     def denoise(self, block):
         return self.step(block, self.n_skip)
 
     def after(self, n_blocks: int) -> int:
         """The counter a run continues from after `n_blocks` blocks."""
-        return self.k0 + n_blocks * self.stride
+        return self.step0 + n_blocks * self.stride
 
 
 def level_log_prior(cfg: DLGConfig, levels: torch.Tensor) -> torch.Tensor | None:
@@ -169,31 +169,31 @@ def level_log_prior(cfg: DLGConfig, levels: torch.Tensor) -> torch.Tensor | None
     return prior if prior is None or cfg.gibbs_temperature == 1.0 else prior / cfg.gibbs_temperature
 
 
-def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, k):
+def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step):
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
     then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
-    `level_log_prior`). Returns (x, sigma); `k` is an int or one counter per row."""
+    `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row."""
     # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
     # x += (eta/2)(D - x) + sqrt(eta) sigma z
     eta = cfg.eta * sigma * sigma if cfg.eta_scaling == "sigma2" else cfg.eta
-    x = langevin_step(x, denoised, sigma, eta, seed, ids, k)
-    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, k)
+    x = langevin_step(x, denoised, sigma, eta, seed, ids, step)
+    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step)
 
 
-def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, k) -> torch.Tensor:
+def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step) -> torch.Tensor:
     """sigma <- argmax_m p(m | x), or a Gumbel-max draw from p(m | x)^(1/T) (prior included)."""
     logits = classifier(x)
     if cfg.gibbs_temperature != 1.0:
         logits = logits / cfg.gibbs_temperature
-    _, sigma = gibbs_select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, k)
+    _, sigma = gibbs_select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step)
     return sigma.to(x.dtype)
 
 
-def denoise_block(model, cfg: DLGConfig, x, sigma, seed, ids, k):
+def denoise_block(model, cfg: DLGConfig, x, sigma, seed, ids, step0):
     """The block's denoising job: cfg.integrator from each row's own sigma to sigma_min, final Tweedie
-    step included, its noise from step0 = k (`Counters.denoise`)."""
+    step included, its noise from `step0` on (`Counters.denoise`)."""
     fn, _ = integrator(cfg.integrator)
-    return fn(model, x, sigma, cfg.den_steps(), sigma_min=cfg.sigma_min, seed=seed, chain_ids=ids, step0=k,
+    return fn(model, x, sigma, cfg.den_steps(), sigma_min=cfg.sigma_min, seed=seed, chain_ids=ids, step0=step0,
               final_tweedie=True, **cfg.integrator_options).x
 
 
@@ -256,21 +256,22 @@ class _Chains:
         self.log_prior = level_log_prior(cfg, self.levels)
         self.classifier_evals = torch.zeros_like(chain_ids)
 
-    def gibbs(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def gibbs(self, x: torch.Tensor, step: int) -> torch.Tensor:
         self.classifier_evals += 1
-        return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, k)
+        return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, step)
 
-    def langevin_gibbs(self, x, sigma, k: int):
+    def langevin_gibbs(self, x, sigma, step: int):
         self.classifier_evals += 1
         return langevin_gibbs_step(x, self.model(x, sigma), sigma, self.cfg, self.classifier, self.levels,
-                                   self.log_prior, self.seed, self.ids, k)
+                                   self.log_prior, self.seed, self.ids, step)
 
-    def integrate(self, name: str, nfe: int, x, sigma_start, k: int, options: dict):
+    def integrate(self, name: str, nfe: int, x, sigma_start, step0: int, options: dict):
+        """-> (the integrated x, the counter after the run's n + 1 steps)."""
         fn, steps_for_nfe = integrator(name)
         n = steps_for_nfe(nfe, **options)
         res = fn(self.model, x, sigma_start, n, sigma_min=self.cfg.sigma_min, seed=self.seed, chain_ids=self.ids,
-                 step0=k, final_tweedie=True, **options)
-        return res.x, k + n + 1
+                 step0=step0, final_tweedie=True, **options)
+        return res.x, step0 + n + 1
 
 
 @torch.no_grad()
@@ -283,16 +284,16 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
     before = model.nfe.clone()
     x = cfg.sigma_max * noise.chain_randn(seed, chain_ids, 0, shape, stream=rng.STREAM_INIT, device=chain_ids.device,
                                         dtype=dtype)
-    x, k = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, cfg.init_options())
-    x = x + cfg.init_noise * noise.chain_randn(seed, chain_ids, k, shape, stream=rng.STREAM_INIT,
+    x, step = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, cfg.init_options())
+    x = x + cfg.init_noise * noise.chain_randn(seed, chain_ids, step, shape, stream=rng.STREAM_INIT,
                                              device=chain_ids.device, dtype=dtype)
-    sigma = c.gibbs(x, k)
-    k += 1
+    sigma = c.gibbs(x, step)
+    step += 1
     for _ in range(cfg.n_init):
-        x, sigma = c.langevin_gibbs(x, sigma, k)
-        k += 1
+        x, sigma = c.langevin_gibbs(x, sigma, step)
+        step += 1
     spent = model.nfe - before
-    return DLGState(x, sigma, k, 0, spent.clone(), spent.clone(), c.classifier_evals.clone(),
+    return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), c.classifier_evals.clone(),
                     c.classifier_evals.clone())
 
 

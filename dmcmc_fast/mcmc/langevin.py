@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast.kernels.langevin import langevin_step, mild_step
-from dmcmc_fast.mcmc.common import MCMCResult, done, annealing_levels, check_int, check_positive, full, setup
+from dmcmc_fast.mcmc.common import MCMCResult, annealing_levels, done, full, setup
+from dmcmc_fast.validate import check_int, check_positive
 
 
 @torch.no_grad()

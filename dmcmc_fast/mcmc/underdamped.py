@@ -24,7 +24,8 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.kernels.underdamped import baoab_limit_step, obabo_bo, obabo_oba
-from dmcmc_fast.mcmc.common import MCMCResult, done, annealing_levels, check_int, check_positive, full, setup
+from dmcmc_fast.mcmc.common import MCMCResult, annealing_levels, done, full, setup
+from dmcmc_fast.validate import check_int, check_positive
 
 
 def annealed_schedule(n_levels: int, sigma_max: float, sigma_min: float, eps: float, power: int):

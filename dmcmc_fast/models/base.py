@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from dmcmc_fast.models import kwargs as kw
+from dmcmc_fast.validate import check_positive
 
 
 @runtime_checkable
@@ -44,8 +45,7 @@ def as_sigma(sigma, batch: int, device=None, dtype=torch.float32, name: str = "s
         s = s.expand(batch)
     if s.ndim != 1 or s.shape[0] != batch:
         raise ValueError(f"{name} must be a scalar or of shape [{batch}] (one per sample), got shape {tuple(s.shape)}")
-    if not torch.isfinite(s).all() or (s <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0, got min {s.min().item():.4g}")
+    check_positive(name, s)
     return s.contiguous()
 
 
@@ -151,6 +151,11 @@ class ChainDiverged(NonFiniteModelOutput, ValueError):
         self.where = where
 
 
+class NonFiniteFinalState(FloatingPointError):
+    """The run's final state is NaN/Inf and its counter made no per-call checks (`per_call_checks=False`):
+    the run's owner replays it with a checking counter to say where it happened (`replay_to_locate`)."""
+
+
 class CountingDenoiser:
     """Wraps a denoiser and counts evaluations per sample (NFE) at the call site.
 
@@ -164,22 +169,30 @@ class CountingDenoiser:
     flags to a deferred check (no host sync per call, so the loop stays graph-capturable) — whether the
     output was finite, and the input's range `(min, max)` and sigma range — and `raise_if_nonfinite()`
     (called once at the end of a run by `run_sampler`, or by an integrator that made its own counter)
-    looks at the first bad call: an input that was already NaN/Inf, or far outside any noised data (|x| > RUNAWAY * (1 + sigma)), is `ChainDiverged`; a finite, plausible
-    input with a NaN/Inf output is `NonFiniteModelOutput`. Samplers add their own deferred input checks
-    with `defer_check`.
+    looks at the first bad call: an input that was already NaN/Inf, or far outside any noised data
+    (|x| > RUNAWAY * (1 + sigma)), is `ChainDiverged`; a finite, plausible input with a NaN/Inf output is
+    `NonFiniteModelOutput`. Samplers add their own deferred input checks with `defer_check`.
+
+    `per_call_checks=False` (what `api.sample` and a direct integrator call use): a call only counts, and
+    NaN/Inf is caught in the final state (`check_final`; a NaN/Inf output reaches it through every update
+    of these samplers). A bad final state raises `NonFiniteFinalState`, and the run's owner replays the
+    run, deterministic by its per-chain RNG, with per-call checks to name the first bad call
+    (`replay_to_locate`): the check costs nothing per step, and a failure still says where it happened.
     """
 
     FOLD_EVERY = 256  # pending per-call flags folded into one running result (bounded memory)
     RUNAWAY = 1e4  # |x| above RUNAWAY * (1 + sigma) at a model call: the chain ran away (noised data: ~1 + 6 sigma)
 
     def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True,
-                 model_kwargs: dict | None = None, on_call=None):
-        self.model = in_network_dtype(model)
+                 model_kwargs: dict | None = None, on_call=None, per_call_checks: bool = True):
+        self.model = model if isinstance(model, InNetworkDtype) else in_network_dtype(model)
         self.model_kwargs = model_kwargs or {}
         self.on_call = on_call
-        self.nfe = torch.zeros(batch, dtype=torch.int64, device=device)
+        self._nfe = torch.zeros(batch, dtype=torch.int64, device=device)
+        self._full_calls = 0  # whole-batch calls not yet added to _nfe (host ints: no op per call)
         self.calls = 0
         self.check_finite = check_finite
+        self.per_call_checks = check_finite and per_call_checks
         self.standalone = False  # made by ensure_counting inside a sampler call: that call raises at its end
         self._pending: list[tuple[torch.Tensor, ...]] = []  # (out min, max, x min, max, sigma lo, hi) per call
         self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
@@ -195,8 +208,8 @@ class CountingDenoiser:
         if shape is not None and tuple(x.shape[1:]) != tuple(shape):
             raise ValueError(f"x must have shape [B, {', '.join(map(str, shape))}] (the model's shape), "
                              f"got {tuple(x.shape)}")
-        if idx is None and x.shape[0] != self.nfe.shape[0]:
-            raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self.nfe.shape[0]}; pass idx for a subset")
+        if idx is None and x.shape[0] != self._nfe.shape[0]:
+            raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self._nfe.shape[0]}; pass idx for a subset")
         if not self.model_kwargs:
             out = self.model(x, sigma)
         else:
@@ -205,19 +218,32 @@ class CountingDenoiser:
             raise ValueError(f"the model returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
                              f"a denoiser must return its input's shape {tuple(x.shape)}")
         if idx is None:
-            self.nfe += 1
+            self._full_calls += 1
         else:
-            self.nfe[idx] += 1
+            self._nfe[idx] += 1
         self.calls += 1
         if self.on_call is not None:
             self.on_call(x.shape[0])
-        if self.check_finite and sigma.numel():
+        if self.per_call_checks and sigma.numel():
             # three reductions per call; min/max propagate NaN and are +-inf at an Inf, so finiteness is
             # decided from them when the flags are folded (ops per NFE: bench/op_counts.py)
             self._pending.append((*torch.aminmax(out), *torch.aminmax(x), *torch.aminmax(sigma)))
             if len(self._pending) >= self.FOLD_EVERY:
                 self._fold()
         return out
+
+    @property
+    def nfe(self) -> torch.Tensor:
+        """`[B]` int64: the evaluations charged to each sample. Whole-batch calls are counted on the host and
+        added here when read (a read is one op; a call is none)."""
+        if self._full_calls:
+            self._nfe += self._full_calls
+            self._full_calls = 0
+        return self._nfe
+
+    @nfe.setter
+    def nfe(self, value: torch.Tensor):  # `counting.nfe += spent` (a graph that charged its own calls)
+        self._full_calls, self._nfe = 0, value
 
     def _fold(self):
         """Reduce the pending per-call flags to the first bad call's record, on the device."""
@@ -265,7 +291,7 @@ class CountingDenoiser:
         flags = [b for b, _ in checks] + [f for f in (seen, final) if f is not None]
         if not flags:
             return
-        values = torch.stack(flags).tolist()  # the one read back to the host
+        values = [bool(flags[0])] if len(flags) == 1 else torch.stack(flags).tolist()  # the one read to the host
         for (_, message), failed in zip(checks, values):
             if failed:
                 raise ValueError(message)
@@ -282,9 +308,25 @@ class CountingDenoiser:
             raise NonFiniteModelOutput(f"model returned NaN/Inf for finite input (|x| <= {x_abs:.3g}), first at {at} "
                                        "(checked on the device, raised at the end of the run)")
         if final is not None and next(rest):
+            if not self.per_call_checks:
+                raise NonFiniteFinalState("the final state x is NaN/Inf (no per-call checks: replay to locate)")
             raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
                                 "values (the last step diverged)", *self._blame)
 
 
 def flat_dim(shape) -> int:
     return math.prod(shape)
+
+
+def replay_to_locate(run, counter: CountingDenoiser):
+    """`run(counter)` again with a checking twin of `counter` (per-call checks, no progress), after `counter`'s
+    run ended in a NaN/Inf final state: raises the located error (`raise_if_nonfinite`); if the replay
+    finishes clean (a nondeterministic model), a `ChainDiverged` that says so."""
+    twin = CountingDenoiser(counter.model, counter.nfe.shape[0], counter.nfe.device, model_kwargs=counter.model_kwargs)
+    twin._blame = counter._blame
+    x = run(twin)
+    if x is not None:
+        twin.check_final(x)
+    twin.raise_if_nonfinite()
+    raise ChainDiverged("the final state x was NaN/Inf, but a replay with per-call checks finished clean (is the "
+                        "model nondeterministic?)", *counter._blame)
