@@ -38,9 +38,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def rows_for(a) -> list[tuple[str, str, int, dict]]:
     dlg = dict(classifier="trained", n_skip=3, chains=a.chains)
     if a.integrators:  # the quality map: each integrator alone and as DLG's denoiser, per budget
+        own, tag = json.loads(a.integrator_options or "{}"), f" {a.integrator_options}" if a.integrator_options else ""
+        dlg_own = {"integrator_options": a.integrator_options} if own else {}
         return [row for nfe in a.nfe for name in a.integrators for row in (
-            (f"{name} alone, sigma_min 0.02", name, nfe + 1, {"sigma_min": 0.02}),
-            (f"DLG({name}), paper defaults", "dlg", nfe, dict(dlg, integrator=name)))]
+            (f"{name}{tag} alone, sigma_min 0.02", name, nfe + 1, dict(own, sigma_min=0.02)),
+            (f"DLG({name}{tag}), paper defaults", "dlg", nfe, dict(dlg, integrator=name, **dlg_own)))]
     nfe = a.nfe[0]
     return [("heun alone, sigma_min 0.002", "heun", nfe + 1, {}),
             ("heun alone, sigma_min 0.02", "heun", nfe + 1, {"sigma_min": 0.02}),
@@ -70,6 +72,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--nfe", default="10", help="DLG's block budgets, e.g. 10,20; alone gets nfe + 1 (default 10)")
     p.add_argument("--integrators", default="", help="comma list: the quality map of these integrators "
                    "(default: the heun comparison above)")
+    p.add_argument("--integrator-options", default="", help="JSON options of the listed integrators, alone and in "
+                   "DLG, e.g. '{\"rtol\": 0.2}' for dpm_adaptive (its --nfe is then a cap)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chains", type=int, default=100)
     p.add_argument("--seeds", default="0,1")

@@ -73,16 +73,16 @@ class Option:
         sampler, the option, what it accepts and the value (`validate.fail`)."""
         if value is None:
             return self.default
-        who, kind, accepts = f"option {self.name}", _KIND.get(self.type, self.type.__name__), self.accepts()
         if not _is_a(value, self.type):
-            fail(who, kind if accepts == kind else f"{kind}, {accepts}", value, sampler)
+            kind, accepts = _KIND.get(self.type, self.type.__name__), self.accepts()
+            fail(f"option {self.name}", kind if accepts == kind else f"{kind}, {accepts}", value, sampler)
         try:
             v = self.type(value)
         except OverflowError:  # an int too large for a float
             v = math.inf if value > 0 else -math.inf
         numeric = self.choices is None and self.type in (int, float)
         if (self.choices is not None and v not in self.choices) or (numeric and not in_range(v, self.lo, self.hi)):
-            fail(who, accepts, value, sampler)
+            fail(f"option {self.name}", self.accepts(), value, sampler)  # the text is built only on failure
         return v
 
 

@@ -74,5 +74,6 @@ def noise(x: torch.Tensor, seed: int, chain_ids, step, stream: int) -> torch.Ten
     (`noise.chain_randn` on x's device: on the CPU the C++ words, bit-identical to `rng.chain_randn`)."""
     from .noise import chain_randn  # noise.py builds on this module
 
-    return chain_randn(seed, chain_vec(chain_ids, x), step_vec(step, x), tuple(x.shape[1:]), stream=stream,
-                       device=x.device, backend="torch" if x.is_cuda else None).to(compute_dtype(x))
+    z = chain_randn(seed, chain_vec(chain_ids, x), step_vec(step, x), tuple(x.shape[1:]), stream=stream,
+                    device=x.device, backend="torch" if x.is_cuda else None)
+    return in_dtype(z, compute_dtype(x))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -21,7 +22,7 @@ import triton.language as tl
 
 from dmcmc_fast import rng
 
-from ._args import chain_vec, step_vec
+from ._args import chain_vec, in_dtype, step_vec
 from ._dispatch import choose_backend
 from ._launch import grid_for, row_tile, seed_words
 from ._philox import chain_randn as philox_randn
@@ -66,7 +67,7 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
         return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
     if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
         u = _cpp()(seed, ids, steps, math.prod(shape), stream, 2).view(2, ids.shape[0], *shape)
-        return rng.box_muller(u[0], u[1]).to(dtype)  # the reference's own float32 math: bit-identical
+        return in_dtype(rng.box_muller(u[0], u[1]), dtype)  # the reference's own float32 math: bit-identical
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
 
 
@@ -84,5 +85,10 @@ def _rows(seed, chain_ids, step, shape, device):
     seed_words(seed)  # ValueError naming the seed outside [0, 2**63)
     device = torch.device(device) if device is not None else (
         chain_ids.device if torch.is_tensor(chain_ids) else torch.device("cpu"))
-    rows = torch.empty(len(chain_ids), 0, device=device)  # only its shape and device are used
+    rows = _Rows((len(chain_ids),), device)  # what chain_vec / step_vec read of a batch: its size and device
     return chain_vec(chain_ids, rows), step_vec(step, rows), tuple(shape)
+
+
+class _Rows(NamedTuple):
+    shape: tuple
+    device: torch.device

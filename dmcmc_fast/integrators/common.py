@@ -151,6 +151,23 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
 
 
 _SHARED_GRIDS: dict = {}  # per_sample_grid's rows for a numeric start, oldest first
+_SHARED_TABLES: dict = {}  # shared_rows' coefficient rows, oldest first
+
+
+def shared_rows(key, compute: Callable, batch: int):
+    """Per-sample coefficient tables (tensors [B, ...]) of a grid that every sample shares: `compute()` on
+    one row, built once per `key` (the host numbers that made the grid) and expanded to `batch` rows
+    (read-only views); `key` None: a per-sample grid, `compute()` as is."""
+    if key is None:
+        return compute()
+    rows = _SHARED_TABLES.get(key)
+    if rows is None:
+        rows = _SHARED_TABLES[key] = compute()
+        if len(_SHARED_TABLES) > 64:
+            _SHARED_TABLES.pop(next(iter(_SHARED_TABLES)))
+    if torch.is_tensor(rows):
+        return rows.expand(batch, *rows.shape[1:])
+    return tuple(r.expand(batch, *r.shape[1:]) for r in rows)
 
 
 def explicit_grid(sigmas: torch.Tensor, x: torch.Tensor, n_steps: int, model: CountingDenoiser) -> torch.Tensor:

@@ -28,14 +28,12 @@ NFE (1 for r = 2, 4 for r = 3). The per-step combination runs in the fused kerne
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
 from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
-                                           to_d, tweedie)
+                                           shared_rows, to_d, tweedie)
 from dmcmc_fast.integrators.karras import _heun_step
 from dmcmc_fast.kernels._args import compute_dtype, in_dtype
 from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
@@ -44,8 +42,6 @@ from dmcmc_fast.schedules import karras_per_sample
 AB_TIMES = ("rho", "ve", "vp")
 WARM_STARTS = ("lower_order", "runge_kutta")
 QUAD_NODES = 16
-_CACHE_SIZE = 64
-_cache: OrderedDict = OrderedDict()  # shared-start coefficient rows, by (start, grid, options)
 _nodes: dict = {}  # Gauss-Legendre nodes per device
 
 
@@ -116,16 +112,11 @@ def deis_coefficients(sigmas: torch.Tensor, order: int, ab_time: str = "ve", bet
 
 def _coefficients(sigmas: torch.Tensor, grid_key, order, ab_time, beta_min, beta_max) -> torch.Tensor:
     """deis_coefficients; for a shared grid (`grid_key` = the host-side numbers that made it, or None
-    for per-sample starts) one row, cached by that key and expanded to [B]."""
-    if grid_key is None:
-        return deis_coefficients(sigmas, order, ab_time, beta_min, beta_max)
-    key = (grid_key, sigmas.shape[1], order, ab_time, beta_min, beta_max, str(sigmas.device))
-    row = _cache.get(key)
-    if row is None:
-        row = _cache[key] = deis_coefficients(sigmas[:1], order, ab_time, beta_min, beta_max)
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return row.expand(sigmas.shape[0], *row.shape[1:])
+    for per-sample starts) one row, cached by that key and expanded to [B] (`common.shared_rows`)."""
+    key = None if grid_key is None else ("deis", grid_key, sigmas.shape[1], order, ab_time, beta_min, beta_max,
+                                         str(sigmas.device))
+    rows = sigmas if grid_key is None else sigmas[:1]
+    return shared_rows(key, lambda: deis_coefficients(rows, order, ab_time, beta_min, beta_max), sigmas.shape[0])
 
 
 def check_order(order: int):

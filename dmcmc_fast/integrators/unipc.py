@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast.integrators.common import counted_call
-from dmcmc_fast.integrators.common import IntegratorResult, check_nfe, ensure_counting, finish, per_sample_grid
+from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, finish, per_sample_grid,
+                                           shared_rows)
 from dmcmc_fast.kernels.deis import deis_combine
 from dmcmc_fast.schedules import karras_per_sample
 
@@ -109,7 +110,10 @@ def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.nfe.clone()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    psi, pred, corr = unipc_coefficients(sigmas[:, :n_steps], order, variant)
+    shared = None if torch.is_tensor(sigma_start) else ("unipc", float(sigma_start), n_steps, sigma_min, rho, order,
+                                                         variant, str(x.device))
+    rows = sigmas[:, :n_steps] if shared is None else sigmas[:1, :n_steps]
+    psi, pred, corr = shared_rows(shared, lambda: unipc_coefficients(rows, order, variant), x.shape[0])
     orders = step_orders(n_steps, order)
     hist: list[torch.Tensor] = []  # m_k, m_{k-1}, ... (newest first), at most order + 1
     x_prev = None
