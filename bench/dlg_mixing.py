@@ -27,8 +27,7 @@ import torch
 
 from bench import save_json_md
 from dmcmc_fast import api
-from dmcmc_fast.eval import frechet_distance
-from dmcmc_fast.eval.frechet import gaussian_stats
+from dmcmc_fast.eval.frechet import fd_with_interval
 from dmcmc_fast.eval.mixing import mixing_report
 from dmcmc_fast.eval.modes import mode_report
 from dmcmc_fast.models.builtin import load_model
@@ -50,38 +49,6 @@ VARIANTS = {
 }
 
 
-def fd_with_interval(samples: torch.Tensor, chain: np.ndarray, ref, boot: int, seed: int = 0):
-    """Exact FD and a 90% interval from a bootstrap over chains (None with boot = 0)."""
-    mu_ref, cov_ref = ref.mean().numpy(), ref.covariance().numpy()
-    mu, cov = gaussian_stats(samples)
-    fd = frechet_distance(mu, cov, mu_ref, cov_ref)
-    if boot == 0:
-        return fd, None
-    # tr((C^1/2 Cr C^1/2)^1/2) = tr((Cr^1/2 C Cr^1/2)^1/2): one symmetric eigensolve per resample, with the
-    # reference's square root computed once (scipy's sqrtm per resample is 10x slower)
-    w, v = np.linalg.eigh(cov_ref.astype(np.float64))
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-    def fast_fd(mu_b, cov_b):
-        lam = np.linalg.eigvalsh(root @ cov_b.astype(np.float64) @ root)
-        return float(((mu_b - mu_ref) ** 2).sum() + np.trace(cov_b) + np.trace(cov_ref)
-                     - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
-
-    assert abs(fast_fd(mu, cov) - fd) <= 1e-6 * max(1.0, fd) + 1e-6, (fast_fd(mu, cov), fd)
-    ids = np.unique(chain)
-    by_chain = [np.nonzero(chain == c)[0] for c in ids]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(boot):
-        pick = np.concatenate([by_chain[j] for j in rng.integers(0, len(ids), len(ids))])
-        mu_b, cov_b = gaussian_stats(samples[torch.from_numpy(pick)])
-        draws.append(fast_fd(mu_b, cov_b))
-    # Resamples repeat samples, which biases FD upward (its finite-sample bias grows as the distinct samples
-    # fall), so the interval is the bootstrap's spread around its median, centred on the estimate.
-    q05, q50, q95 = np.quantile(draws, [0.05, 0.5, 0.95])
-    return fd, [float(fd + q05 - q50), float(fd + q95 - q50)]
-
-
 def run(model, name: str, sampler: str, opts: dict, a) -> dict:
     t = time.perf_counter()
     out = api.sample(model, sampler, a.num, a.nfe, seed=a.seed, progress=False, **opts)
@@ -90,7 +57,7 @@ def run(model, name: str, sampler: str, opts: dict, a) -> dict:
         chain, block, sigma = out.meta["chain"], out.meta["block"], out.meta["sigma"]
     else:  # the integrator alone: every sample its own chain
         chain, block, sigma = np.arange(a.num), np.zeros(a.num, dtype=np.int64), np.full(a.num, np.nan)
-    fd, ci = fd_with_interval(out.samples, chain, model, a.boot)
+    fd, ci = fd_with_interval(out.samples, chain, model.mean().numpy(), model.covariance().numpy(), a.boot)
     row = {"variant": name, "sampler": sampler, "options": opts, "nfe_per_sample": float(out.nfe.double().mean()),
            "fd": fd, "fd_ci90": ci, "mode_coverage": mode_report(out.samples, model)["mode_coverage"],
            "seconds": secs}

@@ -77,22 +77,25 @@ def mild_step_triton(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, ste
 
 # ---------------- plain-torch references ----------------
 @functools.lru_cache(maxsize=256)
-def _step_scalars(eta: float, dtype: torch.dtype) -> tuple[float, float]:
-    """(eta, sqrt(eta)) rounded and computed in `dtype` by torch, as from a [B] vector of eta: the same bits."""
-    e = torch.tensor(eta, dtype=dtype)
-    return float(e), float(torch.sqrt(e))
+def _step_scalars(eta: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eta, sqrt(eta)) as 0-d tensors of `dtype`, filled on the device (no host copy, no read back) and
+    kept: the same bits as from a [B] vector of eta, and no op at all for a step size seen before."""
+    e = torch.full((), eta, dtype=dtype, device=device)
+    return e, torch.sqrt(e)
 
 
-def langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN):
+def langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, z=None):
     cd = compute_dtype(x)
     s = rows(per_sample(sigma, x, "sigma"), x)
-    if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0:  # one step size: Python floats
-        e, root_e = _step_scalars(float(eta), cd)
+    if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0:  # one step size for all rows
+        e, root_e = _step_scalars(float(eta), cd, x.device)
     else:
         e = rows(per_sample(eta, x, "eta"), x)
         root_e = torch.sqrt(e)
     xf = in_dtype(x, cd)
-    out = xf + 0.5 * e * (in_dtype(denoised, cd) - xf) / (s * s) + root_e * noise(x, seed, chain_ids, step, stream)
+    if z is None:
+        z = noise(x, seed, chain_ids, step, stream)
+    out = xf + 0.5 * e * (in_dtype(denoised, cd) - xf) / (s * s) + root_e * in_dtype(z, cd)
     return in_dtype(out, x.dtype)
 
 
@@ -108,10 +111,14 @@ def mild_step_reference(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, 
 
 
 # ---------------- entry points ----------------
-def langevin_step(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None):
+def langevin_step(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None, z=None):
+    """`z`: the chain's normals of this step drawn ahead by the caller (`noise.chain_randn` with the same seed,
+    ids, step and stream: the very numbers the step would draw), used by the torch reference; the kernel
+    draws them itself."""
     same_shape("denoised", denoised, x)
-    impl = langevin_step_triton if choose_backend(x, backend) == "triton" else langevin_step_reference
-    return impl(x, denoised, sigma, eta, seed, chain_ids, step, stream)
+    if choose_backend(x, backend) == "triton":
+        return langevin_step_triton(x, denoised, sigma, eta, seed, chain_ids, step, stream)
+    return langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream, z=z)
 
 
 def mild_step(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None):

@@ -53,6 +53,7 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.integrators.common import ensure_counting
+from dmcmc_fast.kernels._dispatch import choose_backend
 from dmcmc_fast.kernels.gibbs import block_min_update, gibbs_select
 from dmcmc_fast.kernels.langevin import langevin_step
 from dmcmc_fast.validate import check_int, check_positive
@@ -66,6 +67,8 @@ def integrator(name: str):
         raise ValueError(f"integrator must be one of {', '.join(sorted(INTEGRATORS))}, got {name!r}")
     return INTEGRATORS[name]
 
+
+PREDRAW_ELEMENTS = 1 << 22  # on the CPU, a block's Langevin noise up to this size (16 MB) is drawn at its start
 
 # The official code's KAR2 initialisation options, noise levels x2 for data in [-1, 1]
 PAPER_KAR2 = {"s_churn": 80.0, "s_tmin": 0.1, "s_tmax": 2.0, "s_noise": 1.007}
@@ -169,14 +172,16 @@ def level_log_prior(cfg: DLGConfig, levels: torch.Tensor) -> torch.Tensor | None
     return prior if prior is None or cfg.gibbs_temperature == 1.0 else prior / cfg.gibbs_temperature
 
 
-def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step):
+def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step,
+                        z=None):
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
     then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
-    `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row."""
+    `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row;
+    `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.block_noise`)."""
     # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
     # x += (eta/2)(D - x) + sqrt(eta) sigma z
     eta = cfg.eta * sigma * sigma if cfg.eta_scaling == "sigma2" else cfg.eta
-    x = langevin_step(x, denoised, sigma, eta, seed, ids, step)
+    x = langevin_step(x, denoised, sigma, eta, seed, ids, step, z=z)
     return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step)
 
 
@@ -254,16 +259,33 @@ class _Chains:
         self.model, self.classifier, self.cfg, self.seed, self.ids = model, classifier, cfg, seed, chain_ids
         self.levels = classifier.levels.to(chain_ids.device)
         self.log_prior = level_log_prior(cfg, self.levels)
-        self.classifier_evals = torch.zeros_like(chain_ids)
+        self.evals = 0  # classifier calls per chain so far (every chain is in every call: a host count)
 
     def gibbs(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        self.classifier_evals += 1
+        self.evals += 1
         return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, step)
 
-    def langevin_gibbs(self, x, sigma, step: int):
-        self.classifier_evals += 1
+    def langevin_gibbs(self, x, sigma, step: int, z=None):
+        self.evals += 1
         return langevin_gibbs_step(x, self.model(x, sigma), sigma, self.cfg, self.classifier, self.levels,
-                                   self.log_prior, self.seed, self.ids, step)
+                                   self.log_prior, self.seed, self.ids, step, z=z)
+
+    @property
+    def classifier_evals(self) -> torch.Tensor:
+        """[B] int64: the classifier evaluations each chain has had in this call."""
+        return torch.full_like(self.ids, self.evals)
+
+    def block_noise(self, ctr: "Counters", block: int, x: torch.Tensor):
+        """The Langevin normals of block `block`'s n_skip steps, `[n_skip, B, *shape]`, in one draw where the
+        torch reference runs (the same numbers each step would draw: stream STREAM_LANGEVIN at
+        `ctr.step(block, j)`); None where the fused kernel draws its own."""
+        if choose_backend(x) == "triton" or self.cfg.n_skip * x.numel() > PREDRAW_ELEMENTS:
+            return None
+        n, b = self.cfg.n_skip, self.ids.shape[0]
+        steps = ctr.step(block, torch.arange(n, device=x.device)).repeat_interleave(b)
+        z = noise.chain_randn(self.seed, self.ids.repeat(n), steps, tuple(x.shape[1:]), stream=rng.STREAM_LANGEVIN,
+                              device=x.device)
+        return z.view(n, *x.shape)
 
     def integrate(self, name: str, nfe: int, x, sigma_start, step0: int, options: dict):
         """-> (the integrated x, the counter after the run's n + 1 steps)."""
@@ -293,8 +315,7 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
         x, sigma = c.langevin_gibbs(x, sigma, step)
         step += 1
     spent = model.nfe - before
-    return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), c.classifier_evals.clone(),
-                    c.classifier_evals.clone())
+    return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), c.classifier_evals, c.classifier_evals)
 
 
 @torch.no_grad()
@@ -312,7 +333,7 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     c = _Chains(model, classifier, cfg, seed, ids)
     if state is None:
         state = dlg_init(model, classifier, cfg, ids, seed, dtype, _chains=c)
-        c.classifier_evals.zero_()
+        c.evals = 0
     elif state.x.shape[0] != ids.shape[0]:
         raise ValueError(f"state holds {state.x.shape[0]} chains, chain_ids has {ids.shape[0]}")
     x, sigma = state.x.to(device), state.sigma.to(device)
@@ -321,8 +342,9 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     samples, block_sigma = [], []
     for b in range(n_blocks):
         best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # the block's first step replaces it
+        zs = c.block_noise(ctr, b, x)
         for j in range(cfg.n_skip):
-            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j))
+            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if zs is None else zs[j])
             block_min_update(x, sigma, best_x, best_sigma)
         den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
