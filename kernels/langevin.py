@@ -78,24 +78,24 @@ def mild_step_triton(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, ste
 # ---------------- plain-torch references ----------------
 @functools.lru_cache(maxsize=256)
 def _step_scalars(eta: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(eta, sqrt(eta)) as 0-d tensors of `dtype`, filled on the device (no host copy, no read back) and
+    """(eta / 2, sqrt(eta)) as 0-d tensors of `dtype`, filled on the device (no host copy, no read back) and
     kept: the same bits as from a [B] vector of eta, and no op at all for a step size seen before."""
     e = torch.full((), eta, dtype=dtype, device=device)
-    return e, torch.sqrt(e)
+    return 0.5 * e, torch.sqrt(e)
 
 
 def langevin_step_reference(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, z=None):
     cd = compute_dtype(x)
     s = rows(per_sample(sigma, x, "sigma"), x)
     if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0:  # one step size for all rows
-        e, root_e = _step_scalars(float(eta), cd, x.device)
+        half_e, root_e = _step_scalars(float(eta), cd, x.device)
     else:
         e = rows(per_sample(eta, x, "eta"), x)
-        root_e = torch.sqrt(e)
+        half_e, root_e = 0.5 * e, torch.sqrt(e)
     xf = in_dtype(x, cd)
     if z is None:
         z = noise(x, seed, chain_ids, step, stream)
-    out = xf + 0.5 * e * (in_dtype(denoised, cd) - xf) / (s * s) + root_e * in_dtype(z, cd)
+    out = xf + half_e * (in_dtype(denoised, cd) - xf) / (s * s) + root_e * in_dtype(z, cd)
     return in_dtype(out, x.dtype)
 
 

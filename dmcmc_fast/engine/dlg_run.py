@@ -8,7 +8,9 @@ classifier evaluations): that amortised sum is the sample's `nfe`.
 
 The chains run in groups of `batch_size` consecutive ids that advance one block per round: round b of
 group [g0, g1) gives samples b*C + g0 .. b*C + g1 - 1, a contiguous range, so batches come out in
-sample order. A chain's samples depend only on (seed, chain id), never on C or the batch size. Under
+sample order. A group smaller than `batch_size` (few chains) runs several of its rounds per call, 1, 2,
+4, ... up to batch_size rows, so the first samples come at once and the per-call setup fades; each
+round is still its own batch (and shard). A chain's samples depend only on (seed, chain id), never on C or the batch size. Under
 torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`, every batch is a shard
 (`part_START_STOP.npz`, with the per-sample books) and after each round the group's chain state (x,
 sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run continues its chains
@@ -109,6 +111,9 @@ class DLGRun:
         groups = [(g0, min(self.chains, g0 + self.group_size)) for g0 in range(0, self.chains, self.group_size)]
         self.groups = [g for j, g in enumerate(groups) if j % world_size == rank]
         self.rounds = (num - 1) // self.chains + 1
+        self.batch_size = batch_size
+        # a denoiser of fixed cost gives every block the same NFE, so several rounds can run in one call
+        self.fixed_cost = "sigmas" in get_sampler(self.cfg.integrator).takes
 
     def size(self) -> int:
         """Samples this process yields."""
@@ -119,10 +124,15 @@ class DLGRun:
         states are written there and read back on resume."""
         self.net, self.parts_dir = net, parts_dir
         states: dict[int, DLGState] = {}
+        ahead: dict[tuple[int, int], Batch] = {}  # (g0, round) -> a batch computed in an earlier call
+        calls: dict[int, int] = {}  # calls per group so far: the rounds per call double (`_rounds_per_call`)
         for b in range(self.rounds):
             for g0, g1 in self.groups:
                 hi = min(g1, self.num - b * self.chains)  # chains g0..hi-1 have a block b
                 if hi <= g0:
+                    continue
+                if (g0, b) in ahead:  # computed (and written) with an earlier round of this group
+                    yield ahead.pop((g0, b))
                     continue
                 start, stop = b * self.chains + g0, b * self.chains + hi
                 if g0 not in states:
@@ -135,12 +145,26 @@ class DLGRun:
                 if states[g0].blocks != b:
                     raise RuntimeError(f"{self._state_path(g0, g1)} holds chains {g0}..{g1 - 1} after "
                                        f"{states[g0].blocks} blocks, but the shard of block {b} is missing")
-                batch, states[g0] = self._block(b, g0, hi, states[g0])
-                if shard:
-                    shards.save_npz_atomic(shard, samples=batch.samples.numpy(), **batch.meta)
+                n_rounds = self._rounds_per_call(b, g0, g1, hi, calls.get(g0, 0))
+                calls[g0] = calls.get(g0, 0) + 1
+                done, states[g0] = self._blocks(b, n_rounds, g0, hi, states[g0])
+                if self.parts_dir:
+                    for batch in done:
+                        shards.save_npz_atomic(shards.shard_path(self.parts_dir, batch.start, batch.stop),
+                                               samples=batch.samples.numpy(), **batch.meta)
                     if hi == g1:  # after a partial last round nothing follows
                         self._save_state(g0, g1, states[g0])
-                yield batch
+                ahead.update({(g0, b + r): batch for r, batch in enumerate(done[1:], 1)})
+                yield done[0]
+
+    def _rounds_per_call(self, b: int, g0: int, g1: int, hi: int, calls: int) -> int:
+        """How many rounds of group [g0, g1) from round b one `run_dlg` call runs: 1, 2, 4, ... (so the first
+        samples come at once and the per-call setup fades), at most batch_size // group rows in all, only
+        whole rounds, and 1 for an adaptive denoiser (whose NFE differs per block)."""
+        if hi < g1 or not self.fixed_cost:
+            return 1
+        whole = (self.num - g1) // self.chains - b + 1  # rounds b, b+1, ... in which every chain has a block
+        return max(1, min(2 ** calls, self.batch_size // (g1 - g0), whole))
 
     def _initial_state(self, g0: int, g1: int) -> DLGState:
         path = self._state_path(g0, g1)
@@ -153,27 +177,35 @@ class DLGRun:
             self._save_state(g0, g1, state)
         return state
 
-    def _block(self, b: int, g0: int, hi: int, state: DLGState) -> tuple[Batch, DLGState]:
-        """Block b of chains g0..hi-1 (the first hi - g0 rows of the group's state)."""
+    def _blocks(self, b: int, n_rounds: int, g0: int, hi: int, state: DLGState) -> tuple[list[Batch], DLGState]:
+        """Blocks b .. b + n_rounds - 1 of chains g0..hi-1 (the first hi - g0 rows of the group's state), in one
+        `run_dlg` call: one Batch per round."""
         part = state.rows(0, hi - g0)
         ids = torch.arange(g0, hi, device=self.device)
-        res = self._located(g0, hi, lambda counting: run_dlg(counting, self.classifier, 1, self.cfg, chain_ids=ids,
-                                                            seed=self.seed, state=part, device=self.device),
-                            lambda r: torch.stack((r.samples[0].abs().amax(), r.state.x.abs().amax())))  # NaN stays
+        res = self._located(g0, hi, lambda counting: run_dlg(counting, self.classifier, n_rounds, self.cfg,
+                                                            chain_ids=ids, seed=self.seed, state=part,
+                                                            device=self.device),
+                            lambda r: torch.stack((r.samples.abs().amax(), r.state.x.abs().amax())))  # NaN stays
         new, chain = res.state, ids.cpu()
-        nfe_block = (new.nfe - part.nfe).cpu()
+        spent, evals = (new.nfe - part.nfe).cpu(), (new.classifier_evals - part.classifier_evals).cpu()
+        if bool((spent % n_rounds).any()) or bool((evals % n_rounds).any()):
+            raise RuntimeError(f"dlg blocks of {self.cfg.integrator} cost different NFE: {spent.tolist()} over "
+                               f"{n_rounds} blocks")
+        nfe_block, evals_block = spent // n_rounds, (evals // n_rounds).double()  # every block costs the same
         if int(nfe_block.max()) > self.nfe:
             raise RuntimeError(f"dlg spent {int(nfe_block.max())} NFE in a block, over nfe={self.nfe}")
         n_c = blocks_of_chain(chain, self.num, self.chains).double()
         share = part.nfe_init.cpu().double() / n_c
         cls_init = part.classifier_evals_init
         cls_share = cls_init.cpu().double() / n_c if cls_init is not None else torch.zeros_like(share)
-        meta = {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy(),
-                "nfe_init_share": share.numpy(),
-                "classifier_evals": ((new.classifier_evals - part.classifier_evals).cpu().double() + cls_share).numpy(),
-                "chain": chain.numpy(), "block": np.full(hi - g0, b, dtype=np.int64),
-                "sigma": res.block_sigma[0].float().cpu().numpy()}
-        return Batch(b * self.chains + g0, b * self.chains + hi, res.samples[0].float().cpu(), meta), new
+        common = {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy(),
+                  "nfe_init_share": share.numpy(), "classifier_evals": (evals_block + cls_share).numpy(),
+                  "chain": chain.numpy()}
+        samples, sigma = res.samples.float().cpu(), res.block_sigma.float().cpu().numpy()
+        return [Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
+                      {**{k: v.copy() for k, v in common.items()}, "block": np.full(hi - g0, b + r, dtype=np.int64),
+                       "sigma": sigma[r]})
+                for r in range(n_rounds)], new
 
     def _located(self, c0: int, c1: int, run, final):
         """`run(counting)` for chains c0..c1-1 (the initialisation or a block) on a counter that only counts;
