@@ -4,8 +4,8 @@
 // Element i of chain c's draw at step k of stream s is philox(key = (seed lo, seed hi), counter =
 // (i, c, k, s)) -> four uint32 words; word w -> a uniform in [0, 1) exactly as rng.uint32_to_uniform
 // computes it (int32 reinterpretation, negative s mapped to -s - 1, times 4.6566127342e-10f in float32).
-// Normals are then rng.box_muller of words 0 and 1, in torch (kernels/noise.py), so a CPU draw is
-// bit-identical to the reference (tests/test_philox.py).
+// Normals (`philox_normal`) are rng.box_muller of words 0 and 1 with the very ATen ops the reference calls,
+// from C++ (no Python dispatch per op), so a CPU draw is bit-identical to the reference (tests/test_philox.py).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -62,3 +62,12 @@ torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tenso
   });
   return out;
 }
+
+// [B, n] float32 standard normals: rng.box_muller(u0, u1) of words 0 and 1, op for op as the torch reference
+// writes it (clamp, log, * -2, sqrt; * 2 pi, cos; product): the same kernels, the same bits.
+torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream) {
+  const auto u = philox_uniform(seed, chain_ids, steps, n, stream, 2);
+  const auto r = at::sqrt(at::mul(at::log(at::clamp(u[0], 1.0e-7, c10::nullopt)), -2.0));
+  return at::mul(r, at::cos(at::mul(u[1], 2.0 * 3.141592653589793)));
+}
+

@@ -56,6 +56,14 @@ def _cpp():
     return getattr(_C, "philox_uniform", None)
 
 
+@functools.lru_cache(maxsize=1)
+def _cpp_normal():
+    """The extension's normals (dmcmc_fast._C.philox_normal), or None in a build from before it."""
+    from dmcmc_fast import _C
+
+    return getattr(_C, "philox_normal", None)
+
+
 def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None, dtype=torch.float32,
                 backend=None) -> torch.Tensor:
     """`rng.chain_randn(seed, chain_ids, step, shape, stream, device, dtype)`, one launch on CUDA.
@@ -66,6 +74,9 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
     if choose_backend(ids, backend) == "triton":
         return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
     if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
+        normal = _cpp_normal()
+        if normal is not None:  # box_muller's own ATen ops, called from C++: bit-identical, no Python per op
+            return in_dtype(normal(seed, ids, steps, math.prod(shape), stream).view(ids.shape[0], *shape), dtype)
         u = _cpp()(seed, ids, steps, math.prod(shape), stream, 2).view(2, ids.shape[0], *shape)
         return in_dtype(rng.box_muller(u[0], u[1]), dtype)  # the reference's own float32 math: bit-identical
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)

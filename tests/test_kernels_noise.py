@@ -45,9 +45,11 @@ def test_noise_entry_dispatches_by_device_and_defaults():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("b,shape,stream", [(1, (1,), 0), (5, (3, 7), rng.STREAM_INIT), (64, (1, 8, 8), rng.STREAM_GIBBS)])
+@pytest.mark.parametrize("b,shape,stream", [(1, (1,), 0), (5, (3, 7), rng.STREAM_INIT),
+                                           (64, (1, 8, 8), rng.STREAM_GIBBS), (17, (3, 9, 9), rng.STREAM_LANGEVIN)])
 def test_cpu_draws_from_the_extension_are_bit_identical_to_the_reference(seed, b, shape, stream):
     assert noise._cpp() is not None, "dmcmc_fast._C is not built: run bash scripts/setup.sh"
+    assert noise._cpp_normal() is not None, "dmcmc_fast._C predates philox_normal: run bash scripts/setup.sh"
     g = torch.Generator().manual_seed(seed % 2**31 + b)
     ids = torch.randperm(1000, generator=g)[:b] + 2**32 - 500  # ids past 2**32: the counter keeps 32 bits
     step = torch.randint(0, 2**40, (b,), generator=g)
