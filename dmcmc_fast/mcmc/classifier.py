@@ -8,6 +8,10 @@ only `x` (a DLG run's `model_kwargs` go to the denoiser, never to the classifier
   noised at a uniformly drawn level). One change to the input so that it trains in minutes on a CPU:
   the net sees x / r and a constant plane log r, r = rms(x) (the raw input spans four orders of
   magnitude over sigma in [0.002, 80]); no information is lost, and the layers are the paper's.
+  `input="raw"` is the paper's own input (x as it is).
+- `TrainedLevelClassifier`: the network with its levels and, where the checkpoint has one, a per-level
+  logit offset added to its logits (a calibration fitted on images kept out of training,
+  `training.classifier.fit_logit_offset`); DLG's argmax and Gibbs draw see the sum.
 - `ExactLevelPosterior`: for analytic mixtures, logits_m = log p_{sigma_m}(x) (exact), so that
   softmax(logits + log prior) is the exact posterior p(m | x) ∝ prior_m p_{sigma_m}(x).
 - `save_classifier` / `load_classifier`: checkpoints (weights stored in float16) with their levels
@@ -22,6 +26,8 @@ A checkpoint (`torch.save` of a dict, loadable with `weights_only=True`):
   a checkpoint without `sigmas` (the older ones) has M geometric levels from the two ends;
 - `data_range`: `[lo, hi]` of the clean data it was trained on (must equal the model's `data_range`;
   absent in older checkpoints: `[-1, 1]`);
+- `input`: "rms" (x / rms(x) and log rms(x)) or "raw" (the paper's); absent in older checkpoints: "rms";
+- `logit_offset`: float32 [M] added to the logits (a calibration); absent: none;
 - `card`: markdown, what it was trained on, how long, its held-out level error by sigma band;
 - `meta`: the card's facts as values (`data`, `steps`, `minutes`, `level_error`, ...).
 """
@@ -48,15 +54,19 @@ def level_sigmas(n_levels: int = M_LEVELS, sigma_min: float = 0.002, sigma_max: 
 
 
 class NoiseLevelNet(nn.Module):
-    """Paper's classifier: conv 32/64/128/256 (3x3, pad 1) + ReLU + avg-pool 2, then one linear layer."""
+    """Paper's classifier: conv 32/64/128/256 (3x3, pad 1) + ReLU + avg-pool 2, then one linear layer.
+    `input`: "rms" (x / rms(x) and a plane log rms(x); C + 1 input channels) or "raw" (x; the paper's)."""
 
     CHANNELS = (32, 64, 128, 256)
+    INPUTS = ("rms", "raw")
 
-    def __init__(self, shape: tuple[int, ...], n_levels: int = M_LEVELS):
+    def __init__(self, shape: tuple[int, ...], n_levels: int = M_LEVELS, input: str = "rms"):
         super().__init__()
+        if input not in self.INPUTS:
+            raise ValueError(f"input must be one of {', '.join(self.INPUTS)}, got {input!r}")
         c, h, w = shape
-        self.shape, self.n_levels = tuple(shape), n_levels
-        layers, cin = [], c + 1  # x / rms(x) and log rms(x)
+        self.shape, self.n_levels, self.input = tuple(shape), n_levels, input
+        layers, cin = [], c + 1 if input == "rms" else c
         for cout in self.CHANNELS:
             layers += [nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU()]
             if min(h, w) >= 2:
@@ -67,22 +77,31 @@ class NoiseLevelNet(nn.Module):
         self.fc = nn.Linear(cin * h * w, n_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input == "raw":
+            return self.fc(self.features(x).flatten(1))
         r = x.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-6).reshape(-1, 1, 1, 1)
         inp = torch.cat([x / r, torch.log(r).expand(-1, 1, *x.shape[2:])], dim=1)
         return self.fc(self.features(inp).flatten(1))
 
 
 class TrainedLevelClassifier:
-    """A trained `NoiseLevelNet` with its levels: `__call__(x) -> logits [B, M]`. `shape`, `data_range`:
-    the data it was trained on; `card`, `meta`: how (see the module docstring); `source`: where it was
-    loaded from (a checkpoint path, or how it was made)."""
+    """A trained `NoiseLevelNet` with its levels: `__call__(x) -> logits [B, M]`, the network's logits plus
+    `logit_offset` (float32 [M], a calibration; None: none). `shape`, `data_range`: the data it was trained
+    on; `card`, `meta`: how (see the module docstring); `source`: where it was loaded from (a checkpoint
+    path, or how it was made)."""
 
     def __init__(self, net: NoiseLevelNet, levels: torch.Tensor, card: str = "", data_range=(-1.0, 1.0),
-                 meta: dict | None = None, source: str = "a trained classifier"):
+                 meta: dict | None = None, source: str = "a trained classifier",
+                 logit_offset: torch.Tensor | None = None):
         self.net, self.levels, self.card = net.eval(), levels, card
         self.shape, self.data_range = tuple(net.shape), tuple(float(v) for v in data_range)
         self.meta, self.source = meta or {}, source
         self._input = self._input_of(net)
+        self.logit_offset = None
+        if logit_offset is not None:
+            self.logit_offset = torch.as_tensor(logit_offset, dtype=torch.float32).to(self._input[0])
+            if self.logit_offset.shape != (net.n_levels,):
+                raise ValueError(f"logit_offset must have shape [{net.n_levels}], got {tuple(self.logit_offset.shape)}")
 
     @staticmethod
     def _input_of(net) -> tuple:
@@ -94,6 +113,8 @@ class TrainedLevelClassifier:
         self.net.to(device)
         self.levels = self.levels.to(device)
         self._input = self._input_of(self.net)
+        if self.logit_offset is not None:
+            self.logit_offset = self.logit_offset.to(device)
         return self
 
     def levels_spec(self) -> dict:
@@ -102,12 +123,14 @@ class TrainedLevelClassifier:
 
     def save(self, path: str):
         """The checkpoint at `path` (`save_classifier`)."""
-        save_classifier(path, self.net, self.levels_spec(), self.card, self.meta, self.data_range)
+        save_classifier(path, self.net, self.levels_spec(), self.card, self.meta, self.data_range, self.logit_offset)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         device, dtype = self._input
         out = self.net(x if (x.device, x.dtype) == (device, dtype) else x.to(device, dtype))
+        if self.logit_offset is not None:
+            out = out + self.logit_offset
         return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
@@ -217,9 +240,9 @@ def levels_from_spec(spec: dict) -> torch.Tensor:
 
 
 def save_classifier(path: str, net: NoiseLevelNet, levels_spec: dict, card: str, meta: dict | None = None,
-                    data_range=(-1.0, 1.0)):
+                    data_range=(-1.0, 1.0), logit_offset: torch.Tensor | None = None):
     """Weights in float16 (half the size; the network is evaluated in float32), levels (module docstring;
-    a spec without `sigmas` gets them), data range, card."""
+    a spec without `sigmas` gets them), data range, input kind, logit offset (float32; None: none), card."""
     spec = dict(levels_spec)
     if spec.get("sigmas") is None:
         spec.update(sigmas=[_short(v) for v in level_sigmas(spec["n_levels"], spec["sigma_min"], spec["sigma_max"])],
@@ -227,8 +250,11 @@ def save_classifier(path: str, net: NoiseLevelNet, levels_spec: dict, card: str,
     if len(spec["sigmas"]) != net.n_levels:
         raise ValueError(f"levels has {len(spec['sigmas'])} sigmas, the network {net.n_levels} outputs")
     sd = {k: v.detach().cpu().half() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": sd, "shape": list(net.shape), "levels": spec,
-                "data_range": [float(v) for v in data_range], "card": card, "meta": meta or {}}, path)
+    ck = {"state_dict": sd, "shape": list(net.shape), "levels": spec, "input": net.input,
+          "data_range": [float(v) for v in data_range], "card": card, "meta": meta or {}}
+    if logit_offset is not None:
+        ck["logit_offset"] = torch.as_tensor(logit_offset).detach().cpu().float()
+    torch.save(ck, path)
 
 
 def checkpoint_path(name_or_path: str) -> str:
@@ -253,10 +279,10 @@ def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevel
     if clf is None:  # read once per file version and device (a DLG run loads it on every call)
         ck = torch.load(path, map_location="cpu", weights_only=True)
         levels = levels_from_spec(ck["levels"])
-        net = NoiseLevelNet(tuple(ck["shape"]), len(levels))
+        net = NoiseLevelNet(tuple(ck["shape"]), len(levels), input=ck.get("input", "rms"))
         net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
         clf = TrainedLevelClassifier(net, levels, ck.get("card", ""), ck.get("data_range", (-1.0, 1.0)),
-                                     ck.get("meta", {}), source=path).to(device)
+                                     ck.get("meta", {}), source=path, logit_offset=ck.get("logit_offset")).to(device)
         _LOADED[key] = clf
     if model is not None:
         check_classifier(clf, model)
