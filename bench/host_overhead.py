@@ -32,9 +32,10 @@ from bench import save_json_md
 from dmcmc_fast.integrators import INTEGRATORS
 from dmcmc_fast.mcmc.entry import make_classifier
 from dmcmc_fast.models.builtin import load_model
+from dmcmc_fast.samplers import get_sampler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FACADE = {"heun": "Heun", "euler": "Euler", "karras_sde": "KarrasSDE", "deis": "DEIS"}
+KINDS = tuple(bl.PLAIN)  # the samplers with a plain loop to compare against
 METHODS = ("plain", "integrator", "façade")
 
 
@@ -56,7 +57,7 @@ def runs_for(model, kind: str, batch: int, nfe: int) -> dict:
         res = fn(model, s_max * torch.randn(batch, *shape), s_max, n, sigma_min=s_min)
         return res.x, res.nfe
 
-    facade = getattr(dmcmc_fast, FACADE[kind])(model, nfe=nfe, sigma_min=s_min, sigma_max=s_max)
+    facade = getattr(dmcmc_fast, get_sampler(kind).facade)(model, nfe=nfe, sigma_min=s_min, sigma_max=s_max)
 
     def run_facade():
         out = facade.sample(batch)
@@ -151,7 +152,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     if dlg:
         lines += ["", "DLG, per block of every chain (NFE = n_skip 5 + Heun 9; B = chains; the façade's "
                   "initialisation cancels; 9 blocks per chain, see `dlg_cell`):", "",
-                  "| sampler | B (chains) | NFE per block | plain ms/block | façade ms/block | plain/façade | verdict |",
+                  "| sampler | B (chains) | NFE per block | plain ms/block | façade ms/block | plain/façade "
+                  "| verdict |",
                   "|---|---|---|---|---|---|---|"]
         for r in dlg:
             ms, ratio = {m: 1e3 * v for m, v in r["per_block_s"].items()}, r["plain_over"]["façade"]
@@ -173,9 +175,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--md", default=os.path.join(HERE, "results", "host_overhead.md"))
     a = p.parse_args(argv)
     kinds = [k for k in a.samplers.split(",") if k]
-    bad = [k for k in kinds if k not in FACADE and k != "dlg"]
+    bad = [k for k in kinds if k not in KINDS and k != "dlg"]
     if bad:
-        p.error(f"--samplers must be among {', '.join(FACADE)}, dlg; got {', '.join(bad)}")
+        p.error(f"--samplers must be among {', '.join(KINDS)}, dlg; got {', '.join(bad)}")
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     if isinstance(model, torch.nn.Module):
@@ -184,7 +186,8 @@ def main(argv=None) -> list[dict]:
     rows = []
     for kind in kinds:
         for batch in [int(b) for b in a.batches.split(",")]:
-            rows.append(dlg_cell(model, batch, a.reps) if kind == "dlg" else run_cell(model, kind, batch, a.nfe, a.reps))
+            cell = dlg_cell(model, batch, a.reps) if kind == "dlg" else run_cell(model, kind, batch, a.nfe, a.reps)
+            rows.append(cell)
             r = rows[-1]
             print(f"{kind:10s} B={batch:<4d} " + "  ".join(f"plain/{m} {v:.2f}" for m, v in r["plain_over"].items()),
                   flush=True)

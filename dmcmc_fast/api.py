@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from dmcmc_fast import shards
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
-from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, model_device, replay_to_locate, same_device
+from dmcmc_fast.models.base import CountingDenoiser, model_device, run_located, same_device
 from dmcmc_fast.samplers import SampleRequest, SamplerSpec, all_samplers, get_sampler, run_sampler
 from dmcmc_fast.validate import check_int
 
@@ -244,12 +244,9 @@ class _Count:
 
 def _run_located(req: SampleRequest, spec) -> torch.Tensor:
     """`run_sampler` on a counter without per-call checks; a NaN/Inf result replays the batch (same chains,
-    same noise) on a checking counter, which names the first bad call (`models.base.replay_to_locate`)."""
-    try:
-        return run_sampler(req, spec)
-    except NonFiniteFinalState:
-        pass
-    replay_to_locate(lambda twin: run_sampler(dataclasses.replace(req, model=twin, callback=None), spec), req.model)
+    same noise, no callback) on a checking counter, which names the first bad call (`models.base.run_located`)."""
+    return run_located(lambda counting, replay: run_sampler(
+        dataclasses.replace(req, model=counting, callback=None) if replay else req, spec), req.model)
 
 
 def resolve_options(model, sampler: str, options: dict, sigmas: torch.Tensor | None = None) -> dict:

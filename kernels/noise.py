@@ -82,6 +82,19 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
 
 
+PREDRAW_ELEMENTS = 1 << 22  # a loop on the CPU draws several steps' normals at once up to this size (16 MB)
+
+
+def chain_randn_steps(seed: int, chain_ids, step0, n_steps: int, shape, stream: int = 0, device=None) -> torch.Tensor:
+    """`[n_steps, B, *shape]`: row b of slice i is `chain_randn(seed, chain_ids, step0 + i, shape, stream)`'s
+    (the same numbers), all in one draw; `step0` an int or `[B]`. For loops that know their steps' counters
+    ahead (KAR2's churn, a DLG block's Langevin steps)."""
+    ids, first, shape = _rows(seed, chain_ids, step0, shape, device)
+    steps = (first[None, :] + torch.arange(n_steps, device=ids.device)[:, None]).reshape(-1)  # step-major
+    z = chain_randn(seed, ids.repeat(n_steps), steps, shape, stream=stream, device=ids.device)
+    return z.view(n_steps, ids.shape[0], *shape)
+
+
 def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None, backend=None) -> torch.Tensor:
     """`rng.chain_rand` (uniforms in [0, 1), word 0): the C++ words on the CPU (bit-identical), else the
     reference (the Triton kernels draw their uniforms inside, e.g. the Gibbs kernel's Gumbel-max)."""

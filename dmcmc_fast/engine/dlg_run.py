@@ -10,11 +10,11 @@ The chains run in groups of `batch_size` consecutive ids that advance one block 
 group [g0, g1) gives samples b*C + g0 .. b*C + g1 - 1, a contiguous range, so batches come out in
 sample order. A group smaller than `batch_size` (few chains) runs several of its rounds per call, 1, 2,
 4, ... up to batch_size rows, so the first samples come at once and the per-call setup fades; each
-round is still its own batch (and shard). A chain's samples depend only on (seed, chain id), never on C or the batch size. Under
-torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`, every batch is a shard
-(`part_START_STOP.npz`, with the per-sample books) and after each round the group's chain state (x,
-sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run continues its chains
-where they were: no sample lost, duplicated or changed.
+round is still its own batch (and shard). A chain's samples depend only on (seed, chain id), never on C
+or the batch size. Under torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`,
+every batch is a shard (`part_START_STOP.npz`, with the per-sample books) and after each round the
+group's chain state (x, sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run
+continues its chains where they were: no sample lost, duplicated or changed.
 
 Conditioning (`model_kwargs`) is per chain, since a chain is one trajectory: every tensor has a leading
 `[chains]` dimension and row c goes to every network call of chain c (initialisation, Langevin steps,
@@ -35,7 +35,7 @@ from dmcmc_fast import shards
 from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
 from dmcmc_fast.mcmc.entry import make_classifier
 from dmcmc_fast.models import kwargs as kw
-from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, replay_to_locate
+from dmcmc_fast.models.base import CountingDenoiser, run_located
 from dmcmc_fast.samplers import get_sampler, json_object
 
 DEFAULT_CHAINS = 256  # chains when `chains` is 0: min(num, 256)
@@ -210,16 +210,13 @@ class DLGRun:
     def _located(self, c0: int, c1: int, run, final):
         """`run(counting)` for chains c0..c1-1 (the initialisation or a block) on a counter that only counts;
         NaN/Inf in its `final(result)` state replays it, deterministic from the same state and counters, with
-        per-call checks to name the first bad call (`models.base.replay_to_locate`)."""
-        counting = self._counting(c0, c1)
-        out = run(counting)
-        counting.check_final(final(out))
-        try:
+        per-call checks to name the first bad call (`models.base.run_located`)."""
+        def checked(counting, replay: bool):  # no callback here: a replay runs the same
+            out = run(counting)
+            counting.check_final(final(out))
             counting.raise_if_nonfinite()
             return out
-        except NonFiniteFinalState:
-            pass
-        replay_to_locate(lambda twin: final(run(twin)), counting)
+        return run_located(checked, self._counting(c0, c1))
 
     def _counting(self, c0: int, c1: int) -> CountingDenoiser:
         """The network for chains c0..c1-1, counted (no per-call checks: `_located`), with their rows of

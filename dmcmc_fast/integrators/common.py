@@ -8,7 +8,7 @@ Every integrator has one call shape:
 - `model` is a denoiser, wrapped in a `CountingDenoiser` if it is not one already (`counted_call`), so NFE
   is counted where the model is called; `IntegratorResult.nfe` is the per-sample NFE this call spent.
   NaN/Inf is caught in the result, and a bad result replays the call with per-call checks to name the
-  first bad sigma (`CountingDenoiser`, `replay_to_locate`).
+  first bad sigma (`CountingDenoiser`, `run_located`).
 - `x` is the state at `sigma_start` (a scalar or `[B]`: one start per sample; the grid integrators also
   take a `[B, N]` grid there, `per_sample_grid`). Sample b is integrated
   on its own grid sigma_0 = sigma_start[b] > ... > sigma_{N-1} = sigma_min (N = `n_steps` grid points,
@@ -38,7 +38,8 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
-from dmcmc_fast.models.base import CountingDenoiser, NonFiniteFinalState, bcast, replay_to_locate
+from dmcmc_fast.kernels._args import in_dtype
+from dmcmc_fast.models.base import CountingDenoiser, bcast, run_located
 from dmcmc_fast.validate import check_int, check_positive
 
 
@@ -57,17 +58,11 @@ def counted_call(integrator):
     def call(model, x, *args, **kw):
         if isinstance(model, CountingDenoiser):
             return integrator(model, x, *args, **kw)
-        counting = CountingDenoiser(model, x.shape[0], x.device, per_call_checks=False)
-        counting.standalone = True
-        try:
-            return integrator(counting, x, *args, **kw)
-        except NonFiniteFinalState:
-            pass
 
-        def again(twin):
-            twin.standalone = True
-            return integrator(twin, x, *args, **dict(kw, callback=None)).x
-        replay_to_locate(again, counting)
+        def run(counting, replay: bool):
+            counting.standalone = True  # this call checks and raises at its end (`finish`)
+            return integrator(counting, x, *args, **(dict(kw, callback=None) if replay else kw))
+        return run_located(run, CountingDenoiser(model, x.shape[0], x.device, per_call_checks=False))
     return call
 
 
@@ -90,7 +85,7 @@ def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the VE probability-flow ODE: (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t)=t)."""
-    return (x - denoised) / bcast(sigma if sigma.dtype == x.dtype else sigma.to(x.dtype), x)
+    return (x - denoised) / bcast(in_dtype(sigma, x.dtype), x)
 
 
 def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -139,32 +134,26 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
     if not isinstance(sigma_start, numbers.Real):
         return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
     # one start for every sample: one row, built once per (schedule, numbers, device) and shared read-only
-    # (an expanded view) by every run that asks for it again
-    key = (schedule, float(sigma_start), n_steps, float(sigma_min), tuple(sorted(kw.items())), str(x.device))
-    row = _SHARED_GRIDS.get(key)
-    if row is None:
-        one = x.new_empty(1)  # the row's device
-        row = _SHARED_GRIDS[key] = schedule(start_sigma(sigma_start, one, model), n_steps, sigma_min, **kw)
-        if len(_SHARED_GRIDS) > 64:
-            _SHARED_GRIDS.pop(next(iter(_SHARED_GRIDS)))
-    return row.expand(x.shape[0], -1)
+    key = ("grid", schedule, float(sigma_start), n_steps, float(sigma_min), tuple(sorted(kw.items())), str(x.device))
+    return shared_rows(key, lambda: schedule(start_sigma(sigma_start, x.new_empty(1), model), n_steps, sigma_min,
+                                             **kw), x.shape[0])
 
 
-_SHARED_GRIDS: dict = {}  # per_sample_grid's rows for a numeric start, oldest first
-_SHARED_TABLES: dict = {}  # shared_rows' coefficient rows, oldest first
+_SHARED: dict = {}  # shared_rows' tables (grids, coefficients), oldest first
+SHARED_CAPACITY = 128
 
 
 def shared_rows(key, compute: Callable, batch: int):
-    """Per-sample coefficient tables (tensors [B, ...]) of a grid that every sample shares: `compute()` on
-    one row, built once per `key` (the host numbers that made the grid) and expanded to `batch` rows
-    (read-only views); `key` None: a per-sample grid, `compute()` as is."""
+    """Per-sample tables (tensors [B, ...]: a grid, its coefficients) that every sample shares: `compute()` on
+    one row, built once per `key` (the host numbers that made it) and expanded to `batch` rows (read-only
+    views); `key` None: per-sample rows, `compute()` as is."""
     if key is None:
         return compute()
-    rows = _SHARED_TABLES.get(key)
+    rows = _SHARED.get(key)
     if rows is None:
-        rows = _SHARED_TABLES[key] = compute()
-        if len(_SHARED_TABLES) > 64:
-            _SHARED_TABLES.pop(next(iter(_SHARED_TABLES)))
+        rows = _SHARED[key] = compute()
+        if len(_SHARED) > SHARED_CAPACITY:
+            _SHARED.pop(next(iter(_SHARED)))
     if torch.is_tensor(rows):
         return rows.expand(batch, *rows.shape[1:])
     return tuple(r.expand(batch, *r.shape[1:]) for r in rows)

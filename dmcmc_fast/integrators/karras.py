@@ -27,9 +27,10 @@ from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, finish, check_nfe,
                                            ensure_counting, n_loop, per_sample_grid)
-from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype, step_vec
-from dmcmc_fast.kernels.karras_step import churn, euler_step, euler_step_reference, heun_correct, step_impls
-from dmcmc_fast.kernels.noise import chain_randn as chain_noise
+from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
+from dmcmc_fast.kernels._dispatch import choose_backend
+from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct, step_impls
+from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
 
@@ -103,15 +104,15 @@ def _churner(x, sigmas, cols, gamma, s_noise: float, noise: StepNoise, steps: in
     every step are computed here at once, and a step adds scale * z with z from the chain's stream (the
     same numbers) or from the user's noise sampler."""
     g = gamma[:, :steps].to(cols.dtype).T.contiguous()  # [steps, B]
-    if noise.sampler is None and step_impls(x)[0] is not euler_step_reference:
+    if noise.sampler is None and choose_backend(x) == "triton":
         return lambda x, i: churn(x, cols[i], g[i], s_noise, noise.seed, noise.chain_ids, noise.step0 + i,
                                   stream=rng.STREAM_CHURN)
     hats = cols[:steps] * (1.0 + g)  # sigma_hat = (1 + gamma) sigma
     scales = s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))  # S_noise sqrt(sigma_hat^2 - sigma^2), no cancellation
     zs = None
     if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
-        zs = chain_noise(noise.seed, chain_vec(noise.chain_ids, x).repeat(steps), _run_steps(noise.step0, steps, x),
-                         x.shape[1:], stream=rng.STREAM_CHURN).view(steps, *x.shape)
+        zs = chain_randn_steps(noise.seed, chain_vec(noise.chain_ids, x), noise.step0, steps, x.shape[1:],
+                               stream=rng.STREAM_CHURN, device=x.device)
 
     def churn_step(x, i):
         if zs is not None:
@@ -123,14 +124,6 @@ def _churner(x, sigmas, cols, gamma, s_noise: float, noise: StepNoise, steps: in
             z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
         return in_dtype(x + bcast(scales[i], x) * z, x.dtype), hats[i]
     return churn_step
-
-
-PREDRAW_ELEMENTS = 1 << 22  # on the CPU, a run's churn noise up to this size (16 MB) is drawn at its start
-
-
-def _run_steps(step0, steps: int, x) -> torch.Tensor:
-    """`[steps * B]` int64: the RNG counter of row b at step i, step0[b] + i, step-major (as `repeat`)."""
-    return (step_vec(step0, x)[None, :] + torch.arange(steps, device=x.device)[:, None]).reshape(-1)
 
 
 def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,

@@ -68,8 +68,6 @@ def integrator(name: str):
     return INTEGRATORS[name]
 
 
-PREDRAW_ELEMENTS = 1 << 22  # on the CPU, a block's Langevin noise up to this size (16 MB) is drawn at its start
-
 # The official code's KAR2 initialisation options, noise levels x2 for data in [-1, 1]
 PAPER_KAR2 = {"s_churn": 80.0, "s_tmin": 0.1, "s_tmax": 2.0, "s_noise": 1.007}
 
@@ -279,13 +277,10 @@ class _Chains:
         """The Langevin normals of block `block`'s n_skip steps, `[n_skip, B, *shape]`, in one draw where the
         torch reference runs (the same numbers each step would draw: stream STREAM_LANGEVIN at
         `ctr.step(block, j)`); None where the fused kernel draws its own."""
-        if choose_backend(x) == "triton" or self.cfg.n_skip * x.numel() > PREDRAW_ELEMENTS:
+        if choose_backend(x) == "triton" or self.cfg.n_skip * x.numel() > noise.PREDRAW_ELEMENTS:
             return None
-        n, b = self.cfg.n_skip, self.ids.shape[0]
-        steps = ctr.step(block, torch.arange(n, device=x.device)).repeat_interleave(b)
-        z = noise.chain_randn(self.seed, self.ids.repeat(n), steps, tuple(x.shape[1:]), stream=rng.STREAM_LANGEVIN,
-                              device=x.device)
-        return z.view(n, *x.shape)
+        return noise.chain_randn_steps(self.seed, self.ids, ctr.step(block, 0), self.cfg.n_skip, x.shape[1:],
+                                       stream=rng.STREAM_LANGEVIN, device=x.device)
 
     def integrate(self, name: str, nfe: int, x, sigma_start, step0: int, options: dict):
         """-> (the integrated x, the counter after the run's n + 1 steps)."""

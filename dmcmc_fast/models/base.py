@@ -153,7 +153,7 @@ class ChainDiverged(NonFiniteModelOutput, ValueError):
 
 class NonFiniteFinalState(FloatingPointError):
     """The run's final state is NaN/Inf and its counter made no per-call checks (`per_call_checks=False`):
-    the run's owner replays it with a checking counter to say where it happened (`replay_to_locate`)."""
+    the run's owner replays it with a checking counter to say where it happened (`run_located`)."""
 
 
 class CountingDenoiser:
@@ -177,7 +177,7 @@ class CountingDenoiser:
     NaN/Inf is caught in the final state (`check_final`; a NaN/Inf output reaches it through every update
     of these samplers). A bad final state raises `NonFiniteFinalState`, and the run's owner replays the
     run, deterministic by its per-chain RNG, with per-call checks to name the first bad call
-    (`replay_to_locate`): the check costs nothing per step, and a failure still says where it happened.
+    (`run_located`): the check costs nothing per step, and a failure still says where it happened.
     """
 
     FOLD_EVERY = 256  # pending per-call flags folded into one running result (bounded memory)
@@ -185,7 +185,7 @@ class CountingDenoiser:
 
     def __init__(self, model: Denoiser, batch: int, device=None, check_finite: bool = True,
                  model_kwargs: dict | None = None, on_call=None, per_call_checks: bool = True):
-        self.model = model if isinstance(model, InNetworkDtype) else in_network_dtype(model)
+        self.model = in_network_dtype(model)
         self.model_kwargs = model_kwargs or {}
         self.on_call = on_call
         self._nfe = torch.zeros(batch, dtype=torch.int64, device=device)
@@ -318,15 +318,19 @@ def flat_dim(shape) -> int:
     return math.prod(shape)
 
 
-def replay_to_locate(run, counter: CountingDenoiser):
-    """`run(counter)` again with a checking twin of `counter` (per-call checks, no progress), after `counter`'s
-    run ended in a NaN/Inf final state: raises the located error (`raise_if_nonfinite`); if the replay
-    finishes clean (a nondeterministic model), a `ChainDiverged` that says so."""
+def run_located(run, counter: CountingDenoiser):
+    """`run(counter, replay=False)` on a counter without per-call checks; `run` checks its own final state
+    (`check_final`, `raise_if_nonfinite`). When that state is NaN/Inf (`NonFiniteFinalState`), `run(twin,
+    replay=True)` on a checking twin of `counter` (per-call checks, no progress; `replay` tells the run to
+    leave out what must not happen twice, the user's callback) raises the error naming the first bad call;
+    if the replay finishes clean (a nondeterministic model), a `ChainDiverged` that says so."""
+    try:
+        return run(counter, False)
+    except NonFiniteFinalState:
+        pass
     twin = CountingDenoiser(counter.model, counter.nfe.shape[0], counter.nfe.device, model_kwargs=counter.model_kwargs)
     twin._blame = counter._blame
-    x = run(twin)
-    if x is not None:
-        twin.check_final(x)
+    run(twin, True)
     twin.raise_if_nonfinite()
     raise ChainDiverged("the final state x was NaN/Inf, but a replay with per-call checks finished clean (is the "
                         "model nondeterministic?)", *counter._blame)
