@@ -5,10 +5,13 @@
 // (i, c, k, s)) -> four uint32 words; word w -> a uniform in [0, 1) exactly as rng.uint32_to_uniform
 // computes it (int32 reinterpretation, negative s mapped to -s - 1, times 4.6566127342e-10f in float32).
 // Normals (`philox_normal`) are rng.box_muller of words 0 and 1 with the very ATen ops the reference calls,
-// from C++ (no Python dispatch per op), so a CPU draw is bit-identical to the reference (tests/test_philox.py).
+// from C++ (no Python dispatch per op) and in place on the words' buffer (no allocation per op), so a CPU draw
+// is bit-identical to the reference (tests/test_philox.py, tests/test_kernels_noise.py).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -19,18 +22,94 @@ constexpr uint32_t kRoundA = 0xD2511F53u, kRoundB = 0xCD9E8D57u, kKeyA = 0x9E377
 constexpr float kUniformScale = 4.6566127342e-10f;
 constexpr int64_t kGrain = 1 << 14;  // elements per parallel task
 
-inline void philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t pb = uint64_t(kRoundB) * c[2], pa = uint64_t(kRoundA) * c[0];
-    const uint32_t c0 = uint32_t(pb >> 32) ^ c[1] ^ k0, c2 = uint32_t(pa >> 32) ^ c[3] ^ k1;
-    c[0] = c0, c[1] = uint32_t(pb), c[2] = c2, c[3] = uint32_t(pa);
-    k0 += kKeyA, k1 += kKeyB;
-  }
-}
-
 inline float to_uniform(uint32_t w) {
   const int32_t s = int32_t(w);
   return float(s < 0 ? ~s : s) * kUniformScale;  // ~s == -s - 1
+}
+
+// Words 0 .. W-1 of elements first .. first+n-1 of one row (chain, step): o[w * stride + i]. Ten rounds, the keys
+// bumped after each (rng.philox_4x32).
+template <int W>
+inline void philox_row(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step, uint32_t s, uint32_t k0,
+                       uint32_t k1, uint32_t first = 0) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t c0 = first + uint32_t(i), c1 = chain, c2 = step, c3 = s, key0 = k0, key1 = k1;
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t pb = uint64_t(kRoundB) * c2, pa = uint64_t(kRoundA) * c0;
+      const uint32_t n0 = uint32_t(pb >> 32) ^ c1 ^ key0, n2 = uint32_t(pa >> 32) ^ c3 ^ key1;
+      c0 = n0, c1 = uint32_t(pb), c2 = n2, c3 = uint32_t(pa);
+      key0 += kKeyA, key1 += kKeyB;
+    }
+    o[i] = to_uniform(c0);
+    if (W > 1) o[stride + i] = to_uniform(c1);
+    if (W > 2) o[2 * stride + i] = to_uniform(c2);
+    if (W > 3) o[3 * stride + i] = to_uniform(c3);
+  }
+}
+
+// High and low halves of the eight 32x32->64 products a * c (AVX2 has them as two 4-lane vpmuludq).
+__attribute__((target("avx2"))) inline void mul_hilo(__m256i a, __m256i c, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(a, c), odd = _mm256_mul_epu32(a, _mm256_srli_epi64(c, 32));
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+__attribute__((target("avx2"))) inline __m256 to_uniform8(__m256i w) {
+  const __m256i neg = _mm256_srai_epi32(w, 31);  // all ones where the int32 is negative
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_xor_si256(w, neg)), _mm256_set1_ps(kUniformScale));  // ~s
+}
+
+// philox_row for AVX2: eight elements per iteration (the same rounds on 8 lanes), the rest by philox_row.
+template <int W>
+__attribute__((target("avx2"))) void philox_row_avx2(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step,
+                                                     uint32_t s, uint32_t k0, uint32_t k1) {
+  const __m256i ra = _mm256_set1_epi32(int(kRoundA)), rb = _mm256_set1_epi32(int(kRoundB));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(int(uint32_t(i))), lane), c1 = _mm256_set1_epi32(int(chain));
+    __m256i c2 = _mm256_set1_epi32(int(step)), c3 = _mm256_set1_epi32(int(s));
+    uint32_t key0 = k0, key1 = k1;
+    for (int round = 0; round < 10; ++round) {
+      __m256i hb, lb, ha, la;
+      mul_hilo(rb, c2, hb, lb);
+      mul_hilo(ra, c0, ha, la);
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hb, c1), _mm256_set1_epi32(int(key0)));
+      c2 = _mm256_xor_si256(_mm256_xor_si256(ha, c3), _mm256_set1_epi32(int(key1)));
+      c1 = lb, c3 = la;
+      key0 += kKeyA, key1 += kKeyB;
+    }
+    _mm256_storeu_ps(o + i, to_uniform8(c0));
+    if (W > 1) _mm256_storeu_ps(o + stride + i, to_uniform8(c1));
+    if (W > 2) _mm256_storeu_ps(o + 2 * stride + i, to_uniform8(c2));
+    if (W > 3) _mm256_storeu_ps(o + 3 * stride + i, to_uniform8(c3));
+  }
+  // the tail: elements i .. n-1, their counters starting at i
+  for (; i < n; ++i) philox_row<W>(o + i, stride, 1, chain, step, s, k0, k1, uint32_t(i));
+}
+
+template <int W>
+void philox_row_base(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step, uint32_t s, uint32_t k0,
+                     uint32_t k1) {
+  philox_row<W>(o, stride, n, chain, step, s, k0, k1);
+}
+
+using RowFn = void (*)(float*, int64_t, int64_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t);
+
+template <int W>
+RowFn row_fn() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2 ? &philox_row_avx2<W> : &philox_row_base<W>;
+}
+
+RowFn row_fn(int64_t words) {
+  switch (words) {
+    case 1: return row_fn<1>();
+    case 2: return row_fn<2>();
+    case 3: return row_fn<3>();
+    default: return row_fn<4>();
+  }
 }
 
 }  // namespace
@@ -50,15 +129,9 @@ torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tenso
   const int64_t* k = ks.data_ptr<int64_t>();
   float* o = out.data_ptr<float>();
   const uint32_t k0 = uint32_t(uint64_t(seed)), k1 = uint32_t(uint64_t(seed) >> 32), s = uint32_t(stream);
+  const RowFn row = row_fn(words);
   at::parallel_for(0, B, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const uint32_t chain = uint32_t(id[b]), step = uint32_t(k[b]);
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t c[4] = {uint32_t(i), chain, step, s};
-        philox(c, k0, k1);
-        for (int64_t w = 0; w < words; ++w) o[w * total + b * n + i] = to_uniform(c[w]);
-      }
-    }
+    for (int64_t b = b0; b < b1; ++b) row(o + b * n, total, n, uint32_t(id[b]), uint32_t(k[b]), s, k0, k1);
   });
   return out;
 }
@@ -66,8 +139,10 @@ torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tenso
 // [B, n] float32 standard normals: rng.box_muller(u0, u1) of words 0 and 1, op for op as the torch reference
 // writes it (clamp, log, * -2, sqrt; * 2 pi, cos; product): the same kernels, the same bits.
 torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream) {
-  const auto u = philox_uniform(seed, chain_ids, steps, n, stream, 2);
-  const auto r = at::sqrt(at::mul(at::log(at::clamp(u[0], 1.0e-7, c10::nullopt)), -2.0));
-  return at::mul(r, at::cos(at::mul(u[1], 2.0 * 3.141592653589793)));
+  auto u = philox_uniform(seed, chain_ids, steps, n, stream, 2);
+  auto r = u[0], phase = u[1];  // in place on the words' buffer: the same kernels as out of place, no allocation
+  r.clamp_min_(1.0e-7).log_().mul_(-2.0).sqrt_();
+  phase.mul_(2.0 * 3.141592653589793).cos_();
+  return r.mul_(phase);
 }
 
