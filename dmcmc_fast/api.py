@@ -85,7 +85,8 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     """
     it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
                 resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
-                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T, **options)
+                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T,
+                **options)
     batches = list(it)
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
@@ -111,17 +112,22 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
            device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
            graph: str = "auto", model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None,
-           **options) -> _Stream:
+           _resolved: dict | None = None, **options) -> _Stream:
     """`sample`, as an iterator of `SampleBatch`es in chain order, each yielded as soon as it is done
     (and, with `out_dir`, after its shard is on disk): for pipelines that want the first samples early.
     Arguments are checked before the first batch is drawn; a run that fails before its first shard removes
-    what it created under `out_dir` (config.json, empty folders; one process only)."""
+    what it created under `out_dir` (config.json, empty folders; one process only). `_resolved`: the
+    façade's options, resolved and checked against this model and `nfe` when it was built (used as they
+    are unless a grid `sigmas` resolves them anew)."""
     spec = get_sampler(sampler)
     check_int("num", num, 1)
     inputs = _check_inputs(spec, model, num, model_kwargs, callback, sigmas, x_T)
-    opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
     check_int("nfe", nfe, 1, 100_000)
-    spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
+    if _resolved is not None and "sigmas" not in inputs:
+        opts = _resolved
+    else:
+        opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
+        spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
     check_int("seed", seed, 0, 2**63 - 1)
     check_int("batch_size", batch_size, 1)
     check_int("world_size", world_size, 1)

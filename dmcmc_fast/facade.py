@@ -49,7 +49,8 @@ class Sampler:
 
     def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
-                    resume=resume, progress=self.progress, graph=self.graph, **inputs, **self._given)
+                    resume=resume, progress=self.progress, graph=self.graph, _resolved=self.options, **inputs,
+                    **self._given)
 
     def sample(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
                callback=None, sigmas=None, x_T=None) -> api.SampleOutput:

@@ -288,17 +288,20 @@ def all_samplers() -> dict[str, SamplerSpec]:
 
 
 def get_sampler(name: str) -> SamplerSpec:
+    spec = SAMPLERS.get(name)
+    if spec is not None:  # registered already: no import
+        return spec
     if name not in all_samplers():
         raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
     return SAMPLERS[name]
 
 
 def run_sampler(req: SampleRequest, spec: SamplerSpec) -> torch.Tensor:
-    req.model.blame(spec.name, spec.divergence_advice(req.options, req.nfe))  # a diverged chain names these
+    req.model.blame(spec.name, lambda: spec.divergence_advice(req.options, req.nfe))  # what a diverged chain names
     x = spec.resolve()(req)
     req.model.check_final(x)
     req.model.raise_if_nonfinite()
-    spent = int(req.model.nfe.max())
+    spent = req.model.max_nfe()
     if spent > req.nfe:
         raise RuntimeError(f"sampler {spec.name} spent {spent} NFE per sample, over the budget --nfe {req.nfe}")
     return x

@@ -56,6 +56,8 @@ def in_range(v: float, lo=None, hi=None) -> bool:
 
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None, sampler: str = "") -> int:
     """`value` as an int if it is an integer in [lo, hi]."""
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value  # the common case, without the numbers ABC checks (the API checks several per call)
     if not is_int(value) or not in_range(value, lo, hi):
         fail(name, f"an integer in {range_text(lo, hi)}", value, sampler)
     return int(value)

@@ -90,18 +90,28 @@ def churn_triton(x, sigma, gamma, s_noise, seed, chain_ids, step, stream=rng.STR
 
 # ---------------- plain-torch references ----------------
 def euler_step_reference(x, denoised, sigma, sigma_next):
-    cd = compute_dtype(x)
     s, sn = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(sigma_next, x, "sigma_next"), x)
-    xf = in_dtype(x, cd)
-    d = (xf - in_dtype(denoised, cd)) / s
-    return in_dtype(xf + (sn - s) * d, x.dtype), in_dtype(d, x.dtype)
+    return _euler_rows(x, denoised, s, sn - s)
 
 
 def heun_correct_reference(x, d, x_euler, denoised_next, sigma, sigma_next):
-    cd = compute_dtype(x)
     s, sn = rows(per_sample(sigma, x, "sigma"), x), rows(per_sample(sigma_next, x, "sigma_next"), x)
+    return _heun_rows(x, d, x_euler, denoised_next, sn, (sn - s) * 0.5)
+
+
+def _euler_rows(x, denoised, s, dt):
+    """The Euler predictor on sigma and dt = sigma_next - sigma as [B, 1, ..] rows of the compute dtype."""
+    cd = s.dtype
+    xf = in_dtype(x, cd)
+    d = (xf - in_dtype(denoised, cd)) / s
+    return in_dtype(xf + dt * d, x.dtype), in_dtype(d, x.dtype)
+
+
+def _heun_rows(x, d, x_euler, denoised_next, sn, half_dt):
+    """The Heun corrector on sigma_next and half_dt = (sigma_next - sigma) / 2 as [B, 1, ..] rows."""
+    cd = sn.dtype
     d_next = (in_dtype(x_euler, cd) - in_dtype(denoised_next, cd)) / sn
-    return in_dtype(in_dtype(x, cd) + (sn - s) * 0.5 * (in_dtype(d, cd) + d_next), x.dtype)
+    return in_dtype(in_dtype(x, cd) + half_dt * (in_dtype(d, cd) + d_next), x.dtype)
 
 
 def _sigma_hat(sigma, gamma, x):
@@ -145,3 +155,20 @@ def step_impls(x, backend=None):
     if choose_backend(x, backend) == "triton":
         return euler_step_triton, heun_correct_triton
     return euler_step_reference, heun_correct_reference
+
+
+def grid_steps(x, starts: torch.Tensor, ends: torch.Tensor, backend=None):
+    """`(euler(x, denoised, i), correct(x, d, x_euler, denoised_next, i))`: `euler_step` and `heun_correct`
+    of step i, from sigma `starts[i]` to `ends[i]` (`[steps, B]` contiguous, x's compute dtype), set up once
+    per loop: the backend is chosen here, and on the torch backend the sigmas are laid out as rows that
+    broadcast against x and the step widths computed here, once (the references' arithmetic, the same bits)."""
+    if choose_backend(x, backend) == "triton":
+        s, e = starts.unbind(0), ends.unbind(0)
+        return (lambda x, den, i: euler_step_triton(x, den, s[i], e[i]),
+                lambda x, d, x_euler, den_next, i: heun_correct_triton(x, d, x_euler, den_next, s[i], e[i]))
+    shape = (*starts.shape, *([1] * (x.ndim - 1)))
+    s, e = starts.reshape(shape), ends.reshape(shape)
+    dt = e - s
+    s, e, dt, half_dt = s.unbind(0), e.unbind(0), dt.unbind(0), (dt * 0.5).unbind(0)
+    return (lambda x, den, i: _euler_rows(x, den, s[i], dt[i]),
+            lambda x, d, x_euler, den_next, i: _heun_rows(x, d, x_euler, den_next, e[i], half_dt[i]))

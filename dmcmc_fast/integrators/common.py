@@ -76,11 +76,11 @@ def ensure_counting(model, batch: int, device) -> CountingDenoiser:
     return counting
 
 
-def finish(model: CountingDenoiser, x: torch.Tensor, nfe_before: torch.Tensor) -> IntegratorResult:
+def finish(model: CountingDenoiser, x: torch.Tensor, mark) -> IntegratorResult:
     """The call's result, after `model.end_call(x)` (a counter this call made checks `x` and raises its
-    deferred checks)."""
+    deferred checks); `mark`: `model.mark()` at the call's start."""
     model.end_call(x)
-    return IntegratorResult(x, model.nfe - nfe_before)
+    return IntegratorResult(x, model.spent(mark))
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -139,24 +139,50 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
                                              **kw), x.shape[0])
 
 
-_SHARED: dict = {}  # shared_rows' tables (grids, coefficients), oldest first
+_SHARED: dict = {}  # shared_rows' tables (grids, coefficients) and their expansions per batch, oldest first
 SHARED_CAPACITY = 128
 
 
 def shared_rows(key, compute: Callable, batch: int):
     """Per-sample tables (tensors [B, ...]: a grid, its coefficients) that every sample shares: `compute()` on
     one row, built once per `key` (the host numbers that made it) and expanded to `batch` rows (read-only
-    views); `key` None: per-sample rows, `compute()` as is."""
+    views, the same objects for the same batch, so what a loop derives from them is kept too: `derived`);
+    `key` None: per-sample rows, `compute()` as is."""
     if key is None:
         return compute()
+    out = _SHARED.get(("expanded", key, batch))
+    if out is not None:
+        return out
     rows = _SHARED.get(key)
     if rows is None:
         rows = _SHARED[key] = compute()
-        if len(_SHARED) > SHARED_CAPACITY:
-            _SHARED.pop(next(iter(_SHARED)))
     if torch.is_tensor(rows):
-        return rows.expand(batch, *rows.shape[1:])
-    return tuple(r.expand(batch, *r.shape[1:]) for r in rows)
+        out = rows.expand(batch, *rows.shape[1:])
+        out._derived = {}
+    else:
+        out = tuple(r.expand(batch, *r.shape[1:]) for r in rows)
+        for r in out:
+            r._derived = {}
+    _SHARED[("expanded", key, batch)] = out
+    while len(_SHARED) > SHARED_CAPACITY:
+        _SHARED.pop(next(iter(_SHARED)))
+    return out
+
+
+def derived(table: torch.Tensor, key, compute: Callable):
+    """`compute()`: what a loop derives from `table` alone (with `key`'s host numbers), kept on the table when
+    it is a shared one (`shared_rows`, read-only, built once; or itself derived from one): a loop on the same
+    grid then sets up once, not once per call. Any other tensor (a caller's own grid) gets `compute()` every
+    time."""
+    memo = getattr(table, "_derived", None)
+    if memo is None:
+        return compute()
+    out = memo.get(key)
+    if out is None:
+        out = memo[key] = compute()
+        if torch.is_tensor(out):  # a table derived from a shared one is shared too (e.g. KAR2's churn per step)
+            out._derived = {}
+    return out
 
 
 def explicit_grid(sigmas: torch.Tensor, x: torch.Tensor, n_steps: int, model: CountingDenoiser) -> torch.Tensor:

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from dmcmc_fast.integrators.common import counted_call
-from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
-                                           shared_rows, to_d, tweedie)
+from dmcmc_fast.integrators.common import (IntegratorResult, derived, finish, check_nfe, ensure_counting,
+                                           per_sample_grid, shared_rows, to_d)
 from dmcmc_fast.integrators.karras import _heun_step
-from dmcmc_fast.kernels._args import compute_dtype, in_dtype
+from dmcmc_fast.kernels._args import compute_dtype
+from dmcmc_fast.kernels._dispatch import choose_backend
 from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
 from dmcmc_fast.schedules import karras_per_sample
 
@@ -137,6 +138,20 @@ def _rk3_step(model, x, s, s_next):
     return x + hb * (k1 + 4.0 * k2 + k3) / 6.0, denoised
 
 
+def _deis_plan(x, sigmas, n_steps: int, shared, order: int, ab_time: str, beta_min: float, beta_max: float):
+    """`(cols, coeffs, combine, s_in, s_rows)` of one run: the grid's columns and the tAB coefficients in
+    the kernels' dtype (Python floats for one grid on the CPU), the combine kernel, each step's sigma in x's
+    dtype as the model takes it and as rows broadcasting against x (`to_d`)."""
+    cd = compute_dtype(x)
+    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max).to(cd)
+    cols = sigmas.to(cd).T.contiguous()
+    combine = combine_impl(x)
+    if shared is not None and combine is deis_combine_reference:  # one grid for all: Python-float C_ij (CPU)
+        coeffs = coeffs[0].tolist()
+    s_x = cols.to(x.dtype)
+    return (cols, coeffs, combine, s_x.unbind(0), s_x.reshape(*s_x.shape, *([1] * (x.ndim - 1))).unbind(0))
+
+
 @counted_call
 @torch.no_grad()
 def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
@@ -150,15 +165,13 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
         raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}, got {warm_start!r}")
     n_rk = _rk_steps(order, warm_start)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
-    cd = compute_dtype(x)  # the grid and the coefficients in the kernels' dtype, once per run
-    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max).to(cd)
-    cols = sigmas.to(cd).T.contiguous()
-    combine = combine_impl(x)
-    if shared is not None and combine is deis_combine_reference:  # one grid for all: Python-float C_ij (CPU)
-        coeffs = coeffs[0].tolist()
+    # the grid and the coefficients in the kernels' dtype, set up once per run (per grid when it is shared)
+    cols, coeffs, combine, s_in, s_rows = derived(
+        sigmas, ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, str(x.device),
+                 choose_backend(x)), lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
     eps_hist: list[torch.Tensor] = []  # newest first
     for i in range(n_steps - 1):
         s, s_next = cols[i], cols[i + 1]
@@ -168,14 +181,14 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
             eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]
             x = x_next
         else:
-            denoised = model(x, in_dtype(s, x.dtype))
-            eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]
+            denoised = model(x, s_in[i])
+            eps_hist = [(x - denoised) / s_rows[i]] + eps_hist[:order]  # to_d on the step's sigma rows
             r = min(i, order)
             c = coeffs[i][:r + 1] if isinstance(coeffs, list) else coeffs[:, i, :r + 1]
             x = combine(x, eps_hist[:r + 1], 1.0, c)
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": sigmas[:, i], "sigma_next": sigmas[:, i + 1],
                       "denoised": denoised})
-    if final_tweedie:
-        x = tweedie(model, x, sigmas[:, n_steps - 1])
+    if final_tweedie:  # the Tweedie step x = D(x, sigma_min)
+        x = model(x, s_in[n_steps - 1])
     return finish(model, x, before)

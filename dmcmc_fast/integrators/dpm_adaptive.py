@@ -128,7 +128,7 @@ def sample_dpm_adaptive(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
     `callback` is called once per sample as it reaches sigma_min, with `i` its row and `nfev` its NFE so far."""
     _check(n_steps, sigma_min, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.nfe.clone()  # indexed per sample below
     budget = n_steps - int(final_tweedie)
     b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
     s0 = start_sigma(sigma_start, x, model).clamp(min=sigma_min)

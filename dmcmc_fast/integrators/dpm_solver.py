@@ -298,7 +298,7 @@ def _on_karras_grid(loop, model, x, sigma_start, n_steps, sigma_min, rho, seed, 
     """Run an `*_on_grid` loop on each sample's Karras grid from its own start sigma, with the chain's own
     noise, then the final Tweedie step; NFE counted per sample."""
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     x = loop(model, x, sigmas[:, :n_steps], noise=StepNoise(seed, chain_ids, step0), n=n_steps, callback=callback,
              **options)

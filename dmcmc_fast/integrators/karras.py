@@ -25,11 +25,11 @@ import torch
 
 from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import counted_call
-from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, finish, check_nfe,
+from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, derived, finish, check_nfe,
                                            ensure_counting, n_loop, per_sample_grid)
 from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
-from dmcmc_fast.kernels.karras_step import churn, euler_step, heun_correct, step_impls
+from dmcmc_fast.kernels.karras_step import churn, euler_step, grid_steps, heun_correct
 from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
@@ -71,59 +71,71 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
     churned state the model saw) when churning."""
     noise = StepNoise() if noise is None else noise
-    # The grid (and the churn) is cast to the kernels' dtype once and laid out as contiguous rows, so a step
-    # takes its sigmas as they are (no per-step cast or copy; ops per NFE: bench/op_counts.py); the kernels'
-    # backend is chosen once per run
-    cd = compute_dtype(x)
-    cols = sigmas.to(cd).T.contiguous()
-    impls = step_impls(x)
-    euler = impls[0]
-    churn_step = _churner(x, sigmas, cols, gamma, s_noise, noise, steps) if gamma is not None else None
+    table = sigmas if gamma is None else gamma
+    plan = derived(table, ("edm", steps, heun, s_noise, x.ndim, x.dtype, str(x.device), choose_backend(x)),
+                   lambda: _EdmPlan(x, sigmas, steps, gamma, s_noise, heun))
+    churn_step = None if gamma is None else plan.churner(x, sigmas, noise)
+    s_in, s_out, euler, correct = plan.s_in, plan.s_out, plan.euler, plan.correct
     for i in range(steps):
-        s, s_next = cols[i], cols[i + 1]
-        churned = {}
-        if churn_step is not None:
-            x_in, s_in = churn_step(x, i)
-            churned = {"sigma_hat": s_in, "x_hat": x_in}
-        else:
-            x_in, s_in = x, s
-        if heun:
-            x, denoised = _heun_step(model, x_in, s_in, s_next, last=euler_last and i == steps - 1, impls=impls)
-        else:
-            denoised = model(x_in, in_dtype(s_in, x.dtype))
-            x, _ = euler(x_in, denoised, s_in, s_next)
+        x_in = churn_step(x, i) if churn_step is not None else x
+        denoised = model(x_in, s_in[i])
+        x, d = euler(x_in, denoised, i)
+        if heun and not (euler_last and i == steps - 1):  # Heun's corrector, except on the last step to 0
+            x = correct(x_in, d, x, model(x, s_out[i]), i)
         if callback is not None:
+            churned = {"sigma_hat": plan.starts[i], "x_hat": x_in} if churn_step is not None else {}
             callback({"i": i, "n": n, "x": x, "sigma": sigmas[:, i], **churned, "sigma_next": sigmas[:, i + 1],
                       "denoised": denoised})
     return x
 
 
-def _churner(x, sigmas, cols, gamma, s_noise: float, noise: StepNoise, steps: int):
-    """`churn_step(x, i) -> (x_hat, sigma_hat)` of Alg. 2 l. 5-6 for step i, set up once per run: on CUDA the
-    fused kernel (noise drawn inside, from the chain's stream); elsewhere sigma_hat and the noise scale of
-    every step are computed here at once, and a step adds scale * z with z from the chain's stream (the
-    same numbers) or from the user's noise sampler."""
-    g = gamma[:, :steps].to(cols.dtype).T.contiguous()  # [steps, B]
-    if noise.sampler is None and choose_backend(x) == "triton":
-        return lambda x, i: churn(x, cols[i], g[i], s_noise, noise.seed, noise.chain_ids, noise.step0 + i,
-                                  stream=rng.STREAM_CHURN)
-    hats = cols[:steps] * (1.0 + g)  # sigma_hat = (1 + gamma) sigma
-    scales = s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))  # S_noise sqrt(sigma_hat^2 - sigma^2), no cancellation
-    zs = None
-    if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
-        zs = chain_randn_steps(noise.seed, chain_vec(noise.chain_ids, x), noise.step0, steps, x.shape[1:],
-                               stream=rng.STREAM_CHURN, device=x.device)
+class _EdmPlan:
+    """What `edm_on_grid` sets up from its grid alone, once per run (once per grid when the grid is shared,
+    `common.derived`; ops per NFE: bench/op_counts.py): the grid cast to the kernels' dtype, one contiguous
+    row per step; each step's start `starts` (sigma_hat = (1 + gamma) sigma after a churn) and end; the
+    model's sigmas of each step in x's dtype (`s_in`, and `s_out` for Heun's corrector); the kernels
+    (`grid_steps`: backend chosen once); for KAR2 the churn's noise scale per step."""
 
-    def churn_step(x, i):
-        if zs is not None:
-            z = zs[i]
-        elif noise.sampler is None:
-            z = chain_noise(noise.seed, chain_vec(noise.chain_ids, x), noise.step0 + i, x.shape[1:],
-                            stream=rng.STREAM_CHURN)
-        else:
-            z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
-        return in_dtype(x + bcast(scales[i], x) * z, x.dtype), hats[i]
-    return churn_step
+    def __init__(self, x, sigmas, steps: int, gamma, s_noise: float, heun: bool):
+        cd = compute_dtype(x)
+        self.cols = cols = sigmas.to(cd).T.contiguous()  # [steps + 1, B]
+        self.starts = cols[:steps]
+        if gamma is not None:
+            self.g = g = gamma[:, :steps].to(cd).T.contiguous()  # [steps, B]
+            self.starts = cols[:steps] * (1.0 + g)  # sigma_hat
+            self.triton = choose_backend(x) == "triton"
+            # S_noise sqrt(sigma_hat^2 - sigma^2) = S_noise sigma sqrt(gamma (2 + gamma)), no cancellation
+            self.scales = (s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))).reshape(
+                steps, -1, *([1] * (x.ndim - 1)))
+            self.s_noise = s_noise
+        self.euler, self.correct = grid_steps(x, self.starts, cols[1:steps + 1])
+        self.s_in = self.starts.to(x.dtype).unbind(0)
+        self.s_out = cols[1:steps + 1].to(x.dtype).unbind(0) if heun else None
+
+    def churner(self, x, sigmas, noise: StepNoise):
+        """`churn_step(x, i)`: step i's x_hat (Alg. 2 l. 5-6) with this run's noise. On CUDA the fused kernel
+        draws it from the chain's stream; elsewhere a step adds scale * z, z from the chain's stream (the
+        same numbers; every step's drawn at once when small enough) or from the user's noise sampler."""
+        cols, g, steps = self.cols, self.g, self.g.shape[0]
+        if noise.sampler is None and self.triton:
+            return lambda x, i: churn(x, cols[i], g[i], self.s_noise, noise.seed, noise.chain_ids, noise.step0 + i,
+                                      stream=rng.STREAM_CHURN)[0]
+        zs = None
+        if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
+            zs = chain_randn_steps(noise.seed, chain_vec(noise.chain_ids, x), noise.step0, steps, x.shape[1:],
+                                   stream=rng.STREAM_CHURN, device=x.device)
+        scales = self.scales
+
+        def churn_step(x, i):
+            if zs is not None:
+                z = zs[i]
+            elif noise.sampler is None:
+                z = chain_noise(noise.seed, chain_vec(noise.chain_ids, x), noise.step0 + i, x.shape[1:],
+                                stream=rng.STREAM_CHURN)
+            else:
+                z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
+            return in_dtype(x + scales[i] * z, x.dtype)
+        return churn_step
 
 
 def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
@@ -154,7 +166,7 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                  final_tweedie: bool = True) -> IntegratorResult:
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=False, euler_last=final_tweedie,
                     n=n_steps, callback=callback)
@@ -167,7 +179,7 @@ def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
                 rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                 final_tweedie: bool = True) -> IntegratorResult:
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=True, euler_last=final_tweedie,
                     n=n_steps, callback=callback)
@@ -193,10 +205,11 @@ def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     The churn noise of step i is chain_randn(seed, chain_ids, step0 + i, stream=STREAM_CHURN)."""
     check_churn(s_churn, s_tmin, s_tmax, s_noise)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     gamma_max = min(s_churn / n_steps, math.sqrt(2.0) - 1.0)
-    gamma = torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0)  # per sample: own grid
+    gamma = derived(sigmas, ("gamma", s_tmin, s_tmax, gamma_max),  # per sample: its own grid
+                    lambda: torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0))
     x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=True, euler_last=final_tweedie,
                     gamma=gamma, s_noise=s_noise, noise=StepNoise(seed, chain_ids, step0), n=n_steps,
                     callback=callback)

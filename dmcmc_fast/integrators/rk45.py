@@ -73,7 +73,7 @@ def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     """
     _check(n_steps, rtol, atol, sigma_min)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.nfe.clone()  # indexed per sample below
     ode_budget = n_steps - int(final_tweedie)
     dev, dt, shape = x.device, x.dtype, x.shape[1:]
     s0 = start_sigma(sigma_start, x, model).clamp(min=sigma_min).to(dev, torch.float64)
@@ -169,7 +169,7 @@ def sample_rk45_scipy(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     """Reference: `scipy.integrate.solve_ivp(method="RK45")`, one sample at a time (same call shape)."""
     _check(n_steps, rtol, atol, sigma_min)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.nfe.clone()  # indexed per sample below
     s0 = start_sigma(sigma_start, x, model).clamp(min=sigma_min).cpu()
     ode_budget = n_steps - int(final_tweedie)
     out = x.clone()

@@ -38,7 +38,7 @@ def _reverse_sde(model, x, sigma_start, n_steps, sigma_min, seed, chain_ids, ste
                  variance):
     """Shared loop: x <- x + v_i s_i + sqrt(v_i) z_i with v_i = variance(sigma_i, sigma_{i+1}) [B]."""
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(geometric_per_sample, sigma_start, x, n_steps, sigma_min, model)
     for i in range(n_steps - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]

@@ -108,7 +108,7 @@ def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
     diffusers' scheduler alike. Deterministic."""
     check_options(order, variant)
     model = ensure_counting(model, x.shape[0], x.device)
-    before = model.nfe.clone()
+    before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     shared = None if torch.is_tensor(sigma_start) else ("unipc", float(sigma_start), n_steps, sigma_min, rho, order,
                                                          variant, str(x.device))

@@ -190,13 +190,14 @@ class CountingDenoiser:
         self.on_call = on_call
         self._nfe = torch.zeros(batch, dtype=torch.int64, device=device)
         self._full_calls = 0  # whole-batch calls not yet added to _nfe (host ints: no op per call)
+        self._even: int | None = 0  # every sample's count (before _full_calls) while all are equal, else None
         self.calls = 0
         self.check_finite = check_finite
         self.per_call_checks = check_finite and per_call_checks
         self.standalone = False  # made by ensure_counting inside a sampler call: that call raises at its end
         self._pending: list[tuple[torch.Tensor, ...]] = []  # (out min, max, x min, max, sigma lo, hi) per call
         self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
-        self._final_bad: torch.Tensor | None = None  # the run's final state was NaN/Inf (`check_final`)
+        self._final_ok: torch.Tensor | None = None  # 0-d: the run's final state is finite (`check_final`)
         self._checks: list[tuple[torch.Tensor, str]] = []
         self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
@@ -221,6 +222,7 @@ class CountingDenoiser:
             self._full_calls += 1
         else:
             self._nfe[idx] += 1
+            self._even = None
         self.calls += 1
         if self.on_call is not None:
             self.on_call(x.shape[0])
@@ -238,12 +240,30 @@ class CountingDenoiser:
         added here when read (a read is one op; a call is none)."""
         if self._full_calls:
             self._nfe += self._full_calls
+            if self._even is not None:
+                self._even += self._full_calls
             self._full_calls = 0
         return self._nfe
 
     @nfe.setter
     def nfe(self, value: torch.Tensor):  # `counting.nfe += spent` (a graph that charged its own calls)
-        self._full_calls, self._nfe = 0, value
+        self._full_calls, self._nfe, self._even = 0, value, None
+
+    def max_nfe(self) -> int:
+        """The most evaluations charged to one sample: a host int, read without a sync while every sample was
+        charged alike (whole-batch calls only)."""
+        return self._even + self._full_calls if self._even is not None else int(self.nfe.max())
+
+    def mark(self):
+        """The counts so far, for `spent`: a host int while every sample was charged alike (no op), else a
+        copy of `nfe`."""
+        return self._even + self._full_calls if self._even is not None else self.nfe.clone()
+
+    def spent(self, mark) -> torch.Tensor:
+        """`[B]` int64: the evaluations charged to each sample since `mark()`."""
+        if self._even is not None and not torch.is_tensor(mark):
+            return torch.full_like(self._nfe, self._even + self._full_calls - mark)
+        return self.nfe - mark
 
     def _fold(self):
         """Reduce the pending per-call flags to the first bad call's record, on the device."""
@@ -271,11 +291,16 @@ class CountingDenoiser:
         """Defer a check of the run's final state `x` (no model call sees it): NaN/Inf there after finite
         model calls is a last step that diverged."""
         if self.check_finite:
-            self._final_bad = torch.isfinite(x).all().logical_not()
+            self._final_ok = torch.isfinite(x).all()
 
-    def blame(self, sampler: str, advice: str):
-        """What a `ChainDiverged` raised by this counter names: the sampler and what to change (its step size)."""
+    def blame(self, sampler: str, advice):
+        """What a `ChainDiverged` raised by this counter names: the sampler and what to change (its step size;
+        a string, or a function giving it, called only when a chain diverged)."""
         self._blame = (sampler, advice)
+
+    def _blamed(self) -> tuple[str, str]:
+        sampler, advice = self._blame
+        return sampler, advice() if callable(advice) else advice
 
     def defer_check(self, bad: torch.Tensor, message: str):
         """Raise `ValueError(message)` at the end of the run if the 0-d device flag `bad` is true."""
@@ -286,12 +311,14 @@ class CountingDenoiser:
         if self._pending:
             self._fold()
         checks, self._checks = self._checks, []
-        final, self._final_bad = self._final_bad, None
+        final_ok, self._final_ok = self._final_ok, None
         seen = self._first_bad[0] > 0 if self._first_bad is not None else None
-        flags = [b for b, _ in checks] + [f for f in (seen, final) if f is not None]
+        flags = [b for b, _ in checks] + [f for f in (seen, final_ok) if f is not None]
         if not flags:
             return
         values = [bool(flags[0])] if len(flags) == 1 else torch.stack(flags).tolist()  # the one read to the host
+        if final_ok is not None:  # its flag says finite (one op fewer than asking for the failure)
+            values[-1] = not values[-1]
         for (_, message), failed in zip(checks, values):
             if failed:
                 raise ValueError(message)
@@ -301,17 +328,17 @@ class CountingDenoiser:
             at = f"sigma in [{lo:.4g}, {hi:.4g}]"
             if in_bad:
                 raise ChainDiverged(f"the state x was already NaN/Inf when the model was called, first at {at}",
-                                    *self._blame)
+                                    *self._blamed())
             if x_abs > self.RUNAWAY * (1 + hi):
                 raise ChainDiverged(f"the state x reached |x| = {x_abs:.3g} at {at}, far outside the data, and the "
-                                    "model returned NaN/Inf there", *self._blame)
+                                    "model returned NaN/Inf there", *self._blamed())
             raise NonFiniteModelOutput(f"model returned NaN/Inf for finite input (|x| <= {x_abs:.3g}), first at {at} "
                                        "(checked on the device, raised at the end of the run)")
-        if final is not None and next(rest):
+        if final_ok is not None and next(rest):
             if not self.per_call_checks:
                 raise NonFiniteFinalState("the final state x is NaN/Inf (no per-call checks: replay to locate)")
             raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
-                                "values (the last step diverged)", *self._blame)
+                                "values (the last step diverged)", *self._blamed())
 
 
 def flat_dim(shape) -> int:
@@ -333,4 +360,4 @@ def run_located(run, counter: CountingDenoiser):
     run(twin, True)
     twin.raise_if_nonfinite()
     raise ChainDiverged("the final state x was NaN/Inf, but a replay with per-call checks finished clean (is the "
-                        "model nondeterministic?)", *counter._blame)
+                        "model nondeterministic?)", *counter._blamed())
