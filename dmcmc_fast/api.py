@@ -170,7 +170,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
         mk = inputs.get("model_kwargs")
         counting = CountingDenoiser(net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
-                                    if mk else None, on_call=bar.update, per_call_checks=False)
+                                    if mk else None, on_call=bar.update if progress else None, per_call_checks=False)
         cb = None
         if callback is not None:
             ids = torch.arange(start, stop, dtype=torch.int64)

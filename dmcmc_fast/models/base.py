@@ -197,16 +197,17 @@ class CountingDenoiser:
         self.standalone = False  # made by ensure_counting inside a sampler call: that call raises at its end
         self._pending: list[tuple[torch.Tensor, ...]] = []  # (out min, max, x min, max, sigma lo, hi) per call
         self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
-        self._final_ok: torch.Tensor | None = None  # 0-d: the run's final state is finite (`check_final`)
+        self._final_range: tuple | None = None  # the run's final state's (min, max) (`check_final`)
         self._checks: list[tuple[torch.Tensor, str]] = []
         self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
+        self._shape = torch.Size(self.shape) if hasattr(self, "shape") else None  # compared per call
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        shape = getattr(self, "shape", None)
-        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        shape = self._shape
+        if shape is not None and x.shape[1:] != shape:
             raise ValueError(f"x must have shape [B, {', '.join(map(str, shape))}] (the model's shape), "
                              f"got {tuple(x.shape)}")
         if idx is None and x.shape[0] != self._nfe.shape[0]:
@@ -291,7 +292,8 @@ class CountingDenoiser:
         """Defer a check of the run's final state `x` (no model call sees it): NaN/Inf there after finite
         model calls is a last step that diverged."""
         if self.check_finite:
-            self._final_ok = torch.isfinite(x).all()
+            if x.numel():  # min and max propagate NaN and are +-inf at an Inf: one reduction, not isfinite's four ops
+                self._final_range = torch.aminmax(x)
 
     def blame(self, sampler: str, advice):
         """What a `ChainDiverged` raised by this counter names: the sampler and what to change (its step size;
@@ -311,14 +313,16 @@ class CountingDenoiser:
         if self._pending:
             self._fold()
         checks, self._checks = self._checks, []
-        final_ok, self._final_ok = self._final_ok, None
+        final, self._final_range = self._final_range, None
         seen = self._first_bad[0] > 0 if self._first_bad is not None else None
-        flags = [b for b, _ in checks] + [f for f in (seen, final_ok) if f is not None]
-        if not flags:
+        flags = [b for b, _ in checks] + ([seen] if seen is not None else [])
+        parts = ([torch.stack(flags).to(torch.float64)] if flags else []) + \
+            ([torch.stack(final).to(torch.float64)] if final is not None else [])
+        if not parts:
             return
-        values = [bool(flags[0])] if len(flags) == 1 else torch.stack(flags).tolist()  # the one read to the host
-        if final_ok is not None:  # its flag says finite (one op fewer than asking for the failure)
-            values[-1] = not values[-1]
+        values = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()  # the one read to the host
+        if final is not None:  # the final state's (min, max): finite iff both are (they propagate NaN)
+            values[-2:] = [not (math.isfinite(values[-2]) and math.isfinite(values[-1]))]
         for (_, message), failed in zip(checks, values):
             if failed:
                 raise ValueError(message)
@@ -334,7 +338,7 @@ class CountingDenoiser:
                                     "model returned NaN/Inf there", *self._blamed())
             raise NonFiniteModelOutput(f"model returned NaN/Inf for finite input (|x| <= {x_abs:.3g}), first at {at} "
                                        "(checked on the device, raised at the end of the run)")
-        if final_ok is not None and next(rest):
+        if final is not None and next(rest):
             if not self.per_call_checks:
                 raise NonFiniteFinalState("the final state x is NaN/Inf (no per-call checks: replay to locate)")
             raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
