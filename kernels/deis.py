@@ -68,7 +68,7 @@ def deis_combine_reference(x, eps_hist, psi, coeffs):
             and all(isinstance(c, float) for c in coeffs):  # one grid for all samples: scalar coefficients
         for c, eps in zip(coeffs, eps_hist):
             same_shape("eps_hist[j]", eps, x)
-            out = out + c * in_dtype(eps, cd)
+            out = torch.add(out, in_dtype(eps, cd), alpha=c)  # out + c eps in one op
         return in_dtype(out, x.dtype)
     eps_hist, c = _prepare(x, eps_hist, coeffs, stack=False)
     if not _is_one(psi):  # VE: Psi = 1, nothing to scale

@@ -266,7 +266,7 @@ def graph_mode(graph: str, device) -> tuple[str, str | None]:
     """
     if graph not in GRAPH_CHOICES:
         raise ValueError(f"graph must be one of {', '.join(GRAPH_CHOICES)}, got {graph!r}")
-    cuda = torch.device(device).type == "cuda"
+    cuda = (device if isinstance(device, torch.device) else torch.device(device)).type == "cuda"
     if graph == "off":
         return "eager", None
     if cuda:

@@ -134,7 +134,7 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
     if not isinstance(sigma_start, numbers.Real):
         return schedule(start_sigma(sigma_start, x, model), n_steps, sigma_min, **kw)
     # one start for every sample: one row, built once per (schedule, numbers, device) and shared read-only
-    key = ("grid", schedule, float(sigma_start), n_steps, float(sigma_min), tuple(sorted(kw.items())), str(x.device))
+    key = ("grid", schedule, float(sigma_start), n_steps, float(sigma_min), tuple(kw.items()), x.device)
     return shared_rows(key, lambda: schedule(start_sigma(sigma_start, x.new_empty(1), model), n_steps, sigma_min,
                                              **kw), x.shape[0])
 

@@ -170,12 +170,11 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
     # the grid and the coefficients in the kernels' dtype, set up once per run (per grid when it is shared)
     cols, coeffs, combine, s_in, s_rows = derived(
-        sigmas, ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, str(x.device),
-                 choose_backend(x)), lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
+        sigmas, ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, x.device, choose_backend(x)), lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
     eps_hist: list[torch.Tensor] = []  # newest first
     for i in range(n_steps - 1):
-        s, s_next = cols[i], cols[i + 1]
         if i < n_rk:  # order-preserving warm start
+            s, s_next = cols[i], cols[i + 1]
             x_next, denoised = (_heun_step(model, x, s, s_next, last=False) if order == 2
                                 else _rk3_step(model, x, s, s_next))
             eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]

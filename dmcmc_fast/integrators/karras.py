@@ -72,7 +72,7 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     churned state the model saw) when churning."""
     noise = StepNoise() if noise is None else noise
     table = sigmas if gamma is None else gamma
-    plan = derived(table, ("edm", steps, heun, s_noise, x.ndim, x.dtype, str(x.device), choose_backend(x)),
+    plan = derived(table, ("edm", steps, heun, s_noise, x.ndim, x.dtype, x.device, choose_backend(x)),
                    lambda: _EdmPlan(x, sigmas, steps, gamma, s_noise, heun))
     churn_step = None if gamma is None else plan.churner(x, sigmas, noise)
     s_in, s_out, euler, correct = plan.s_in, plan.s_out, plan.euler, plan.correct

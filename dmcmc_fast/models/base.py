@@ -59,30 +59,34 @@ def check_call(model: Denoiser, x: torch.Tensor, sigma) -> torch.Tensor:
     return as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
 
 
+def _weight_modules(model) -> list:
+    """The `nn.Module`s whose weights a denoiser computes with: the model itself if it is one, else those an
+    adapter holds as attributes; [] for an analytic model."""
+    if isinstance(model, torch.nn.Module):
+        return [model]
+    return [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+
+
+def _weights(model):
+    """The parameters and buffers of `_weight_modules(model)`, lazily (usually the first one answers)."""
+    return itertools.chain.from_iterable(itertools.chain(m.parameters(), m.buffers()) for m in _weight_modules(model))
+
+
 def network_tensors(model) -> list[torch.Tensor]:
     """The weights a network denoiser computes with: the parameters and buffers of the model if it is an
     `nn.Module`, else of the `nn.Module`s an adapter holds as attributes; [] for an analytic model."""
-    modules = [model] if isinstance(model, torch.nn.Module) else \
-        [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-    return [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    return list(_weights(model))
 
 
 def model_device(model) -> torch.device | None:
     """Where a network denoiser's weights live; None for a model without weights (analytic models run anywhere)."""
-    weights = network_tensors(model)
-    return weights[0].device if weights else None
+    return next((t.device for t in _weights(model)), None)
 
 
 def network_dtype(model) -> torch.dtype | None:
     """The floating dtype a network denoiser computes in: that of its first floating parameter (or
     buffer), looked up without a list of all weights (cheap enough per call); None without weights."""
-    modules = [model] if isinstance(model, torch.nn.Module) else \
-        [v for v in getattr(model, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-    for m in modules:
-        for t in itertools.chain(m.parameters(), m.buffers()):  # lazily: usually the first one answers
-            if t.is_floating_point():
-                return t.dtype
-    return None
+    return next((t.dtype for t in _weights(model) if t.is_floating_point()), None)
 
 
 class InNetworkDtype:
