@@ -46,6 +46,14 @@ VARIANTS = {
     "sigma2_eta0.25": {"eta_scaling": "sigma2", "eta": 0.25},
     "sigma2_eta0.5": {"eta_scaling": "sigma2", "eta": 0.5},
     "sigma2_eta1": {"eta_scaling": "sigma2", "eta": 1.0},
+    # fresh initialisations every R blocks: each costs init_nfe + n_init NFE (30 by default), so NFE per
+    # sample rises by about 30 / R at the same block budget
+    "restart10": {"restart_every": 10},
+    "restart4": {"restart_every": 4},
+    "restart2": {"restart_every": 2},
+    "eta8_restart10": {"eta": 8.0, "restart_every": 10},
+    "sigma2_eta1_restart10": {"eta_scaling": "sigma2", "eta": 1.0, "restart_every": 10},
+    "sigma2_eta1_restart4": {"eta_scaling": "sigma2", "eta": 1.0, "restart_every": 4},
 }
 
 
@@ -68,11 +76,19 @@ def run(model, name: str, sampler: str, opts: dict, a) -> dict:
     return row
 
 
+def verdict(row: dict, ref: dict) -> str:
+    """'beats' / 'loses to' / 'is within the noise of' `ref`, by their 90% FD intervals."""
+    return ("beats" if row["fd_ci90"][1] < ref["fd_ci90"][0] else
+            "loses to" if row["fd_ci90"][0] > ref["fd_ci90"][1] else "is within the noise of")
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"\n## DLG mixing — {meta['model']}, {meta['device']}, {meta['time']}\n",
              f"- command: `{meta['command']}`",
              f"- {meta['num']} samples; DLG: {meta['chains']} chains, n_skip {meta['n_skip']}, "
-             f"{meta['integrator']} denoising, {meta['nfe']} NFE per block + the initialisation's share; the "
+             f"{meta['integrator']} denoising, {meta['nfe']} NFE per block + the initialisation's share (with "
+             "restart_every R, the chain also re-initialises every R blocks and each restart's init_nfe + n_init "
+             "NFE is charged to the R blocks it serves: the NFE column rises by about 30 / R); the "
              f"reference is {meta['integrator']} alone at {meta['nfe']} NFE. FD: exact Fréchet distance to the "
              "mixture, 90% interval from a bootstrap over chains (its spread, centred on the estimate). "
              "Independent draws would cover "
@@ -89,12 +105,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                      f"{r.get('distinct_modes_per_chain', '-')} | {r.get('ess_per_sample', '-')} |")
     ref, dlg = rows[0], [r for r in rows[1:] if r["fd_ci90"]]
     if dlg and ref["fd_ci90"]:
+        fair = [r for r in dlg if r["nfe_per_sample"] <= ref["nfe_per_sample"]]
         best = min(dlg, key=lambda r: r["fd"])
-        verdict = ("beats" if best["fd_ci90"][1] < ref["fd_ci90"][0] else
-                   "loses to" if best["fd_ci90"][0] > ref["fd_ci90"][1] else "is within the noise of")
-        lines.append(f"\nBest DLG variant here: {best['variant']} (FD {best['fd']:.2f}), which {verdict} "
-                     f"{ref['variant']} (FD {ref['fd']:.2f}) at {best['nfe_per_sample']:.2f} vs "
-                     f"{ref['nfe_per_sample']:.2f} NFE per sample (90% intervals compared).")
+        for label, r in (("within the reference's NFE", min(fair, key=lambda r: r["fd"]) if fair else None),
+                         ("at any NFE", best if not fair or best["nfe_per_sample"] > ref["nfe_per_sample"] else None)):
+            if r is not None:
+                lines.append(f"\nBest DLG variant {label}: {r['variant']} (FD {r['fd']:.2f}), which "
+                             f"{verdict(r, ref)} {ref['variant']} (FD {ref['fd']:.2f}) at {r['nfe_per_sample']:.2f} "
+                             f"vs {ref['nfe_per_sample']:.2f} NFE per sample (90% intervals compared).")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,8 @@ sigmas, final chain state, RNG counter, NFE and classifier ledgers. With the bat
 the two agree to float64 rounding. Streaming yields every sample id once, in order, the first ones
 before the run ends; the pipeline needs n_blocks * n_skip + (job calls) network calls.
 """
+import dataclasses
+
 import pytest
 import torch
 
@@ -142,6 +144,8 @@ def test_bad_arguments():
         run_dlg_pipelined(gmm, clf, 0, _cfg(), chains=2)
     with pytest.raises(ValueError, match="chains"):
         run_dlg_pipelined(gmm, clf, 1, _cfg())
+    with pytest.raises(ValueError, match="restart_every=2 is not supported by the pipelined runner"):
+        run_dlg_pipelined(gmm, clf, 1, dataclasses.replace(_cfg(), restart_every=2), chains=2)
 
 
 def test_doors_equal_the_pipelined_engine(tmp_path):

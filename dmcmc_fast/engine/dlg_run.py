@@ -4,7 +4,9 @@ A DLG chain yields one sample per block, at n_skip + n_den NFE, after an initial
 So `num` samples come from `chains` = C chains: sample i is block i // C of chain i % C, and `nfe` is
 the block's budget (n_den = nfe - n_skip unless given). Chain c yields n_c = ceil((num - c) / C)
 samples, and each is charged its block's own NFE plus the initialisation's NFE / n_c (likewise the
-classifier evaluations): that amortised sum is the sample's `nfe`.
+classifier evaluations): that amortised sum is the sample's `nfe`. With restart_every = R the chain
+re-initialises at its blocks R, 2R, ...: each initialisation serves the R blocks from it (fewer at the
+chain's end, `blocks_served`) and is charged to them alone, so a chain's charges still add up to all it spent.
 
 The chains run in groups of `batch_size` consecutive ids that advance one block per round: round b of
 group [g0, g1) gives samples b*C + g0 .. b*C + g1 - 1, a contiguous range, so batches come out in
@@ -63,7 +65,7 @@ def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
                                              if opts["init_integrator_options"] else None),
                     init_nfe=opts["init_nfe"], init_noise=opts["init_noise"], n_init=opts["n_init"],
                     eta_scaling=opts["eta_scaling"], gibbs_temperature=opts["gibbs_temperature"],
-                    level_prior_power=opts["level_prior_power"])
+                    level_prior_power=opts["level_prior_power"], restart_every=opts["restart_every"])
     return cfg, chains
 
 
@@ -81,6 +83,15 @@ def chain_kwargs(model_kwargs, chains: int, num: int) -> dict:
 def blocks_of_chain(chain: torch.Tensor, num: int, chains: int) -> torch.Tensor:
     """n_c = ceil((num - c) / C): the samples chain c yields."""
     return (num - 1 - chain) // chains + 1
+
+
+def blocks_served(block: int, n_c: torch.Tensor, restart_every: int) -> torch.Tensor:
+    """The blocks that the initialisation serving block `block` serves, of chains with n_c blocks: all n_c
+    without restarts, else the R = restart_every blocks from the latest restart (fewer at the chain's end)."""
+    if not restart_every:
+        return n_c
+    first = block - block % restart_every
+    return torch.clamp(n_c - first, max=restart_every)
 
 
 @dataclass
@@ -187,25 +198,31 @@ class DLGRun:
                                                             device=self.device),
                             lambda r: torch.stack((r.samples.abs().amax(), r.state.x.abs().amax())))  # NaN stays
         new, chain = res.state, ids.cpu()
-        spent, evals = (new.nfe - part.nfe).cpu(), (new.classifier_evals - part.classifier_evals).cpu()
+        # the blocks' own cost: what the call spent less its restarts (counted with the initialisation)
+        restarts = (new.nfe_init - part.nfe_init).cpu()
+        restart_evals = (new.classifier_evals_init - (0 if part.classifier_evals_init is None
+                                                       else part.classifier_evals_init)).cpu()
+        spent = (new.nfe - part.nfe).cpu() - restarts
+        evals = (new.classifier_evals - part.classifier_evals).cpu() - restart_evals
         if bool((spent % n_rounds).any()) or bool((evals % n_rounds).any()):
             raise RuntimeError(f"dlg blocks of {self.cfg.integrator} cost different NFE: {spent.tolist()} over "
                                f"{n_rounds} blocks")
         nfe_block, evals_block = spent // n_rounds, (evals // n_rounds).double()  # every block costs the same
         if int(nfe_block.max()) > self.nfe:
             raise RuntimeError(f"dlg spent {int(nfe_block.max())} NFE in a block, over nfe={self.nfe}")
-        n_c = blocks_of_chain(chain, self.num, self.chains).double()
-        share = part.nfe_init.cpu().double() / n_c
-        cls_init = part.classifier_evals_init
-        cls_share = cls_init.cpu().double() / n_c if cls_init is not None else torch.zeros_like(share)
-        common = {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy(),
-                  "nfe_init_share": share.numpy(), "classifier_evals": (evals_block + cls_share).numpy(),
-                  "chain": chain.numpy()}
+        n_c = blocks_of_chain(chain, self.num, self.chains)
+        init_nfe, init_evals = res.block_init_nfe.cpu().double(), res.block_init_evals.cpu().double()
         samples, sigma = res.samples.float().cpu(), res.block_sigma.float().cpu().numpy()
-        return [Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
-                      {**{k: v.copy() for k, v in common.items()}, "block": np.full(hi - g0, b + r, dtype=np.int64),
-                       "sigma": sigma[r]})
-                for r in range(n_rounds)], new
+        out = []
+        for r in range(n_rounds):  # each block carries the share of the initialisation that serves it
+            served = blocks_served(b + r, n_c, self.cfg.restart_every).double()
+            share, cls_share = init_nfe[r] / served, init_evals[r] / served
+            out.append(Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
+                             {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy().copy(),
+                              "nfe_init_share": share.numpy(), "classifier_evals": (evals_block + cls_share).numpy(),
+                              "chain": chain.numpy().copy(), "block": np.full(hi - g0, b + r, dtype=np.int64),
+                              "sigma": sigma[r]}))
+        return out, new
 
     def _located(self, c0: int, c1: int, run, final):
         """`run(counting)` for chains c0..c1-1 (the initialisation or a block) on a counter that only counts;

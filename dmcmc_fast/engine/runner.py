@@ -241,6 +241,9 @@ def run_dlg_pipelined(model, classifier, n_blocks: int, cfg: DLGConfig, *, chain
 
 def _run(model, classifier, n_blocks, cfg, chains, chain_ids, seed, state, device, dtype, batch_size, n_jobs,
          denoiser, backend, stream: bool):
+    if cfg.restart_every:  # its chains never restart: it would give other samples than run_dlg, silently
+        raise ValueError(f"restart_every={cfg.restart_every} is not supported by the pipelined runner "
+                         "(run_dlg, which every door uses, supports it); use restart_every=0 here")
     for name, v in (("batch_size", batch_size), ("n_jobs", n_jobs)):
         if v is not None:
             check_int(name, v, 1)

@@ -34,10 +34,24 @@ scales data to [0, 1]: lengths x2, Langevin step sizes, which are variances, x4)
 |                           |                                      | (`mcmc/classifier.py`); the exact     |
 |                           |                                      | posterior for analytic models         |
 
+Beyond the paper, ways to make the chain mix at low sigma (issue 15; measured in bench/results/dlg_mixing.md):
+a Gibbs draw from a tempered posterior (gibbs="sample", gibbs_temperature), a level prior ∝ sigma^a
+(level_prior_power), a step that scales with the level (eta_scaling="sigma2"), and fresh initialisations:
+with restart_every = R > 0, the chain re-runs its initialisation (the same one it starts with, at fresh
+RNG counters) at the start of every block whose index (counted from the chain's first block) is a
+positive multiple of R, and continues from there, so a fraction 1/R of its blocks begin from a fresh
+initialisation and no block depends on the chain before its last restart. Every chain of a call restarts
+at the same block index: no data-dependent shapes, no host reads. NFE: a restart's cost is counted with
+the initialisation's (`DLGState.nfe_init`) and charged to the blocks it serves, as the first
+initialisation's is (`DLGResult.block_init_nfe`; `engine.dlg_run` divides it by the blocks served).
+
 Randomness: one RNG counter per chain run, advanced by every consumer, so no (step, stream) pair is used
 twice: prior noise (STREAM_INIT, step 0), init integrator (step0 = the counter), init noise (STREAM_INIT)
 and its Gibbs draw, then each Langevin-Gibbs step (STREAM_LANGEVIN, STREAM_GIBBS at step = the counter),
 each denoise (step0 = the counter); the block arithmetic is `Counters` (names: `rng` module docstring).
+With restart_every > 0 every block first reserves the counters of one initialisation (`DLGConfig.init_span`),
+which a restart uses from its first (`Counters.restart`) and other blocks leave unused, so each restart
+draws fresh numbers that depend only on (seed, chain, block).
 
 This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`,
 `denoise_block`); `run_dlg` is the plain loop over them, and the pipelined engine
@@ -93,6 +107,7 @@ class DLGConfig:
     eta_scaling: str = "constant"  # or "sigma2": the step at level sigma is eta * sigma^2
     gibbs_temperature: float = 1.0  # gibbs="sample": draw from p(m | x)^(1 / T)
     level_prior_power: float = 0.0  # a: prior over levels ∝ sigma_m^a (a > 0 favours high levels)
+    restart_every: int = 0  # R: blocks R, 2R, ... start from a fresh initialisation (0: never)
 
     def __post_init__(self):
         check_positive("eta", self.eta)
@@ -111,6 +126,7 @@ class DLGConfig:
         check_positive("gibbs_temperature", self.gibbs_temperature)
         if not math.isfinite(self.level_prior_power):
             raise ValueError(f"level_prior_power must be finite, got {self.level_prior_power}")
+        check_int("restart_every", self.restart_every, 0)
         self.den_steps()
         integrator(self.init_integrator)
 
@@ -132,23 +148,42 @@ class DLGConfig:
     def block_cost(self) -> int:
         return self.n_skip + self.n_den
 
+    def init_span(self) -> int:
+        """RNG counters one initialisation uses: prior noise, the integrator's steps + 1, the noise and first
+        Gibbs step, n_init Langevin-Gibbs steps (`dlg_init`)."""
+        return 1 + self.init_steps() + 1 + 1 + self.n_init
+
+    def restarts_at(self, block: int) -> bool:
+        """Whether the chain's block `block` (counted from its first) starts from a fresh initialisation."""
+        return self.restart_every > 0 and block > 0 and block % self.restart_every == 0
+
+    def counters(self, step0: int) -> "Counters":
+        """The counters of a run of blocks from `step0`; with restarts, each block leads with an init's span."""
+        return Counters(step0, self.n_skip, self.den_steps(), self.init_span() if self.restart_every else 0)
+
 
 @dataclass(frozen=True)
 class Counters:
-    """The RNG counters of a chain run that starts at `step0` (`DLGState.step`). Block b's j-th
-    Langevin-Gibbs step draws its noise and Gibbs variate at step0 + b * stride + j; its denoising
-    integrator starts at step0 + b * stride + n_skip and uses den_steps + 1 counters, so
-    stride = n_skip + den_steps + 1. `block` and `j` may be tensors (one counter per row)."""
+    """The RNG counters of a chain run that starts at `step0` (`DLGState.step`). Block b first reserves
+    `lead` counters (a restart's initialisation starts at step0 + b * stride; 0 without restarts); its j-th
+    Langevin-Gibbs step draws its noise and Gibbs variate at step0 + b * stride + lead + j; its denoising
+    integrator starts at step0 + b * stride + lead + n_skip and uses den_steps + 1 counters, so
+    stride = lead + n_skip + den_steps + 1. `block` and `j` may be tensors (one counter per row)."""
     step0: int
     n_skip: int
     den_steps: int
+    lead: int = 0
 
     @property
     def stride(self) -> int:
-        return self.n_skip + self.den_steps + 1
+        return self.lead + self.n_skip + self.den_steps + 1
 
     def step(self, block, j):
-        return self.step0 + block * self.stride + j
+        return self.step0 + block * self.stride + self.lead + j
+
+    def restart(self, block):
+        """The first counter of block `block`'s restart (its initialisation's `step0`)."""
+        return self.step0 + block * self.stride
 
     def denoise(self, block):
         return self.step(block, self.n_skip)
@@ -219,9 +254,11 @@ class DLGState:
     step: int  # next RNG counter value
     blocks: int  # blocks done so far
     nfe: torch.Tensor  # [B] int64, model evaluations so far (initialisation included)
-    nfe_init: torch.Tensor  # [B] int64, of which the initialisation
+    nfe_init: torch.Tensor  # [B] int64, of which the initialisation (and the restarts: `restart_every`)
     classifier_evals: torch.Tensor  # [B] int64
-    classifier_evals_init: torch.Tensor | None = None  # [B] int64, of which the initialisation
+    classifier_evals_init: torch.Tensor | None = None  # [B] int64, of which the initialisation(s)
+    nfe_last_init: torch.Tensor | None = None  # [B] int64: the latest initialisation's (None: nfe_init's)
+    classifier_evals_last_init: torch.Tensor | None = None  # [B] int64: likewise
 
     def rows(self, lo: int, hi: int) -> "DLGState":
         """The state of chains lo..hi-1 of this one (positions, not chain ids)."""
@@ -242,6 +279,9 @@ class DLGResult:
     samples: torch.Tensor  # [n_blocks, B, *shape]: each block's denoised sample (this call's blocks)
     block_sigma: torch.Tensor  # [n_blocks, B]: the level each sample was denoised from
     state: DLGState
+    block_init_nfe: torch.Tensor | None = None  # [n_blocks, B] int64: NFE of the initialisation that serves
+    #                                             each block (the first one, or the latest restart)
+    block_init_evals: torch.Tensor | None = None  # [n_blocks, B] int64: its classifier evaluations
 
     def nfe_per_sample(self, include_init: bool = True) -> torch.Tensor:
         """[B] NFE per denoised sample over the whole chain, with or without the initialisation share."""
@@ -293,15 +333,16 @@ class _Chains:
 
 @torch.no_grad()
 def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: int = 0, dtype=torch.float32,
-             _chains: _Chains | None = None) -> DLGState:
-    """Short integrator run from the prior, + N(0, init_noise^2) noise, a Gibbs step, n_init L-G steps."""
+             _chains: _Chains | None = None, step0: int = 0) -> DLGState:
+    """Short integrator run from the prior, + N(0, init_noise^2) noise, a Gibbs step, n_init L-G steps; its
+    RNG counters are step0 .. step0 + cfg.init_span() - 1 (a restart's: `Counters.restart`)."""
     model = ensure_counting(model, chain_ids.shape[0], chain_ids.device)
     c = _chains or _Chains(model, classifier, cfg, seed, chain_ids)
     shape = tuple(model.shape)
-    before = model.nfe.clone()
-    x = cfg.sigma_max * noise.chain_randn(seed, chain_ids, 0, shape, stream=rng.STREAM_INIT, device=chain_ids.device,
-                                        dtype=dtype)
-    x, step = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, 1, cfg.init_options())
+    before, evals = model.nfe.clone(), c.evals
+    x = cfg.sigma_max * noise.chain_randn(seed, chain_ids, step0, shape, stream=rng.STREAM_INIT,
+                                          device=chain_ids.device, dtype=dtype)
+    x, step = c.integrate(cfg.init_integrator, cfg.init_nfe, x, cfg.sigma_max, step0 + 1, cfg.init_options())
     x = x + cfg.init_noise * noise.chain_randn(seed, chain_ids, step, shape, stream=rng.STREAM_INIT,
                                              device=chain_ids.device, dtype=dtype)
     sigma = c.gibbs(x, step)
@@ -309,8 +350,8 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
     for _ in range(cfg.n_init):
         x, sigma = c.langevin_gibbs(x, sigma, step)
         step += 1
-    spent = model.nfe - before
-    return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), c.classifier_evals, c.classifier_evals)
+    spent, cls = model.nfe - before, torch.full_like(chain_ids, c.evals - evals)
+    return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), cls, cls.clone(), spent.clone(), cls.clone())
 
 
 @torch.no_grad()
@@ -318,7 +359,8 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
             seed: int = 0, state: DLGState | None = None, device="cpu", dtype=torch.float32,
             callback=None) -> DLGResult:
     """Run `n_blocks` DLG blocks on `chains` independent chains (ids `chain_ids`, default 0..chains-1),
-    initialising them first unless `state` (from an earlier call with the same seed and ids) is given.
+    initialising them first unless `state` (from an earlier call with the same seed and ids) is given;
+    with cfg.restart_every = R, blocks R, 2R, ... of the chain re-initialise it first (module docstring).
 
     Returns every block's denoised sample per chain and the state to resume from.
     """
@@ -332,10 +374,21 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     elif state.x.shape[0] != ids.shape[0]:
         raise ValueError(f"state holds {state.x.shape[0]} chains, chain_ids has {ids.shape[0]}")
     x, sigma = state.x.to(device), state.sigma.to(device)
-    ctr = Counters(state.step, cfg.n_skip, cfg.den_steps())
+    ctr = cfg.counters(state.step)
     before = model.nfe.clone()
-    samples, block_sigma = [], []
+    zero = torch.zeros_like(state.nfe)
+    cls_init = zero if state.classifier_evals_init is None else state.classifier_evals_init
+    # the initialisation serving the current block, and the restarts of this call (device tensors: no reads)
+    init_nfe = state.nfe_init if state.nfe_last_init is None else state.nfe_last_init
+    init_evals = cls_init if state.classifier_evals_last_init is None else state.classifier_evals_last_init
+    restart_nfe, restart_evals = zero, zero
+    samples, block_sigma, block_init_nfe, block_init_evals = [], [], [], []
     for b in range(n_blocks):
+        if cfg.restarts_at(state.blocks + b):  # every chain of the call at once: fixed shapes
+            fresh = dlg_init(model, classifier, cfg, ids, seed, x.dtype, _chains=c, step0=ctr.restart(b))
+            x, sigma = fresh.x, fresh.sigma
+            init_nfe, init_evals = fresh.nfe.to(zero.device), fresh.classifier_evals.to(zero.device)
+            restart_nfe, restart_evals = restart_nfe + init_nfe, restart_evals + init_evals
         best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # the block's first step replaces it
         zs = c.block_noise(ctr, b, x)
         for j in range(cfg.n_skip):
@@ -344,14 +397,19 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
         den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
         block_sigma.append(best_sigma)
+        block_init_nfe.append(init_nfe)
+        block_init_evals.append(init_evals)
         if callback is not None:
             callback({"block": state.blocks + b, "x": x, "sigma": sigma, "sigma_min_block": best_sigma,
                       "denoised": den})
     spent = (model.nfe - before).to(state.nfe.device)
     new = replace(state, x=x, sigma=sigma, step=ctr.after(n_blocks), blocks=state.blocks + n_blocks,
-                  nfe=state.nfe + spent,
-                  classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device))
-    shape = (0, ids.shape[0], *x.shape[1:])
-    out = torch.stack(samples) if samples else x.new_zeros(shape)
-    sig = torch.stack(block_sigma) if block_sigma else sigma.new_zeros((0, ids.shape[0]))
-    return DLGResult(out, sig, new)
+                  nfe=state.nfe + spent, nfe_init=state.nfe_init + restart_nfe,
+                  classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device),
+                  classifier_evals_init=cls_init + restart_evals, nfe_last_init=init_nfe,
+                  classifier_evals_last_init=init_evals)
+    B = ids.shape[0]
+    out = torch.stack(samples) if samples else x.new_zeros((0, B, *x.shape[1:]))
+    sig = torch.stack(block_sigma) if block_sigma else sigma.new_zeros((0, B))
+    books = [torch.stack(v) if v else zero.new_zeros((0, B)) for v in (block_init_nfe, block_init_evals)]
+    return DLGResult(out, sig, new, *books)

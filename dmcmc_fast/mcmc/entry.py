@@ -204,6 +204,8 @@ declare("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", facade="DLG", kind="blocks", 
            help="'sigma2': the step at level sigma is eta sigma^2 (a move relative to the noise level)"),
     Option("gibbs_temperature", float, lo=1e-3, hi=1e3, help="gibbs=sample: draw from p(m | x)^(1/T)"),
     Option("level_prior_power", float, lo=-1e4, hi=1e4, help="prior over levels ∝ sigma^a (a > 0 sends "
-           "chains up, where they switch modes)")),
+           "chains up, where they switch modes)"),
+    Option("restart_every", int, lo=0, hi=1_000_000, help="R: blocks R, 2R, ... of a chain start from a fresh "
+           "initialisation (1/R of the blocks; each restart's NFE is charged to the R blocks it serves); 0: never")),
     help="Denoising Langevin Gibbs (Kim & Ye 2023): --num samples from --chains chains, one per block; --nfe is "
          "the block's NFE, each sample also carries its share of its chain's initialisation")
