@@ -142,6 +142,8 @@ torch::Tensor route_samples(torch::Tensor owed, I64 n) {
 torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
                              int64_t words);
 torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
+torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
+                                  int64_t n, int64_t stream);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py) and CPU Philox draws";
@@ -152,4 +154,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("route_samples", &route_samples);
   m.def("philox_uniform", &philox_uniform);
   m.def("philox_normal", &philox_normal);
+  m.def("philox_normal_steps", &philox_normal_steps);
 }

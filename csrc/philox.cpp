@@ -114,35 +114,54 @@ RowFn row_fn(int64_t words) {
 
 }  // namespace
 
-// [words, B, n] float32: the uniforms of words 0 .. words-1 (1 to 4), rows from chain_ids / steps ([B] int64).
-torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
-                             int64_t words) {
+namespace {
+
+// [words, R, n] float32 with R = n_steps * B: row r = k * B + b draws chain_ids[b]'s words at step steps[b] + k.
+torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const torch::Tensor& steps, int64_t n_steps,
+                           int64_t n, int64_t stream, int64_t words) {
   TORCH_CHECK(chain_ids.device().is_cpu() && steps.device().is_cpu(), "philox draws run on CPU tensors");
   TORCH_CHECK(chain_ids.scalar_type() == torch::kInt64 && steps.scalar_type() == torch::kInt64,
               "chain_ids and steps must be int64");
   TORCH_CHECK(chain_ids.dim() == 1 && steps.sizes() == chain_ids.sizes(), "chain_ids and steps must be [B]");
-  TORCH_CHECK(n >= 0 && words >= 1 && words <= 4, "n must be >= 0 and words in 1..4");
+  TORCH_CHECK(n >= 0 && n_steps >= 0 && words >= 1 && words <= 4, "n and n_steps must be >= 0 and words in 1..4");
   const auto ids = chain_ids.contiguous(), ks = steps.contiguous();
-  const int64_t B = ids.size(0), total = B * n;
-  auto out = torch::empty({words, B, n}, torch::kFloat32);
+  const int64_t B = ids.size(0), R = n_steps * B, total = R * n;
+  auto out = torch::empty({words, R, n}, torch::kFloat32);
   const int64_t* id = ids.data_ptr<int64_t>();
   const int64_t* k = ks.data_ptr<int64_t>();
   float* o = out.data_ptr<float>();
   const uint32_t k0 = uint32_t(uint64_t(seed)), k1 = uint32_t(uint64_t(seed) >> 32), s = uint32_t(stream);
   const RowFn row = row_fn(words);
-  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) row(o + b * n, total, n, uint32_t(id[b]), uint32_t(k[b]), s, k0, k1);
+  at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r % B;
+      row(o + r * n, total, n, uint32_t(id[b]), uint32_t(k[b] + r / B), s, k0, k1);
+    }
   });
   return out;
 }
 
-// [B, n] float32 standard normals: rng.box_muller(u0, u1) of words 0 and 1, op for op as the torch reference
-// writes it (clamp, log, * -2, sqrt; * 2 pi, cos; product): the same kernels, the same bits.
-torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream) {
-  auto u = philox_uniform(seed, chain_ids, steps, n, stream, 2);
+}  // namespace
+
+// [words, B, n] float32: the uniforms of words 0 .. words-1 (1 to 4), rows from chain_ids / steps ([B] int64).
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
+                             int64_t words) {
+  return uniform_rows(seed, chain_ids, steps, 1, n, stream, words);
+}
+
+// [n_steps * B, n] float32 standard normals, row k * B + b = chain_ids[b]'s at step steps[b] + k (several steps of
+// a loop in one call: noise.chain_randn_steps): rng.box_muller(u0, u1) of words 0 and 1, op for op as the torch
+// reference writes it (clamp, log, * -2, sqrt; * 2 pi, cos; product): the same kernels, the same bits.
+torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
+                                  int64_t n, int64_t stream) {
+  auto u = uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2);
   auto r = u[0], phase = u[1];  // in place on the words' buffer: the same kernels as out of place, no allocation
   r.clamp_min_(1.0e-7).log_().mul_(-2.0).sqrt_();
   phase.mul_(2.0 * 3.141592653589793).cos_();
   return r.mul_(phase);
 }
 
+// [B, n]: philox_normal_steps of one step.
+torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream) {
+  return philox_normal_steps(seed, chain_ids, steps, 1, n, stream);
+}

@@ -131,8 +131,8 @@ def gibbs_select_reference(logits, level_sigmas, log_prior=None, sample=False, s
 
 def block_min_update_reference(x, sigma, best_x, best_sigma):
     lower = sigma < best_sigma
-    best_x.copy_(torch.where(rows(lower, x), x, best_x))
-    best_sigma.copy_(torch.where(lower, sigma, best_sigma))
+    torch.where(rows(lower, x), x, best_x, out=best_x)  # in place: elementwise, each element reads itself only
+    torch.where(lower, sigma, best_sigma, out=best_sigma)
     return best_x, best_sigma
 
 

@@ -82,6 +82,14 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=1)
+def _cpp_normal_steps():
+    """The extension's several-steps normals (dmcmc_fast._C.philox_normal_steps), or None in a build from before."""
+    from dmcmc_fast import _C
+
+    return getattr(_C, "philox_normal_steps", None)
+
+
 PREDRAW_ELEMENTS = 1 << 22  # a loop on the CPU draws several steps' normals at once up to this size (16 MB)
 
 
@@ -90,6 +98,9 @@ def chain_randn_steps(seed: int, chain_ids, step0, n_steps: int, shape, stream: 
     (the same numbers), all in one draw; `step0` an int or `[B]`. For loops that know their steps' counters
     ahead (KAR2's churn, a DLG block's Langevin steps)."""
     ids, first, shape = _rows(seed, chain_ids, step0, shape, device)
+    steps_normal = _cpp_normal_steps() if ids.device.type == "cpu" and _cpp() is not None else None
+    if steps_normal is not None and choose_backend(ids) == "torch":  # the rows made in C++, one call
+        return steps_normal(seed, ids, first, n_steps, math.prod(shape), stream).view(n_steps, ids.shape[0], *shape)
     steps = (first[None, :] + torch.arange(n_steps, device=ids.device)[:, None]).reshape(-1)  # step-major
     z = chain_randn(seed, ids.repeat(n_steps), steps, shape, stream=stream, device=ids.device)
     return z.view(n_steps, ids.shape[0], *shape)

@@ -411,6 +411,7 @@ def test_deis_coefficients_closed_forms():
     # a tensor start is checked on the device and reported when the call ends (no host sync per grid)
     (lambda m, x: sample_heun(m, x, torch.tensor([1.0, -1.0]), 4), "sigma_start must be finite and > 0"),
     (lambda m, x: sample_deis(m, x, torch.tensor([math.nan, 1.0]), 4), "sigma_start must be finite and > 0"),
+    (lambda m, x: sample_dpmpp_2m(m, x, torch.tensor([1.0, math.inf]), 4), "sigma_start must be finite and > 0"),
     (lambda m, x: sample_rk45(m, x, 5.0, 50, rtol=0.0), "rtol"),
 ])
 def test_bad_input_names_the_argument(call, match):

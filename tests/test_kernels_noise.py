@@ -67,3 +67,21 @@ def test_cpu_draws_fall_back_to_the_reference_without_the_extension(monkeypatch)
     assert torch.equal(noise.chain_randn(4, ids, 1, (5,)), rng.chain_randn(4, ids, 1, (5,)))
     with pytest.raises(ValueError, match="seed"):
         noise.chain_rand(-1, ids, 1, (5,))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("b,n_steps,shape", [(1, 5, (1, 8, 8)), (3, 1, (7,)), (6, 4, (3, 5)), (2, 3, (9,))])
+def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
+    """chain_randn_steps (on the CPU one extension call builds every row) gives, in slice k, each chain's draw at
+    its step0 + k: bit-identical to one chain_randn per step and to the torch reference, whatever the batch."""
+    assert noise._cpp_normal_steps() is not None, "dmcmc_fast._C predates philox_normal_steps: run scripts/setup.sh"
+    g = torch.Generator().manual_seed(seed % 2**31 + 7 * b + n_steps)
+    ids = torch.randperm(1000, generator=g)[:b] + 2**32 - 500
+    step0 = torch.randint(0, 2**40, (b,), generator=g)
+    z = noise.chain_randn_steps(seed, ids, step0, n_steps, shape, stream=rng.STREAM_LANGEVIN)
+    assert z.shape == (n_steps, b, *shape)
+    for k in range(n_steps):
+        assert torch.equal(z[k], noise.chain_randn(seed, ids, step0 + k, shape, stream=rng.STREAM_LANGEVIN))
+        assert torch.equal(z[k], rng.chain_randn(seed, ids, step0 + k, shape, stream=rng.STREAM_LANGEVIN))
+    last = noise.chain_randn_steps(seed, ids[-1:], step0[-1:], n_steps, shape, stream=rng.STREAM_LANGEVIN)
+    assert torch.equal(last[:, 0], z[:, -1])  # a chain's rows do not depend on the others in the call

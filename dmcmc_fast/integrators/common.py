@@ -114,7 +114,7 @@ def start_sigma(sigma_start, x: torch.Tensor, model: CountingDenoiser) -> torch.
         s = s.expand(b)
     if s.shape != (b,):
         raise ValueError(f"sigma_start must be a scalar or of shape [{b}] (one per sample), got shape {tuple(s.shape)}")
-    model.defer_check((~(torch.isfinite(s) & (s > 0))).any(), "sigma_start must be finite and > 0")
+    model.defer_positive(s, "sigma_start must be finite and > 0")
     return s.contiguous()
 
 
@@ -192,10 +192,10 @@ def explicit_grid(sigmas: torch.Tensor, x: torch.Tensor, n_steps: int, model: Co
     g = sigmas.to(x.device, torch.float64)
     if g.shape != (x.shape[0], n_steps):
         raise ValueError(f"an explicit grid must be [B={x.shape[0]}, n_steps={n_steps}], got shape {tuple(g.shape)}")
-    bad = ~(torch.isfinite(g) & (g > 0)).all()
+    message = "sigmas must be finite, > 0 and strictly decreasing along each row"
+    model.defer_positive(g, message)
     if n_steps > 1:
-        bad = bad | (g[:, 1:] >= g[:, :-1]).any()
-    model.defer_check(bad, "sigmas must be finite, > 0 and strictly decreasing along each row")
+        model.defer_check((g[:, 1:] >= g[:, :-1]).any(), message)
     return torch.cat([g, g.new_zeros(g.shape[0], 1)], dim=1)
 
 

@@ -202,7 +202,7 @@ class CountingDenoiser:
         self._pending: list[tuple[torch.Tensor, ...]] = []  # (out min, max, x min, max, sigma lo, hi) per call
         self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
         self._final_range: tuple | None = None  # the run's final state's (min, max) (`check_final`)
-        self._checks: list[tuple[torch.Tensor, str]] = []
+        self._checks: list[tuple] = []  # (device values, failed(their host values), message)
         self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
@@ -310,7 +310,13 @@ class CountingDenoiser:
 
     def defer_check(self, bad: torch.Tensor, message: str):
         """Raise `ValueError(message)` at the end of the run if the 0-d device flag `bad` is true."""
-        self._checks.append((bad, message))
+        self._checks.append(((bad,), _flag_set, message))
+
+    def defer_positive(self, t: torch.Tensor, message: str):
+        """Raise `ValueError(message)` at the end of the run unless every value of `t` is finite and > 0:
+        decided on the host from its (min, max) (one reduction; NaN propagates into both)."""
+        if t.numel():
+            self._checks.append((tuple(torch.aminmax(t)), _not_positive, message))
 
     def raise_if_nonfinite(self):
         """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
@@ -319,18 +325,18 @@ class CountingDenoiser:
         checks, self._checks = self._checks, []
         final, self._final_range = self._final_range, None
         seen = self._first_bad[0] > 0 if self._first_bad is not None else None
-        flags = [b for b, _ in checks] + ([seen] if seen is not None else [])
-        parts = ([torch.stack(flags).to(torch.float64)] if flags else []) + \
-            ([torch.stack(final).to(torch.float64)] if final is not None else [])
-        if not parts:
+        read = [t for ts, _, _ in checks for t in ts] + ([seen] if seen is not None else []) + list(final or ())
+        if not read:
             return
-        values = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()  # the one read to the host
+        values = torch.stack(read).tolist()  # the one read to the host (stack promotes to a common dtype)
+        pos = 0
+        for ts, failed, message in checks:
+            if failed(values[pos:pos + len(ts)]):
+                raise ValueError(message)
+            pos += len(ts)
         if final is not None:  # the final state's (min, max): finite iff both are (they propagate NaN)
             values[-2:] = [not (math.isfinite(values[-2]) and math.isfinite(values[-1]))]
-        for (_, message), failed in zip(checks, values):
-            if failed:
-                raise ValueError(message)
-        rest = iter(values[len(checks):])
+        rest = iter(values[pos:])
         if seen is not None and next(rest):
             _, in_bad, x_abs, lo, hi = self._first_bad.tolist()
             at = f"sigma in [{lo:.4g}, {hi:.4g}]"
@@ -347,6 +353,14 @@ class CountingDenoiser:
                 raise NonFiniteFinalState("the final state x is NaN/Inf (no per-call checks: replay to locate)")
             raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
                                 "values (the last step diverged)", *self._blamed())
+
+
+def _flag_set(values: list) -> bool:
+    return bool(values[0])
+
+
+def _not_positive(values: list) -> bool:  # (min, max) of values that must be finite and > 0
+    return not (values[0] > 0 and math.isfinite(values[1]))
 
 
 def flat_dim(shape) -> int:
