@@ -227,3 +227,28 @@ def test_gibbs_select_block_min_matches_reference(b, m, shape, dtype, sample, de
     assert torch.equal(bx_t, bx_r) and torch.equal(bs_t, bs_r)
     lower = ref_sig < best_sigma
     assert torch.equal(bs_r, torch.where(lower, ref_sig, best_sigma)) and torch.equal(bx_r[lower], x[lower])
+
+
+@pytest.mark.parametrize("kind,options", [("heun", {}), ("euler", {}), ("deis", {}),
+                                          ("karras_sde", dict(s_churn=10.0, s_tmin=0.0, s_tmax=100.0))])
+def test_sampler_loops_on_the_triton_path_match_the_torch_path(kind, options, device, monkeypatch):
+    """The loops set up once per run (EDM's step rows and churn, DEIS's coefficients; `common.derived`) take the
+    Triton launchers on a GPU: the whole sampler on that path (the interpreter here) gives the torch path's
+    samples, on a shared grid (cached set-up, run twice) and on per-sample starts."""
+    from dmcmc_fast.integrators import INTEGRATORS
+    from dmcmc_fast.models.builtin import load_model
+
+    model = load_model("gmm-digits", modes=20)
+    fn, steps_for_nfe = INTEGRATORS[kind]
+    x = 20.0 * torch.randn(3, *model.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    starts = (20.0, torch.tensor([20.0, 5.0, 1.0], device=device))
+    runs = {}
+    for backend in ("torch", "triton", "triton"):
+        monkeypatch.setenv("DMCMC_KERNELS", backend)
+        runs.setdefault(backend, []).append([fn(model, x, s, steps_for_nfe(7), sigma_min=0.01, seed=3, **options).x
+                                             for s in starts])
+    for triton_run in runs["triton"]:
+        for ref, got in zip(runs["torch"][0], triton_run):
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    for first, again in zip(*runs["triton"]):
+        assert torch.equal(first, again)
