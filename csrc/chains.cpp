@@ -144,6 +144,8 @@ torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tenso
 torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
 torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
                                   int64_t n, int64_t stream);
+torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,
+                               double scale);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py) and CPU Philox draws";
@@ -155,4 +157,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox_uniform", &philox_uniform);
   m.def("philox_normal", &philox_normal);
   m.def("philox_normal_steps", &philox_normal_steps);
+  m.def("philox_normal_at", &philox_normal_at);
 }

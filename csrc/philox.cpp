@@ -117,47 +117,40 @@ RowFn row_fn(int64_t words) {
 namespace {
 
 // [words, R, n] float32 with R = n_steps * B: row r = k * B + b draws chain_ids[b]'s words at step steps[b] + k.
+// `steps` undefined: every row at step `step` (an int step without a tensor of it).
 torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const torch::Tensor& steps, int64_t n_steps,
-                           int64_t n, int64_t stream, int64_t words) {
-  TORCH_CHECK(chain_ids.device().is_cpu() && steps.device().is_cpu(), "philox draws run on CPU tensors");
-  TORCH_CHECK(chain_ids.scalar_type() == torch::kInt64 && steps.scalar_type() == torch::kInt64,
+                           int64_t n, int64_t stream, int64_t words, int64_t step = 0) {
+  TORCH_CHECK(chain_ids.device().is_cpu() && (!steps.defined() || steps.device().is_cpu()),
+              "philox draws run on CPU tensors");
+  TORCH_CHECK(chain_ids.scalar_type() == torch::kInt64 && (!steps.defined() || steps.scalar_type() == torch::kInt64),
               "chain_ids and steps must be int64");
-  TORCH_CHECK(chain_ids.dim() == 1 && steps.sizes() == chain_ids.sizes(), "chain_ids and steps must be [B]");
+  TORCH_CHECK(chain_ids.dim() == 1 && (!steps.defined() || steps.sizes() == chain_ids.sizes()),
+              "chain_ids and steps must be [B]");
   TORCH_CHECK(n >= 0 && n_steps >= 0 && words >= 1 && words <= 4, "n and n_steps must be >= 0 and words in 1..4");
-  const auto ids = chain_ids.contiguous(), ks = steps.contiguous();
+  const auto ids = chain_ids.contiguous();
+  const auto ks = steps.defined() ? steps.contiguous() : steps;
   const int64_t B = ids.size(0), R = n_steps * B, total = R * n;
   auto out = torch::empty({words, R, n}, torch::kFloat32);
   const int64_t* id = ids.data_ptr<int64_t>();
-  const int64_t* k = ks.data_ptr<int64_t>();
+  const int64_t* k = ks.defined() ? ks.data_ptr<int64_t>() : nullptr;
   float* o = out.data_ptr<float>();
   const uint32_t k0 = uint32_t(uint64_t(seed)), k1 = uint32_t(uint64_t(seed) >> 32), s = uint32_t(stream);
   const RowFn row = row_fn(words);
   at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r % B;
-      row(o + r * n, total, n, uint32_t(id[b]), uint32_t(k[b] + r / B), s, k0, k1);
+      row(o + r * n, total, n, uint32_t(id[b]), uint32_t((k ? k[b] : step) + r / B), s, k0, k1);
     }
   });
   return out;
 }
 
-}  // namespace
-
-// [words, B, n] float32: the uniforms of words 0 .. words-1 (1 to 4), rows from chain_ids / steps ([B] int64).
-torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
-                             int64_t words) {
-  return uniform_rows(seed, chain_ids, steps, 1, n, stream, words);
-}
-
-// [n_steps * B, n] float32 standard normals, row k * B + b = chain_ids[b]'s at step steps[b] + k (several steps of
-// a loop in one call: noise.chain_randn_steps): rng.box_muller(u0, u1) of words 0 and 1, bit for bit. The reference
-// is clamp(u0, 1e-7), log, * -2, sqrt; u1 * 2 pi, cos; the product. log, cos and sqrt are ATen's own kernels (in
-// place on the words' buffer, so the same vectorised code on the same layout; none is guaranteed correctly rounded);
-// the rest are single IEEE float operations (clamp, multiplies by float constants, the product), done here in plain
-// loops with the same float results: three ATen ops instead of seven.
-torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
-                                  int64_t n, int64_t stream) {
-  auto u = uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2);
+// rng.box_muller(u0, u1) in place on [2, R, n] words, times `scale` unless it is 1; returns row 0. Bit for bit the
+// reference: clamp(u0, 1e-7), log, * -2, sqrt; u1 * 2 pi, cos; the product (and scale * it). log, cos and sqrt are
+// ATen's own kernels (in place on the words' buffer: the same vectorised code on the same layout; none is
+// guaranteed correctly rounded); the rest are single IEEE float operations (a clamp, multiplies by float
+// constants, products), done in plain loops with the same float results: three ATen ops instead of seven.
+torch::Tensor box_muller_(const torch::Tensor& u, double scale) {
   auto r = u.select(0, 0), phase = u.select(0, 1);
   const int64_t total = r.numel();
   float* a = r.data_ptr<float>();
@@ -171,8 +164,35 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
   phase.cos_();
   for (int64_t i = 0; i < total; ++i) a[i] = a[i] * -2.0f;
   r.sqrt_();  // ATen's float sqrt is not always the correctly rounded one: its own kernel, as the reference's
-  for (int64_t i = 0; i < total; ++i) a[i] = a[i] * p[i];
+  if (scale == 1.0) {
+    for (int64_t i = 0; i < total; ++i) a[i] = a[i] * p[i];
+  } else {  // scale * z as the reference computes it: the normal first, then one float product
+    const float f = float(scale);
+    for (int64_t i = 0; i < total; ++i) a[i] = f * (a[i] * p[i]);
+  }
   return r;
+}
+
+}  // namespace
+
+// [words, B, n] float32: the uniforms of words 0 .. words-1 (1 to 4), rows from chain_ids / steps ([B] int64).
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
+                             int64_t words) {
+  return uniform_rows(seed, chain_ids, steps, 1, n, stream, words);
+}
+
+// [n_steps * B, n] float32 standard normals, row k * B + b = chain_ids[b]'s at step steps[b] + k (several steps of
+// a loop in one call: noise.chain_randn_steps), bit for bit rng.box_muller of words 0 and 1 (box_muller_).
+torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
+                                  int64_t n, int64_t stream) {
+  return box_muller_(uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2), 1.0);
+}
+
+// [B, n]: scale * the normals of every row at the one step `step` (the prior sigma_max z of a run: no step tensor,
+// no separate product).
+torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,
+                               double scale) {
+  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), 1, n, stream, 2, step), scale);
 }
 
 // [B, n]: philox_normal_steps of one step.

@@ -46,30 +46,45 @@ def chain_randn_triton(seed: int, chain_ids: torch.Tensor, step, shape, stream: 
     return out.view(b, *shape)
 
 
-@functools.lru_cache(maxsize=1)
-def _cpp():
-    """The C++ extension's Philox (dmcmc_fast._C.philox_uniform), or None where it was not built."""
+def _extension():
+    """dmcmc_fast._C, or None where it was not built."""
     try:
         from dmcmc_fast import _C
     except ImportError:
         return None
-    return getattr(_C, "philox_uniform", None)
+    return _C
+
+
+@functools.lru_cache(maxsize=1)
+def _cpp():
+    """The C++ extension's Philox (dmcmc_fast._C.philox_uniform), or None where it was not built."""
+    return getattr(_extension(), "philox_uniform", None)
 
 
 @functools.lru_cache(maxsize=1)
 def _cpp_normal():
     """The extension's normals (dmcmc_fast._C.philox_normal), or None in a build from before it."""
-    from dmcmc_fast import _C
-
-    return getattr(_C, "philox_normal", None)
+    return getattr(_extension(), "philox_normal", None)
 
 
 def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None, dtype=torch.float32,
-                backend=None) -> torch.Tensor:
-    """`rng.chain_randn(seed, chain_ids, step, shape, stream, device, dtype)`, one launch on CUDA.
+                backend=None, scale: float | None = None) -> torch.Tensor:
+    """`rng.chain_randn(seed, chain_ids, step, shape, stream, device, dtype)`, one launch on CUDA; with `scale`,
+    `scale * ` that (the same numbers: a prior sigma_max z in one call on the CPU).
 
     `chain_ids` a `[B]` int64 tensor (or list), `step` an int or a `[B]` tensor; the result lives on
     `device` (default: chain_ids' device)."""
+    if type(step) is int and dtype == torch.float32 and backend is None and _cpp() is not None \
+            and _cpp_normal_at() is not None:
+        ids = _ids(seed, chain_ids, device)
+        if ids.device.type == "cpu" and choose_backend(ids) == "torch":  # one extension call, no step tensor
+            z = _cpp_normal_at()(seed, ids, step, math.prod(shape), stream, 1.0 if scale is None else float(scale))
+            return z.view(ids.shape[0], *shape)
+    z = _chain_randn(seed, chain_ids, step, shape, stream, device, dtype, backend)
+    return z if scale is None else scale * z
+
+
+def _chain_randn(seed: int, chain_ids, step, shape, stream, device, dtype, backend) -> torch.Tensor:
     ids, steps, shape = _rows(seed, chain_ids, step, shape, device)
     if choose_backend(ids, backend) == "triton":
         return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
@@ -83,11 +98,15 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
 
 
 @functools.lru_cache(maxsize=1)
+def _cpp_normal_at():
+    """The extension's one-step normals with a scale (dmcmc_fast._C.philox_normal_at), or None without it."""
+    return getattr(_extension(), "philox_normal_at", None)
+
+
+@functools.lru_cache(maxsize=1)
 def _cpp_normal_steps():
     """The extension's several-steps normals (dmcmc_fast._C.philox_normal_steps), or None in a build from before."""
-    from dmcmc_fast import _C
-
-    return getattr(_C, "philox_normal_steps", None)
+    return getattr(_extension(), "philox_normal_steps", None)
 
 
 PREDRAW_ELEMENTS = 1 << 22  # a loop on the CPU draws several steps' normals at once up to this size (16 MB)
@@ -117,11 +136,17 @@ def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None, 
 
 def _rows(seed, chain_ids, step, shape, device):
     """chain ids and steps as [B] int64 on the device (default: chain_ids'), shape as a tuple; checks seed."""
+    ids = _ids(seed, chain_ids, device)
+    return ids, step_vec(step, ids), tuple(shape)
+
+
+def _ids(seed, chain_ids, device) -> torch.Tensor:
+    """chain ids as [B] int64 on the device (default: chain_ids'); checks seed."""
     seed_words(seed)  # ValueError naming the seed outside [0, 2**63)
     device = torch.device(device) if device is not None else (
         chain_ids.device if torch.is_tensor(chain_ids) else torch.device("cpu"))
-    rows = _Rows((len(chain_ids),), device)  # what chain_vec / step_vec read of a batch: its size and device
-    return chain_vec(chain_ids, rows), step_vec(step, rows), tuple(shape)
+    rows = _Rows((len(chain_ids),), device)  # what chain_vec reads of a batch: its size and device
+    return chain_vec(chain_ids, rows)
 
 
 class _Rows(NamedTuple):

@@ -85,3 +85,18 @@ def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
         assert torch.equal(z[k], rng.chain_randn(seed, ids, step0 + k, shape, stream=rng.STREAM_LANGEVIN))
     last = noise.chain_randn_steps(seed, ids[-1:], step0[-1:], n_steps, shape, stream=rng.STREAM_LANGEVIN)
     assert torch.equal(last[:, 0], z[:, -1])  # a chain's rows do not depend on the others in the call
+
+
+@pytest.mark.parametrize("scale", [None, 80.0, 0.37, 1.0])
+@pytest.mark.parametrize("b,shape,step", [(1, (1, 8, 8), 0), (5, (3, 7), 11), (3, (9,), 2**35 + 3)])
+def test_one_step_draw_with_its_scale_is_the_reference_times_the_scale(scale, b, shape, step):
+    """An int step on the CPU is one extension call (`_C.philox_normal_at`, no step tensor), the scale (a prior's
+    sigma_max) multiplied in there: bit-identical to `scale * rng.chain_randn(...)`, as the other paths give it."""
+    assert noise._cpp_normal_at() is not None, "dmcmc_fast._C predates philox_normal_at: run bash scripts/setup.sh"
+    ids = torch.arange(b) + 2**32 - 2
+    ref = rng.chain_randn(7, ids, step, shape, stream=rng.STREAM_INIT)
+    ref = ref if scale is None else scale * ref
+    got = noise.chain_randn(7, ids, step, shape, stream=rng.STREAM_INIT, scale=scale)
+    assert got.shape == (b, *shape) and got.dtype == torch.float32 and torch.equal(got, ref)
+    other = noise.chain_randn(7, ids, torch.full((b,), step), shape, stream=rng.STREAM_INIT, scale=scale)
+    assert torch.equal(other, ref)  # a step tensor takes the general path: the same numbers

@@ -43,10 +43,11 @@ def prior_sample(req) -> torch.Tensor:
     if req.x_T is not None:
         return req.x_T
     shape = tuple(req.model.shape)
+    if req.sigmas is None:  # sigma_max z, the product made with the draw (one call on the CPU)
+        return noise.chain_randn(req.seed, req.chain_ids, 0, shape, stream=rng.STREAM_INIT, device=req.device,
+                                 scale=req.options["sigma_max"])
     z = noise.chain_randn(req.seed, req.chain_ids, 0, shape, stream=rng.STREAM_INIT, device=req.device)
-    if req.sigmas is not None:
-        return bcast(req.sigmas[:, 0].to(z.dtype), z) * z
-    return req.options["sigma_max"] * z
+    return bcast(req.sigmas[:, 0].to(z.dtype), z) * z
 
 
 def _integrator_options(name: str, options: dict):
