@@ -169,8 +169,9 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
     # the grid and the coefficients in the kernels' dtype, set up once per run (per grid when it is shared)
+    key = ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, x.device, choose_backend(x))
     cols, coeffs, combine, s_in, s_rows = derived(
-        sigmas, ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, x.device, choose_backend(x)), lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
+        sigmas, key, lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
     eps_hist: list[torch.Tensor] = []  # newest first
     for i in range(n_steps - 1):
         if i < n_rk:  # order-preserving warm start
