@@ -322,6 +322,12 @@ class CountingDenoiser:
         """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
         if self._pending:
             self._fold()
+        final = self._final_range
+        if final is not None and not self._checks and self._first_bad is None and final[0].device.type == "cpu":
+            self._final_range = None  # the common case on the CPU: only the final state's range, read as two items
+            if math.isfinite(final[0].item()) and math.isfinite(final[1].item()):
+                return
+            self._final_range = final  # not finite: the general path below says so
         checks, self._checks = self._checks, []
         final, self._final_range = self._final_range, None
         seen = self._first_bad[0] > 0 if self._first_bad is not None else None
