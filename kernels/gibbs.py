@@ -159,6 +159,14 @@ def block_min_update(x, sigma, best_x, best_sigma, backend=None):
     return impl(x, sigma, best_x, best_sigma)
 
 
+def step_impls(x, backend=None):
+    """`(gibbs_select, block_min_update)` as they dispatch for `x`'s device, for a loop that chooses them once per
+    run (no per-call dispatch or shape check)."""
+    if choose_backend(x, backend) == "triton":
+        return gibbs_select_triton, block_min_update_triton
+    return gibbs_select_reference, block_min_update_reference
+
+
 def gibbs_select_block_min(logits, level_sigmas, x, best_x, best_sigma, log_prior=None, sample=False, seed=0,
                            chain_ids=None, step=0, stream=rng.STREAM_GIBBS, backend=None):
     """gibbs_select, then block_min_update(x, sigma, best_x, best_sigma) with the drawn sigma: one launch."""

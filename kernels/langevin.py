@@ -111,6 +111,16 @@ def mild_step_reference(x, v, denoised_y, sigma, alpha, gamma, seed, chain_ids, 
 
 
 # ---------------- entry points ----------------
+def langevin_impl(x, backend=None):
+    """`step(x, denoised, sigma, eta, seed, chain_ids, step, stream, z=None)`: what `langevin_step` dispatches to
+    for `x`, for a loop that chooses it once per run (no per-call dispatch or shape check; the kernel draws its
+    own noise and ignores `z`)."""
+    if choose_backend(x, backend) == "triton":
+        return lambda x, den, sigma, eta, seed, ids, step, stream, z=None: langevin_step_triton(
+            x, den, sigma, eta, seed, ids, step, stream)
+    return langevin_step_reference
+
+
 def langevin_step(x, denoised, sigma, eta, seed, chain_ids, step, stream=rng.STREAM_LANGEVIN, backend=None, z=None):
     """`z`: the chain's normals of this step drawn ahead by the caller (`noise.chain_randn` with the same seed,
     ids, step and stream: the very numbers the step would draw), used by the torch reference; the kernel

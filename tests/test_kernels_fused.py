@@ -252,3 +252,20 @@ def test_sampler_loops_on_the_triton_path_match_the_torch_path(kind, options, de
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
     for first, again in zip(*runs["triton"]):
         assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("gibbs", ["argmax", "sample"])
+def test_dlg_on_the_triton_path_matches_the_torch_path(gibbs, device, monkeypatch):
+    """DLG's step kernels are chosen once per run (`mcmc.dlg.step_kernels`): on the Triton path (the interpreter
+    here, the GPU's path) a run gives the torch path's samples."""
+    from dmcmc_fast import api
+    from dmcmc_fast.models.builtin import load_model
+
+    model = load_model("gmm-digits", modes=20)
+    opts = dict(chains=2, n_skip=2, n_levels=50, init_nfe=5, n_init=2, classifier="exact", gibbs=gibbs)
+    out = {}
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("DMCMC_KERNELS", backend)
+        out[backend] = api.sample(model, "dlg", 4, 8, seed=1, progress=False, device=device, **opts)
+    torch.testing.assert_close(out["triton"].samples, out["torch"].samples, rtol=1e-4, atol=1e-4)
+    assert torch.equal(torch.as_tensor(out["triton"].meta["sigma"]), torch.as_tensor(out["torch"].meta["sigma"]))

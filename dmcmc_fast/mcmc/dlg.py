@@ -53,14 +53,15 @@ With restart_every > 0 every block first reserves the counters of one initialisa
 which a restart uses from its first (`Counters.restart`) and other blocks leave unused, so each restart
 draws fresh numbers that depend only on (seed, chain, block).
 
-This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`,
-`denoise_block`); `run_dlg` is the plain loop over them, and the pipelined engine
+This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`, `denoise_block`; the
+kernels chosen once per run by `step_kernels`); `run_dlg` is the plain loop over them, and the pipelined engine
 (`dmcmc_fast.engine.runner`) packs the same steps into shared network batches.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -68,8 +69,8 @@ from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.integrators.common import ensure_counting
 from dmcmc_fast.kernels._dispatch import choose_backend
-from dmcmc_fast.kernels.gibbs import block_min_update, gibbs_select
-from dmcmc_fast.kernels.langevin import langevin_step
+from dmcmc_fast.kernels.gibbs import gibbs_select, step_impls as gibbs_impls
+from dmcmc_fast.kernels.langevin import langevin_impl, langevin_step
 from dmcmc_fast.validate import check_int, check_positive
 
 
@@ -205,25 +206,43 @@ def level_log_prior(cfg: DLGConfig, levels: torch.Tensor) -> torch.Tensor | None
     return prior if prior is None or cfg.gibbs_temperature == 1.0 else prior / cfg.gibbs_temperature
 
 
+class StepKernels(NamedTuple):
+    """The kernels of a DLG step, chosen once per run for its device (`step_kernels`): no dispatch or shape
+    check per call (the entry points of `dmcmc_fast.kernels` do both on every call)."""
+    langevin: Callable  # langevin_step's implementation
+    select: Callable  # gibbs_select's
+    block_min: Callable  # block_min_update's
+
+
+def step_kernels(x: torch.Tensor) -> StepKernels:
+    return StepKernels(langevin_impl(x), *gibbs_impls(x))
+
+
 def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step,
-                        z=None):
+                        z=None, kernels: StepKernels | None = None):
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
     then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
     `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row;
-    `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.block_noise`)."""
+    `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.block_noise`); `kernels`:
+    the run's `step_kernels` (default: the dispatching entry points)."""
     # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
     # x += (eta/2)(D - x) + sqrt(eta) sigma z
     eta = cfg.eta * sigma * sigma if cfg.eta_scaling == "sigma2" else cfg.eta
-    x = langevin_step(x, denoised, sigma, eta, seed, ids, step, z=z)
-    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step)
+    if kernels is None:
+        x = langevin_step(x, denoised, sigma, eta, seed, ids, step, z=z)
+    else:
+        x = kernels.langevin(x, denoised, sigma, eta, seed, ids, step, rng.STREAM_LANGEVIN, z=z)
+    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step, kernels)
 
 
-def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step) -> torch.Tensor:
+def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step,
+               kernels: StepKernels | None = None) -> torch.Tensor:
     """sigma <- argmax_m p(m | x), or a Gumbel-max draw from p(m | x)^(1/T) (prior included)."""
     logits = classifier(x)
     if cfg.gibbs_temperature != 1.0:
         logits = logits / cfg.gibbs_temperature
-    _, sigma = gibbs_select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step)
+    select = gibbs_select if kernels is None else kernels.select
+    _, sigma = select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step, rng.STREAM_GIBBS)
     return sigma.to(x.dtype)
 
 
@@ -298,15 +317,17 @@ class _Chains:
         self.levels = classifier.levels.to(chain_ids.device)
         self.log_prior = level_log_prior(cfg, self.levels)
         self.evals = 0  # classifier calls per chain so far (every chain is in every call: a host count)
+        self.kernels = step_kernels(chain_ids)  # chosen once for the chains' device
 
     def gibbs(self, x: torch.Tensor, step: int) -> torch.Tensor:
         self.evals += 1
-        return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, step)
+        return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, step,
+                          self.kernels)
 
     def langevin_gibbs(self, x, sigma, step: int, z=None):
         self.evals += 1
         return langevin_gibbs_step(x, self.model(x, sigma), sigma, self.cfg, self.classifier, self.levels,
-                                   self.log_prior, self.seed, self.ids, step, z=z)
+                                   self.log_prior, self.seed, self.ids, step, z=z, kernels=self.kernels)
 
     @property
     def classifier_evals(self) -> torch.Tensor:
@@ -393,7 +414,7 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
         zs = c.block_noise(ctr, b, x)
         for j in range(cfg.n_skip):
             x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if zs is None else zs[j])
-            block_min_update(x, sigma, best_x, best_sigma)
+            c.kernels.block_min(x, sigma, best_x, best_sigma)
         den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
         block_sigma.append(best_sigma)
