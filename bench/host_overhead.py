@@ -13,7 +13,8 @@ its grid, per-step casts and checks, counting NFE, drawing noise) is what the ti
   façade       `dmcmc_fast.<Class>(model, nfe=...).sample(B)` (built once; each call draws its own prior
                from the per-chain Philox streams, counts NFE and checks the samples, as users get it)
 All three spend the same NFE (checked before timing). Reported: plain's median time over each method's
-(>= 1: ours is at least as fast as the plain loop). Output: bench/results/host_overhead.{json,md}.
+(>= 1: ours is at least as fast as the plain loop), and each method's fixed host work per call: the cells at
+B = 1 on a model that costs nothing (`ZeroCostModel`). Output: bench/results/host_overhead.{json,md}.
 """
 from __future__ import annotations
 
@@ -94,6 +95,22 @@ def run_cell(model, kind: str, batch: int, nfe: int, reps: int) -> dict:
             "plain_over": {m: med["plain"] / med[m] for m in runs if m != "plain"}}
 
 
+class ZeroCostModel:
+    """A denoiser that costs nothing (it returns its input) with `like`'s shape and noise range: with it, a
+    call's time is all host work besides the model, the fixed cost a method adds to every call."""
+
+    def __init__(self, like):
+        self.shape, self.sigma_min, self.sigma_max = tuple(like.shape), like.sigma_min, like.sigma_max
+
+    def __call__(self, x, sigma):
+        return x
+
+
+def fixed_cell(model, kind: str, nfe: int, reps: int) -> dict:
+    """`run_cell` at batch 1 on `ZeroCostModel(model)`: each method's fixed host work per call."""
+    return run_cell(ZeroCostModel(model), kind, 1, nfe, reps)
+
+
 DLG_BLOCKS = (1, 9)  # blocks per chain of the two timed runs: their difference is the per-block time
 
 
@@ -132,7 +149,7 @@ def dlg_cell(model, batch: int, reps: int, nfe: int = 14, n_skip: int = 5) -> di
             "plain_over": {"façade": per_block["plain"] / per_block["façade"]}}
 
 
-def markdown(meta: dict, rows: list[dict]) -> str:
+def markdown(meta: dict, rows: list[dict], fixed: list[dict] = ()) -> str:
     lines = [f"\n## Host overhead: ours vs the plain loop — {meta['model']}, {meta['device']}, {meta['time']}\n",
              f"- command: `{meta['command']}`; {meta['versions']}; {meta['reps']} round-robin repetitions, "
              f"medians; load average at start / end {meta['load'][0]:.1f} / {meta['load'][1]:.1f}",
@@ -160,6 +177,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             verdict = "ours as fast" if ratio >= 0.95 else f"plain loop {1 / ratio:.2f}x faster"
             lines.append(f"| dlg | {r['batch']} | {r['nfe']} | {ms['plain']:.3g} | {ms['façade']:.3g} | {ratio:.2f} | "
                          f"{verdict} |")
+    if fixed:
+        lines += ["", "Fixed host work per call: the same cells at B = 1 on a zero-cost model (`ZeroCostModel`, it returns "
+                  "its input), so the time is all the method's own work besides the model:", "",
+                  "| sampler | NFE | plain us | integrator us | façade us | façade - plain us |", "|---|---|---|---|---|---|"]
+        for r in fixed:
+            us = {m: 1e6 * r["median_s"][m] for m in METHODS}
+            lines.append(f"| {r['kind']} | {r['nfe']} | {us['plain']:.0f} | {us['integrator']:.0f} | {us['façade']:.0f} | "
+                         f"{us['façade'] - us['plain']:+.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,12 +216,13 @@ def main(argv=None) -> list[dict]:
             r = rows[-1]
             print(f"{kind:10s} B={batch:<4d} " + "  ".join(f"plain/{m} {v:.2f}" for m, v in r["plain_over"].items()),
                   flush=True)
+    fixed = [fixed_cell(model, kind, a.nfe, a.reps) for kind in kinds if kind != "dlg"]
     meta = {"model": a.model, "reps": a.reps, "device": f"{platform.machine()} CPU, {a.threads} thread(s)",
             "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": [load0, os.getloadavg()[0]],
             "versions": f"torch {torch.__version__}, python {platform.python_version()}",
             "command": "python -m bench.host_overhead " + " ".join(sys.argv[1:] if argv is None else argv)}
-    save_json_md(a.out, {"meta": meta, "rows": rows}, a.md, markdown(meta, rows))
-    print(markdown(meta, rows))
+    save_json_md(a.out, {"meta": meta, "rows": rows, "fixed": fixed}, a.md, markdown(meta, rows, fixed))
+    print(markdown(meta, rows, fixed))
     return rows
 
 

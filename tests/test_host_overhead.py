@@ -142,3 +142,12 @@ def test_host_overhead_bench_runs_and_reports_every_cell(tmp_path):
     assert all(v > 0 for r in rows for v in r["plain_over"].values())
     text = (tmp_path / "h.md").read_text()
     assert "| heun | 2 | 9 |" in text and "| dlg | 2 | 14 |" in text
+    assert "Fixed host work per call" in text and "\n| heun | 9 | " in text  # the zero-cost model's row
+
+
+def test_the_zero_cost_model_costs_nothing_and_every_method_runs_on_it():
+    zero = ho.ZeroCostModel(load_model("gmm-digits"))
+    x = torch.randn(2, *zero.shape)
+    assert zero(x, torch.ones(2)) is x
+    cell = ho.fixed_cell(load_model("gmm-digits"), "deis", 9, reps=1)
+    assert cell["batch"] == 1 and cell["nfe"] == 9 and all(t > 0 for t in cell["median_s"].values())
