@@ -85,8 +85,7 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     """
     it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
                 resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
-                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T,
-                **options)
+                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T, **options)
     batches = list(it)
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work

@@ -149,14 +149,6 @@ def churn(x, sigma, gamma, s_noise, seed, chain_ids, step, stream=rng.STREAM_CHU
     return impl(x, sigma, gamma, s_noise, seed, chain_ids, step, stream)
 
 
-def step_impls(x, backend=None):
-    """(euler_step, heun_correct) for `x`'s device, chosen once per run by a sampler's loop (the entry
-    points above choose, and check shapes, per call)."""
-    if choose_backend(x, backend) == "triton":
-        return euler_step_triton, heun_correct_triton
-    return euler_step_reference, heun_correct_reference
-
-
 def grid_steps(x, starts: torch.Tensor, ends: torch.Tensor, backend=None):
     """`(euler(x, denoised, i), correct(x, d, x_euler, denoised_next, i))`: `euler_step` and `heun_correct`
     of step i, from sigma `starts[i]` to `ends[i]` (`[steps, B]` contiguous, x's compute dtype), set up once

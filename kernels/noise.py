@@ -46,25 +46,19 @@ def chain_randn_triton(seed: int, chain_ids: torch.Tensor, step, shape, stream: 
     return out.view(b, *shape)
 
 
-def _extension():
-    """dmcmc_fast._C, or None where it was not built."""
+@functools.lru_cache(maxsize=None)
+def _ext(name: str):
+    """`dmcmc_fast._C.<name>`, or None where the extension was not built or predates that function."""
     try:
         from dmcmc_fast import _C
     except ImportError:
         return None
-    return _C
+    return getattr(_C, name, None)
 
 
-@functools.lru_cache(maxsize=1)
 def _cpp():
-    """The C++ extension's Philox (dmcmc_fast._C.philox_uniform), or None where it was not built."""
-    return getattr(_extension(), "philox_uniform", None)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpp_normal():
-    """The extension's normals (dmcmc_fast._C.philox_normal), or None in a build from before it."""
-    return getattr(_extension(), "philox_normal", None)
+    """The extension's Philox words (philox_uniform), or None: the switch between it and the torch reference."""
+    return _ext("philox_uniform")
 
 
 def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None, dtype=torch.float32,
@@ -74,11 +68,11 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
 
     `chain_ids` a `[B]` int64 tensor (or list), `step` an int or a `[B]` tensor; the result lives on
     `device` (default: chain_ids' device)."""
-    if type(step) is int and dtype == torch.float32 and backend is None and _cpp() is not None \
-            and _cpp_normal_at() is not None:
+    normal_at = _ext("philox_normal_at") if _cpp() is not None else None
+    if type(step) is int and dtype == torch.float32 and backend is None and normal_at is not None:
         ids = _ids(seed, chain_ids, device)
         if ids.device.type == "cpu" and choose_backend(ids) == "torch":  # one extension call, no step tensor
-            z = _cpp_normal_at()(seed, ids, step, math.prod(shape), stream, 1.0 if scale is None else float(scale))
+            z = normal_at(seed, ids, step, math.prod(shape), stream, 1.0 if scale is None else float(scale))
             return z.view(ids.shape[0], *shape)
     z = _chain_randn(seed, chain_ids, step, shape, stream, device, dtype, backend)
     return z if scale is None else scale * z
@@ -89,24 +83,12 @@ def _chain_randn(seed: int, chain_ids, step, shape, stream, device, dtype, backe
     if choose_backend(ids, backend) == "triton":
         return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
     if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
-        normal = _cpp_normal()
+        normal = _ext("philox_normal")
         if normal is not None:  # box_muller's own ATen ops, called from C++: bit-identical, no Python per op
             return in_dtype(normal(seed, ids, steps, math.prod(shape), stream).view(ids.shape[0], *shape), dtype)
         u = _cpp()(seed, ids, steps, math.prod(shape), stream, 2).view(2, ids.shape[0], *shape)
         return in_dtype(rng.box_muller(u[0], u[1]), dtype)  # the reference's own float32 math: bit-identical
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpp_normal_at():
-    """The extension's one-step normals with a scale (dmcmc_fast._C.philox_normal_at), or None without it."""
-    return getattr(_extension(), "philox_normal_at", None)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpp_normal_steps():
-    """The extension's several-steps normals (dmcmc_fast._C.philox_normal_steps), or None in a build from before."""
-    return getattr(_extension(), "philox_normal_steps", None)
 
 
 PREDRAW_ELEMENTS = 1 << 22  # a loop on the CPU draws several steps' normals at once up to this size (16 MB)
@@ -117,7 +99,7 @@ def chain_randn_steps(seed: int, chain_ids, step0, n_steps: int, shape, stream: 
     (the same numbers), all in one draw; `step0` an int or `[B]`. For loops that know their steps' counters
     ahead (KAR2's churn, a DLG block's Langevin steps)."""
     ids, first, shape = _rows(seed, chain_ids, step0, shape, device)
-    steps_normal = _cpp_normal_steps() if ids.device.type == "cpu" and _cpp() is not None else None
+    steps_normal = _ext("philox_normal_steps") if ids.device.type == "cpu" and _cpp() is not None else None
     if steps_normal is not None and choose_backend(ids) == "torch":  # the rows made in C++, one call
         return steps_normal(seed, ids, first, n_steps, math.prod(shape), stream).view(n_steps, ids.shape[0], *shape)
     steps = (first[None, :] + torch.arange(n_steps, device=ids.device)[:, None]).reshape(-1)  # step-major

@@ -49,7 +49,7 @@ def test_noise_entry_dispatches_by_device_and_defaults():
                                            (64, (1, 8, 8), rng.STREAM_GIBBS), (17, (3, 9, 9), rng.STREAM_LANGEVIN)])
 def test_cpu_draws_from_the_extension_are_bit_identical_to_the_reference(seed, b, shape, stream):
     assert noise._cpp() is not None, "dmcmc_fast._C is not built: run bash scripts/setup.sh"
-    assert noise._cpp_normal() is not None, "dmcmc_fast._C predates philox_normal: run bash scripts/setup.sh"
+    assert noise._ext("philox_normal") is not None, "dmcmc_fast._C predates philox_normal: run scripts/setup.sh"
     g = torch.Generator().manual_seed(seed % 2**31 + b)
     ids = torch.randperm(1000, generator=g)[:b] + 2**32 - 500  # ids past 2**32: the counter keeps 32 bits
     step = torch.randint(0, 2**40, (b,), generator=g)
@@ -74,7 +74,7 @@ def test_cpu_draws_fall_back_to_the_reference_without_the_extension(monkeypatch)
 def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
     """chain_randn_steps (on the CPU one extension call builds every row) gives, in slice k, each chain's draw at
     its step0 + k: bit-identical to one chain_randn per step and to the torch reference, whatever the batch."""
-    assert noise._cpp_normal_steps() is not None, "dmcmc_fast._C predates philox_normal_steps: run scripts/setup.sh"
+    assert noise._ext("philox_normal_steps") is not None, "the extension predates philox_normal_steps: rebuild"
     g = torch.Generator().manual_seed(seed % 2**31 + 7 * b + n_steps)
     ids = torch.randperm(1000, generator=g)[:b] + 2**32 - 500
     step0 = torch.randint(0, 2**40, (b,), generator=g)
@@ -92,7 +92,7 @@ def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
 def test_one_step_draw_with_its_scale_is_the_reference_times_the_scale(scale, b, shape, step):
     """An int step on the CPU is one extension call (`_C.philox_normal_at`, no step tensor), the scale (a prior's
     sigma_max) multiplied in there: bit-identical to `scale * rng.chain_randn(...)`, as the other paths give it."""
-    assert noise._cpp_normal_at() is not None, "dmcmc_fast._C predates philox_normal_at: run bash scripts/setup.sh"
+    assert noise._ext("philox_normal_at") is not None, "the extension predates philox_normal_at: rebuild"
     ids = torch.arange(b) + 2**32 - 2
     ref = rng.chain_randn(7, ids, step, shape, stream=rng.STREAM_INIT)
     ref = ref if scale is None else scale * ref

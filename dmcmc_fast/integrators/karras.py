@@ -50,15 +50,13 @@ def heun_steps_for_nfe(nfe: int, final_tweedie: bool = True, **_options) -> int:
 karras_sde_steps_for_nfe = heun_steps_for_nfe
 
 
-def _heun_step(model, x, s, s_next, last: bool, impls=(euler_step, heun_correct)):
-    """EDM Alg. 1 l. 4-8 from (x, s) to s_next; Euler only on the last step (to sigma = 0). `impls`: the
-    (euler_step, heun_correct) kernels, the dispatching entry points unless a loop chose them once."""
-    euler, correct = impls
+def _heun_step(model, x, s, s_next, last: bool):
+    """EDM Alg. 1 l. 4-8 from (x, s) to s_next; Euler only on the last step (to sigma = 0)."""
     denoised = model(x, in_dtype(s, x.dtype))
-    x_euler, d = euler(x, denoised, s, s_next)
+    x_euler, d = euler_step(x, denoised, s, s_next)
     if last:
         return x_euler, denoised
-    return correct(x, d, x_euler, model(x_euler, in_dtype(s_next, x.dtype)), s, s_next), denoised
+    return heun_correct(x, d, x_euler, model(x_euler, in_dtype(s_next, x.dtype)), s, s_next), denoised
 
 
 def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heun: bool, euler_last: bool,

@@ -254,20 +254,26 @@ class CountingDenoiser:
     def nfe(self, value: torch.Tensor):  # `counting.nfe += spent` (a graph that charged its own calls)
         self._full_calls, self._nfe, self._even = 0, value, None
 
+    def _even_count(self) -> int | None:
+        """Every sample's count, a host int, while all were charged alike (whole-batch calls only); else None."""
+        return None if self._even is None else self._even + self._full_calls
+
     def max_nfe(self) -> int:
-        """The most evaluations charged to one sample: a host int, read without a sync while every sample was
-        charged alike (whole-batch calls only)."""
-        return self._even + self._full_calls if self._even is not None else int(self.nfe.max())
+        """The most evaluations charged to one sample: read without a sync while every sample was charged alike."""
+        even = self._even_count()
+        return even if even is not None else int(self.nfe.max())
 
     def mark(self):
         """The counts so far, for `spent`: a host int while every sample was charged alike (no op), else a
         copy of `nfe`."""
-        return self._even + self._full_calls if self._even is not None else self.nfe.clone()
+        even = self._even_count()
+        return even if even is not None else self.nfe.clone()
 
     def spent(self, mark) -> torch.Tensor:
         """`[B]` int64: the evaluations charged to each sample since `mark()`."""
-        if self._even is not None and not torch.is_tensor(mark):
-            return torch.full_like(self._nfe, self._even + self._full_calls - mark)
+        even = self._even_count()
+        if even is not None and not torch.is_tensor(mark):
+            return torch.full_like(self._nfe, even - mark)
         return self.nfe - mark
 
     def _fold(self):
@@ -323,11 +329,10 @@ class CountingDenoiser:
         if self._pending:
             self._fold()
         final = self._final_range
-        if final is not None and not self._checks and self._first_bad is None and final[0].device.type == "cpu":
-            self._final_range = None  # the common case on the CPU: only the final state's range, read as two items
-            if math.isfinite(final[0].item()) and math.isfinite(final[1].item()):
-                return
-            self._final_range = final  # not finite: the general path below says so
+        if final is not None and not self._checks and self._first_bad is None and final[0].device.type == "cpu" \
+                and _finite_range([final[0].item(), final[1].item()]):  # the CPU's common case: two reads, no stack
+            self._final_range = None
+            return
         checks, self._checks = self._checks, []
         final, self._final_range = self._final_range, None
         seen = self._first_bad[0] > 0 if self._first_bad is not None else None
@@ -341,7 +346,7 @@ class CountingDenoiser:
                 raise ValueError(message)
             pos += len(ts)
         if final is not None:  # the final state's (min, max): finite iff both are (they propagate NaN)
-            values[-2:] = [not (math.isfinite(values[-2]) and math.isfinite(values[-1]))]
+            values[-2:] = [not _finite_range(values[-2:])]
         rest = iter(values[pos:])
         if seen is not None and next(rest):
             _, in_bad, x_abs, lo, hi = self._first_bad.tolist()
@@ -367,6 +372,10 @@ def _flag_set(values: list) -> bool:
 
 def _not_positive(values: list) -> bool:  # (min, max) of values that must be finite and > 0
     return not (values[0] > 0 and math.isfinite(values[1]))
+
+
+def _finite_range(values: list) -> bool:  # (min, max): finite iff both are (they propagate NaN)
+    return math.isfinite(values[0]) and math.isfinite(values[1])
 
 
 def flat_dim(shape) -> int:
