@@ -130,7 +130,7 @@ torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const t
   const auto ids = chain_ids.contiguous();
   const auto ks = steps.defined() ? steps.contiguous() : steps;
   const int64_t B = ids.size(0), R = n_steps * B, total = R * n;
-  auto out = torch::empty({words, R, n}, torch::kFloat32);
+  auto out = at::empty({words, R, n}, at::kFloat);  // a plain buffer: no autograd wrapper
   const int64_t* id = ids.data_ptr<int64_t>();
   const int64_t* k = ks.defined() ? ks.data_ptr<int64_t>() : nullptr;
   float* o = out.data_ptr<float>();
@@ -151,6 +151,9 @@ torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const t
 // guaranteed correctly rounded); the rest are single IEEE float operations (a clamp, multiplies by float
 // constants, products), done in plain loops with the same float results: three ATen ops instead of seven.
 torch::Tensor box_muller_(const torch::Tensor& u, double scale) {
+  // `u` was just made here and never needs autograd's or in-place view bookkeeping: its ops go straight to
+  // the CPU kernels (a third of the cost of a tiny draw, the prior of one chain)
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   auto r = u.select(0, 0), phase = u.select(0, 1);
   const int64_t total = r.numel();
   float* a = r.data_ptr<float>();

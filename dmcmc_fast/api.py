@@ -66,7 +66,7 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
            device: str | torch.device | None = None, out_dir: str | None = None, resume: bool = False,
            progress: bool = True, config: dict | None = None, rank: int = 0, world_size: int = 1,
            graph: str = "auto", model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None,
-           **options) -> SampleOutput:
+           _resolved: dict | None = None, **options) -> SampleOutput:
     """Draw `num` samples with `sampler` spending at most `nfe` model evaluations per sample.
 
     `model_kwargs`, `callback`, `sigmas`, `x_T`: your own conditioning, per-step callback, grid and start
@@ -83,17 +83,20 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
-    it = stream(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device, out_dir=out_dir,
-                resume=resume, progress=progress, config=config, rank=rank, world_size=world_size, graph=graph,
-                model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T, **options)
-    batches = list(it)
+    run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
+               dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
+    if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
+        batches = [run.chain_batch(start) for start in run.mine]
+        run.note_graph()
+    else:
+        batches = list(run.batches(progress))
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
-        return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), it.config, it.graph, meta)
+        return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), run.cfg, run.graph_info, meta)
     if len(batches) == 1:  # nothing to join (no copy)
-        return SampleOutput(batches[0].samples, batches[0].nfe, it.config, it.graph, meta)
-    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), it.config,
-                        it.graph, meta)
+        return SampleOutput(batches[0].samples, batches[0].nfe, run.cfg, run.graph_info, meta)
+    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), run.cfg,
+                        run.graph_info, meta)
 
 
 class _Stream:
@@ -118,59 +121,77 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     what it created under `out_dir` (config.json, empty folders; one process only). `_resolved`: the
     façade's options, resolved and checked against this model and `nfe` when it was built (used as they
     are unless a grid `sigmas` resolves them anew)."""
-    spec = get_sampler(sampler)
-    check_int("num", num, 1)
-    inputs = _check_inputs(spec, model, num, model_kwargs, callback, sigmas, x_T)
-    check_int("nfe", nfe, 1, 100_000)
-    if _resolved is not None and "sigmas" not in inputs:
-        opts = _resolved
-    else:
-        opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
-        spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
-    check_int("seed", seed, 0, 2**63 - 1)
-    check_int("batch_size", batch_size, 1)
-    check_int("world_size", world_size, 1)
-    check_int("rank", rank, 0, world_size - 1)
-    if "sigmas" in inputs:
-        _check_grid_budget(sampler, nfe, opts, inputs["sigmas"].shape[-1])
-    device = sampling_device(model, device)
-    graph_mode(graph, device)  # checks `graph` before any work
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    blocks = None
-    if spec.kind == "blocks":  # DLG: options resolved (chains, n_den) and its classifier loaded before any file
-        blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size,
-                                model_kwargs=inputs.get("model_kwargs"))  # per chain: checked there
-        batch_size = blocks.group_size
-        opts = dict(opts, chains=blocks.chains, n_den=blocks.cfg.n_den)
-    cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
-    if blocks is not None:  # a chain group's saved state is keyed by its chain range
-        cfg["batch_size"] = batch_size
-    fingerprints = {k: _fingerprint(v) for k, v in inputs.items() if k != "callback"}
-    if fingerprints:  # a resumed run must be given the same inputs
-        cfg["inputs"] = fingerprints
+    run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
+               dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
+    return _Stream(run.batches(progress), run.cfg, run.graph_info)
 
-    parts_dir, created = None, []
-    if out_dir is not None:
-        created = _check_resumable(out_dir, cfg, resume, rank)
-        if world_size > 1:  # every rank has checked out_dir before any rank writes a shard
-            from dmcmc_fast.distributed import barrier
-            barrier()
-            created = []  # the ranks share out_dir: none of them removes it
-        parts_dir = os.path.join(out_dir, "parts")
 
-    batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
-    mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
-    net, graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
-    graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
+class _Run:
+    """One run of `sample` / `stream`, its arguments checked (all of them, before any work or file): the
+    resolved configuration `cfg`, the batches this process draws (`mine`, their first chains), how the
+    network runs (`net`, `graph_info`), and the batches themselves: `chain_batch(start)` one at a time,
+    `batches(progress)` as `stream` yields them (shards saved and resumed, a bar)."""
 
-    def request(start: int, stop: int, bar) -> SampleRequest:
-        """Batch start..stop-1: its chains, its rows of the inputs, a counter that moves the bar."""
+    def __init__(self, model, sampler: str, num: int, nfe: int, seed: int, batch_size: int, device, out_dir,
+                 resume: bool, config, rank: int, world_size: int, graph: str, inputs: dict, options: dict,
+                 resolved: dict | None = None):
+        spec = get_sampler(sampler)
+        check_int("num", num, 1)
+        inputs = _check_inputs(spec, model, num, **inputs)
+        check_int("nfe", nfe, 1, 100_000)
+        if resolved is not None and "sigmas" not in inputs:
+            opts = resolved
+        else:
+            opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
+            spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
+        check_int("seed", seed, 0, 2**63 - 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("world_size", world_size, 1)
+        check_int("rank", rank, 0, world_size - 1)
+        if "sigmas" in inputs:
+            _check_grid_budget(sampler, nfe, opts, inputs["sigmas"].shape[-1])
+        device = sampling_device(model, device)
+        graph_mode(graph, device)  # checks `graph` before any work
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+        self.blocks = None
+        if spec.kind == "blocks":  # DLG: options resolved (chains, n_den) and its classifier loaded before any file
+            self.blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size,
+                                         model_kwargs=inputs.get("model_kwargs"))  # per chain: checked there
+            batch_size = self.blocks.group_size
+            opts = dict(opts, chains=self.blocks.chains, n_den=self.blocks.cfg.n_den)
+        cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
+        if self.blocks is not None:  # a chain group's saved state is keyed by its chain range
+            cfg["batch_size"] = batch_size
+        fingerprints = {k: _fingerprint(v) for k, v in inputs.items() if k != "callback"}
+        if fingerprints:  # a resumed run must be given the same inputs
+            cfg["inputs"] = fingerprints
+
+        self.parts_dir, self.created = None, []
+        if out_dir is not None:
+            self.created = _check_resumable(out_dir, cfg, resume, rank)
+            if world_size > 1:  # every rank has checked out_dir before any rank writes a shard
+                from dmcmc_fast.distributed import barrier
+                barrier()
+                self.created = []  # the ranks share out_dir: none of them removes it
+            self.parts_dir = os.path.join(out_dir, "parts")
+
+        batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
+        self.mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
+        self.net, self.graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
+        self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
+        self.spec, self.model, self.inputs, self.opts, self.cfg = spec, model, inputs, opts, cfg
+        self.num, self.nfe, self.seed, self.batch_size, self.device = num, nfe, seed, batch_size, device
+        self.label = f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
+
+    def request(self, start: int, stop: int, on_call=None) -> SampleRequest:
+        """Batch start..stop-1: its chains, its rows of the inputs, a counter that calls `on_call` (the bar)."""
+        device, inputs = self.device, self.inputs
         chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
         mk = inputs.get("model_kwargs")
-        counting = CountingDenoiser(net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
-                                    if mk else None, on_call=bar.update if progress else None, per_call_checks=False)
-        cb = None
+        counting = CountingDenoiser(self.net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
+                                    if mk else None, on_call=on_call, per_call_checks=False)
+        cb, callback = None, inputs.get("callback")
         if callback is not None:
             ids = torch.arange(start, stop, dtype=torch.int64)
 
@@ -181,56 +202,63 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
             grid = (grid[start:stop] if grid.ndim == 2 else grid.expand(stop - start, -1)).to(device)
         x0 = inputs.get("x_T")
         x0 = x0[start:stop].to(device, torch.float32) if x0 is not None else None
-        return SampleRequest(counting, chain_ids, seed, nfe, opts, device, callback=cb,
-                             extra={"base_model": model}, x_T=x0, sigmas=grid)
+        return SampleRequest(counting, chain_ids, self.seed, self.nfe, self.opts, device, callback=cb,
+                             extra={"base_model": self.model}, x_T=x0, sigmas=grid)
 
-    def chain_batches(bar):  # one sample per chain: batch j holds chains start..stop-1
-        done, total = 0, sum(min(num, s + batch_size) - s for s in mine)
-        for start in mine:
-            stop = min(num, start + batch_size)
+    def chain_batch(self, start: int, on_call=None) -> SampleBatch:
+        """The batch of chains start.. (one sample per chain), drawn."""
+        stop = min(self.num, start + self.batch_size)
+        req = self.request(start, stop, on_call)
+        return SampleBatch(start, stop, _run_located(req, self.spec).float().cpu(), req.model.nfe.cpu())
+
+    def note_graph(self):
+        """`graph_info` after a batch: how the network ran (captured buckets, a fallback's reason)."""
+        if self.graphed is not None:
+            self.graph_info.update(self.graphed.describe())
+
+    def batches(self, progress: bool):
+        """The run's `SampleBatch`es in chain order, each after its shard is saved (a saved one is loaded), with
+        a bar; a run that fails before its first shard removes what it created."""
+        if not progress:
+            bar = _Count()
+        elif self.blocks is not None:
+            bar = tqdm(total=self.blocks.size(), desc=self.label, unit="sample")
+        else:  # in NFE (sample-evaluations), moved by every model call
+            bar = tqdm(total=self.nfe * sum(min(self.num, s + self.batch_size) - s for s in self.mine),
+                       desc=self.label, unit="NFE", unit_scale=True)
+        try:
+            for batch in (self._block_batches(bar) if self.blocks is not None else self._chain_batches(bar, progress)):
+                self.note_graph()
+                yield batch
+        except BaseException:  # a run that fails before its first shard leaves nothing it created
+            _remove_created(self.created, self.parts_dir)
+            raise
+        bar.close()
+
+    def _chain_batches(self, bar, progress: bool):  # one sample per chain: batch j holds chains start..stop-1
+        done, total = 0, sum(min(self.num, s + self.batch_size) - s for s in self.mine)
+        for start in self.mine:
+            stop = min(self.num, start + self.batch_size)
             before = bar.n
-            shard = shards.shard_path(parts_dir, start, stop) if parts_dir else None
+            shard = shards.shard_path(self.parts_dir, start, stop) if self.parts_dir else None
             if shard and os.path.exists(shard):
                 x, meta = shards.load_shard(shard)
                 batch = SampleBatch(start, stop, x, torch.from_numpy(meta["nfe"]))
             else:
-                req = request(start, stop, bar)
-                x, n = _run_located(req, spec).float().cpu(), req.model.nfe.cpu()
+                batch = self.chain_batch(start, bar.update if progress else None)
                 if shard:
-                    shards.save_npz_atomic(shard, samples=x.numpy(), nfe=n.numpy())
-                batch = SampleBatch(start, stop, x, n)
-            bar.update(nfe * (stop - start) - (bar.n - before))  # the budget a batch did not spend
+                    shards.save_npz_atomic(shard, samples=batch.samples.numpy(), nfe=batch.nfe.numpy())
+            bar.update(self.nfe * (stop - start) - (bar.n - before))  # the budget a batch did not spend
             done += stop - start
             if progress:
                 bar.set_postfix(samples=f"{done}/{total}", nfe=f"{batch.nfe.double().mean().item():.1f}")
             yield batch
 
-    def block_batches(bar):  # DLG: one batch per round of blocks of a chain group
-        for bt in blocks.batches(net, parts_dir):
+    def _block_batches(self, bar):  # DLG: one batch per round of blocks of a chain group
+        for bt in self.blocks.batches(self.net, self.parts_dir):
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
             bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)
-
-    def batches():
-        desc = f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
-        if not progress:
-            bar = _Count()
-        elif blocks is not None:
-            bar = tqdm(total=blocks.size(), desc=desc, unit="sample")
-        else:  # in NFE (sample-evaluations), moved by every model call
-            bar = tqdm(total=nfe * sum(min(num, s + batch_size) - s for s in mine), desc=desc, unit="NFE",
-                       unit_scale=True)
-        try:
-            for batch in (block_batches(bar) if blocks is not None else chain_batches(bar)):
-                if graphed is not None:
-                    graph_info.update(graphed.describe())
-                yield batch
-        except BaseException:  # a run that fails before its first shard leaves nothing it created
-            _remove_created(created, parts_dir)
-            raise
-        bar.close()
-
-    return _Stream(batches(), cfg, graph_info)
 
 
 class _Count:

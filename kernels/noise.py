@@ -68,9 +68,10 @@ def chain_randn(seed: int, chain_ids, step, shape, stream: int = 0, device=None,
 
     `chain_ids` a `[B]` int64 tensor (or list), `step` an int or a `[B]` tensor; the result lives on
     `device` (default: chain_ids' device)."""
-    normal_at = _ext("philox_normal_at") if _cpp() is not None else None
+    normal_at = _ext("philox_normal_at")
     if type(step) is int and dtype == torch.float32 and backend is None and normal_at is not None:
-        ids = _ids(seed, chain_ids, device)
+        ids = _cpu_ids(seed, chain_ids, device)
+        ids = _ids(seed, chain_ids, device) if ids is None else ids
         if ids.device.type == "cpu" and choose_backend(ids) == "torch":  # one extension call, no step tensor
             z = normal_at(seed, ids, step, math.prod(shape), stream, 1.0 if scale is None else float(scale))
             return z.view(ids.shape[0], *shape)
@@ -120,6 +121,16 @@ def _rows(seed, chain_ids, step, shape, device):
     """chain ids and steps as [B] int64 on the device (default: chain_ids'), shape as a tuple; checks seed."""
     ids = _ids(seed, chain_ids, device)
     return ids, step_vec(step, ids), tuple(shape)
+
+
+def _cpu_ids(seed, chain_ids, device) -> torch.Tensor | None:
+    """`_ids`' answer without its conversions when there are none to make (a valid seed and chain ids already a
+    [B] int64 CPU tensor, wanted on the CPU: every run's prior on the CPU); else None."""
+    if type(seed) is int and 0 <= seed < 2**63 and type(chain_ids) is torch.Tensor and chain_ids.ndim == 1 \
+            and chain_ids.dtype == torch.int64 and not chain_ids.is_cuda and chain_ids.is_contiguous() \
+            and (device is None or torch.device(device).type == "cpu"):
+        return chain_ids
+    return None
 
 
 def _ids(seed, chain_ids, device) -> torch.Tensor:

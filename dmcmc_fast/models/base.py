@@ -192,7 +192,8 @@ class CountingDenoiser:
         self.model = in_network_dtype(model)
         self.model_kwargs = model_kwargs or {}
         self.on_call = on_call
-        self._nfe = torch.zeros(batch, dtype=torch.int64, device=device)
+        self._batch, self._device = batch, device
+        self._nfe: torch.Tensor | None = None  # [B] counts, made when first read or charged per row
         self._full_calls = 0  # whole-batch calls not yet added to _nfe (host ints: no op per call)
         self._even: int | None = 0  # every sample's count (before _full_calls) while all are equal, else None
         self.calls = 0
@@ -214,8 +215,8 @@ class CountingDenoiser:
         if shape is not None and x.shape[1:] != shape:
             raise ValueError(f"x must have shape [B, {', '.join(map(str, shape))}] (the model's shape), "
                              f"got {tuple(x.shape)}")
-        if idx is None and x.shape[0] != self._nfe.shape[0]:
-            raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self._nfe.shape[0]}; pass idx for a subset")
+        if idx is None and x.shape[0] != self._batch:
+            raise ValueError(f"CountingDenoiser: batch {x.shape[0]} != {self._batch}; pass idx for a subset")
         if not self.model_kwargs:
             out = self.model(x, sigma)
         else:
@@ -226,7 +227,7 @@ class CountingDenoiser:
         if idx is None:
             self._full_calls += 1
         else:
-            self._nfe[idx] += 1
+            self.nfe[idx] += 1
             self._even = None
         self.calls += 1
         if self.on_call is not None:
@@ -243,7 +244,12 @@ class CountingDenoiser:
     def nfe(self) -> torch.Tensor:
         """`[B]` int64: the evaluations charged to each sample. Whole-batch calls are counted on the host and
         added here when read (a read is one op; a call is none)."""
-        if self._full_calls:
+        if self._nfe is None:  # every sample charged alike so far (`_even`): the counts made in one op
+            self._nfe = torch.full((self._batch,), self._even + self._full_calls, dtype=torch.int64,
+                                   device=self._device)
+            self._even += self._full_calls
+            self._full_calls = 0
+        elif self._full_calls:
             self._nfe += self._full_calls
             if self._even is not None:
                 self._even += self._full_calls
@@ -253,6 +259,7 @@ class CountingDenoiser:
     @nfe.setter
     def nfe(self, value: torch.Tensor):  # `counting.nfe += spent` (a graph that charged its own calls)
         self._full_calls, self._nfe, self._even = 0, value, None
+        self._batch = value.shape[0]
 
     def _even_count(self) -> int | None:
         """Every sample's count, a host int, while all were charged alike (whole-batch calls only); else None."""
@@ -273,7 +280,7 @@ class CountingDenoiser:
         """`[B]` int64: the evaluations charged to each sample since `mark()`."""
         even = self._even_count()
         if even is not None and not torch.is_tensor(mark):
-            return torch.full_like(self._nfe, even - mark)
+            return torch.full((self._batch,), even - mark, dtype=torch.int64, device=self._device)
         return self.nfe - mark
 
     def _fold(self):
