@@ -146,6 +146,8 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
                                   int64_t n, int64_t stream);
 torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,
                                double scale);
+torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
+                                     int64_t stream);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py) and CPU Philox draws";
@@ -158,4 +160,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox_normal", &philox_normal);
   m.def("philox_normal_steps", &philox_normal_steps);
   m.def("philox_normal_at", &philox_normal_at);
+  m.def("philox_normal_steps_at", &philox_normal_steps_at);
 }

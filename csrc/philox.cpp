@@ -191,6 +191,12 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
   return box_muller_(uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2), 1.0);
 }
 
+// philox_normal_steps with every chain's first step the int `step0` (no step tensor): a block's Langevin noise.
+torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
+                                     int64_t stream) {
+  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), n_steps, n, stream, 2, step0), 1.0);
+}
+
 // [B, n]: scale * the normals of every row at the one step `step` (the prior sigma_max z of a run: no step tensor,
 // no separate product).
 torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,

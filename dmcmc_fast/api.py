@@ -89,7 +89,7 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
         batches = [run.chain_batch(start) for start in run.mine]
         run.note_graph()
     else:
-        batches = list(run.batches(progress))
+        batches = list(run.batches(progress, first_soon=False))  # DLG: as many rounds per call as fit
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
         return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), run.cfg, run.graph_info, meta)
@@ -216,9 +216,10 @@ class _Run:
         if self.graphed is not None:
             self.graph_info.update(self.graphed.describe())
 
-    def batches(self, progress: bool):
+    def batches(self, progress: bool, first_soon: bool = True):
         """The run's `SampleBatch`es in chain order, each after its shard is saved (a saved one is loaded), with
-        a bar; a run that fails before its first shard removes what it created."""
+        a bar; a run that fails before its first shard removes what it created. `first_soon`: DLG's first
+        calls run few rounds of blocks, so the first samples come early (`engine.dlg_run`)."""
         if not progress:
             bar = _Count()
         elif self.blocks is not None:
@@ -227,7 +228,8 @@ class _Run:
             bar = tqdm(total=self.nfe * sum(min(self.num, s + self.batch_size) - s for s in self.mine),
                        desc=self.label, unit="NFE", unit_scale=True)
         try:
-            for batch in (self._block_batches(bar) if self.blocks is not None else self._chain_batches(bar, progress)):
+            for batch in (self._block_batches(bar, first_soon) if self.blocks is not None
+                          else self._chain_batches(bar, progress)):
                 self.note_graph()
                 yield batch
         except BaseException:  # a run that fails before its first shard leaves nothing it created
@@ -254,8 +256,8 @@ class _Run:
                 bar.set_postfix(samples=f"{done}/{total}", nfe=f"{batch.nfe.double().mean().item():.1f}")
             yield batch
 
-    def _block_batches(self, bar):  # DLG: one batch per round of blocks of a chain group
-        for bt in self.blocks.batches(self.net, self.parts_dir):
+    def _block_batches(self, bar, first_soon: bool):  # DLG: one batch per round of blocks of a chain group
+        for bt in self.blocks.batches(self.net, self.parts_dir, first_soon):
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
             bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)

@@ -7,6 +7,7 @@ Grids are float64 for the coefficients; samplers cast as they need.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,10 +26,12 @@ def _check_range(n: int, sigma_min, sigma_max, min_n: int = 1):
 
 
 def append_zero(s: torch.Tensor) -> torch.Tensor:
-    return torch.cat([s, s.new_zeros(*s.shape[:-1], 1)], dim=-1)
+    return torch.nn.functional.pad(s, (0, 1))  # one op (a cat with new zeros is two)
 
 
+@functools.lru_cache(maxsize=64)
 def _ramp(n: int, device=None) -> torch.Tensor:
+    """[n] float64 0 .. 1 (read only: kept per (n, device), so a per-sample grid inside DLG's loop makes none)."""
     return torch.linspace(0, 1, n, dtype=torch.float64, device=device) if n > 1 else torch.zeros(1, dtype=torch.float64, device=device)
 
 

@@ -17,7 +17,7 @@ import triton.language as tl
 from dmcmc_fast import rng
 
 from . import noise
-from ._args import chain_vec, compute_dtype, rows, same_shape, step_vec
+from ._args import chain_vec, compute_dtype, in_dtype, rows, same_shape, step_vec
 from ._dispatch import choose_backend
 from ._launch import as_rows, block_for, grid_for, seed_words
 from ._philox import chain_rand
@@ -118,9 +118,9 @@ def block_min_update_triton(x, sigma, best_x, best_sigma):
 def gibbs_select_reference(logits, level_sigmas, log_prior=None, sample=False, seed=0, chain_ids=None, step=0,
                            stream=rng.STREAM_GIBBS):
     cd = compute_dtype(logits)
-    score = logits.to(cd)
+    score = in_dtype(logits, cd)
     if log_prior is not None:
-        score = score + log_prior.to(cd)
+        score = score + in_dtype(log_prior, cd)
     if sample:
         u = noise.chain_rand(seed, chain_vec(chain_ids, logits), step_vec(step, logits), (logits.shape[1],),
                              stream=stream, device=logits.device)

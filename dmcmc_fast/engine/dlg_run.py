@@ -10,9 +10,10 @@ chain's end, `blocks_served`) and is charged to them alone, so a chain's charges
 
 The chains run in groups of `batch_size` consecutive ids that advance one block per round: round b of
 group [g0, g1) gives samples b*C + g0 .. b*C + g1 - 1, a contiguous range, so batches come out in
-sample order. A group smaller than `batch_size` (few chains) runs several of its rounds per call, 1, 2,
-4, ... up to batch_size rows, so the first samples come at once and the per-call setup fades; each
-round is still its own batch (and shard). A chain's samples depend only on (seed, chain id), never on C
+sample order. A group smaller than `batch_size` (few chains) runs several of its rounds per call, up to
+batch_size rows: streamed (`api.stream`), 1, 2, 4, ... rounds, so the first samples come at once and the
+per-call setup fades; for `api.sample`, which returns them all together, as many as fit from the first
+call (`first_soon=False`). Each round is still its own batch (and shard). A chain's samples depend only on (seed, chain id), never on C
 or the batch size. Under torchrun, rank r runs the groups j with j % world_size == r. With `parts_dir`,
 every batch is a shard (`part_START_STOP.npz`, with the per-sample books) and after each round the
 group's chain state (x, sigma, RNG counter, NFE books) is saved (`dlg_chains_G0_G1.pt`), so a killed run
@@ -85,9 +86,10 @@ def blocks_of_chain(chain: torch.Tensor, num: int, chains: int) -> torch.Tensor:
     return (num - 1 - chain) // chains + 1
 
 
-def blocks_served(block: int, n_c: torch.Tensor, restart_every: int) -> torch.Tensor:
-    """The blocks that the initialisation serving block `block` serves, of chains with n_c blocks: all n_c
-    without restarts, else the R = restart_every blocks from the latest restart (fewer at the chain's end)."""
+def blocks_served(block, n_c: torch.Tensor, restart_every: int) -> torch.Tensor:
+    """The blocks that the initialisation serving block `block` (an int, or a column of them: one row each)
+    serves, of chains with n_c blocks: all n_c without restarts, else the R = restart_every blocks from the
+    latest restart (fewer at the chain's end)."""
     if not restart_every:
         return n_c
     first = block - block % restart_every
@@ -116,7 +118,7 @@ class DLGRun:
                                           opts["sigma_max"], device)
         self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
         self.advice = get_sampler("dlg").divergence_advice(opts, nfe)  # what a diverged chain's error names
-        self.net, self.parts_dir = None, None
+        self.net, self.parts_dir, self.first_soon = None, None, True
         # chains per group: at most batch_size, and few enough that every rank gets a group when it can
         self.group_size = min(batch_size, -(-self.chains // world_size))
         groups = [(g0, min(self.chains, g0 + self.group_size)) for g0 in range(0, self.chains, self.group_size)]
@@ -130,10 +132,11 @@ class DLGRun:
         """Samples this process yields."""
         return sum(int((blocks_of_chain(torch.arange(g0, g1), self.num, self.chains)).sum()) for g0, g1 in self.groups)
 
-    def batches(self, net, parts_dir: str | None = None) -> Iterator[Batch]:
+    def batches(self, net, parts_dir: str | None = None, first_soon: bool = True) -> Iterator[Batch]:
         """Runs the network `net` (the model, or its graphed wrapper); with `parts_dir`, shards and chain
-        states are written there and read back on resume."""
-        self.net, self.parts_dir = net, parts_dir
+        states are written there and read back on resume; `first_soon`: a group's first calls run 1, 2, 4, ...
+        rounds (else as many as fit at once: module docstring)."""
+        self.net, self.parts_dir, self.first_soon = net, parts_dir, first_soon
         states: dict[int, DLGState] = {}
         ahead: dict[tuple[int, int], Batch] = {}  # (g0, round) -> a batch computed in an earlier call
         calls: dict[int, int] = {}  # calls per group so far: the rounds per call double (`_rounds_per_call`)
@@ -169,13 +172,14 @@ class DLGRun:
                 yield done[0]
 
     def _rounds_per_call(self, b: int, g0: int, g1: int, hi: int, calls: int) -> int:
-        """How many rounds of group [g0, g1) from round b one `run_dlg` call runs: 1, 2, 4, ... (so the first
-        samples come at once and the per-call setup fades), at most batch_size // group rows in all, only
-        whole rounds, and 1 for an adaptive denoiser (whose NFE differs per block)."""
+        """How many rounds of group [g0, g1) from round b one `run_dlg` call runs: 1, 2, 4, ... with `first_soon`
+        (so the first samples come at once and the per-call setup fades), at most batch_size // group rows in
+        all, only whole rounds, and 1 for an adaptive denoiser (whose NFE differs per block)."""
         if hi < g1 or not self.fixed_cost:
             return 1
         whole = (self.num - g1) // self.chains - b + 1  # rounds b, b+1, ... in which every chain has a block
-        return max(1, min(2 ** calls, self.batch_size // (g1 - g0), whole))
+        fit = self.batch_size // (g1 - g0)
+        return max(1, min(2 ** calls if self.first_soon else fit, fit, whole))
 
     def _initial_state(self, g0: int, g1: int) -> DLGState:
         path = self._state_path(g0, g1)
@@ -211,17 +215,20 @@ class DLGRun:
         if int(nfe_block.max()) > self.nfe:
             raise RuntimeError(f"dlg spent {int(nfe_block.max())} NFE in a block, over nfe={self.nfe}")
         n_c = blocks_of_chain(chain, self.num, self.chains)
-        init_nfe, init_evals = res.block_init_nfe.cpu().double(), res.block_init_evals.cpu().double()
-        samples, sigma = res.samples.float().cpu(), res.block_sigma.float().cpu().numpy()
-        out = []
-        for r in range(n_rounds):  # each block carries the share of the initialisation that serves it
-            served = blocks_served(b + r, n_c, self.cfg.restart_every).double()
-            share, cls_share = init_nfe[r] / served, init_evals[r] / served
-            out.append(Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
-                             {"nfe": (nfe_block.double() + share).numpy(), "nfe_block": nfe_block.numpy().copy(),
-                              "nfe_init_share": share.numpy(), "classifier_evals": (evals_block + cls_share).numpy(),
-                              "chain": chain.numpy().copy(), "block": np.full(hi - g0, b + r, dtype=np.int64),
-                              "sigma": sigma[r]}))
+        # the books of every round at once ([n_rounds, chains]; each Batch gets its row): each block carries
+        # the share of the initialisation that serves it
+        served = blocks_served(torch.arange(b, b + n_rounds)[:, None], n_c, self.cfg.restart_every).double()
+        share = (res.block_init_nfe.cpu().double() / served).numpy()
+        cls_share = (res.block_init_evals.cpu().double() / served).numpy()
+        nfe_block, evals_block = nfe_block.numpy(), evals_block.numpy()
+        books = {"nfe": nfe_block + share, "nfe_block": np.broadcast_to(nfe_block, share.shape).copy(),
+                 "nfe_init_share": share, "classifier_evals": evals_block + cls_share,
+                 "chain": np.broadcast_to(chain.numpy(), share.shape).copy(),
+                 "block": np.broadcast_to(np.arange(b, b + n_rounds)[:, None], share.shape).copy(),
+                 "sigma": res.block_sigma.float().cpu().numpy()}
+        samples = res.samples.float().cpu()
+        out = [Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
+                     {k: v[r] for k, v in books.items()}) for r in range(n_rounds)]
         return out, new
 
     def _located(self, c0: int, c1: int, run, final):

@@ -43,10 +43,18 @@ from dmcmc_fast.models.base import CountingDenoiser, bcast, run_located
 from dmcmc_fast.validate import check_int, check_positive
 
 
-@dataclass
 class IntegratorResult:
-    x: torch.Tensor
-    nfe: torch.Tensor  # [B] int64, spent in this call
+    """An integrator call's samples `x` and `nfe`, the `[B]` int64 evaluations it spent per sample (given, or a
+    function giving them: counted when first read, so a caller that needs only `x`, DLG's blocks, pays no op)."""
+
+    def __init__(self, x: torch.Tensor, nfe):
+        self.x, self._nfe = x, nfe
+
+    @property
+    def nfe(self) -> torch.Tensor:
+        if callable(self._nfe):
+            self._nfe = self._nfe()
+        return self._nfe
 
 
 def counted_call(integrator):
@@ -80,7 +88,7 @@ def finish(model: CountingDenoiser, x: torch.Tensor, mark) -> IntegratorResult:
     """The call's result, after `model.end_call(x)` (a counter this call made checks `x` and raises its
     deferred checks); `mark`: `model.mark()` at the call's start."""
     model.end_call(x)
-    return IntegratorResult(x, model.spent(mark))
+    return IntegratorResult(x, model.spent(mark, lazy=True))
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:

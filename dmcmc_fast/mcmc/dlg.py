@@ -68,6 +68,7 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.integrators.common import ensure_counting
+from dmcmc_fast.kernels._args import in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
 from dmcmc_fast.kernels.gibbs import gibbs_select, step_impls as gibbs_impls
 from dmcmc_fast.kernels.langevin import langevin_impl, langevin_step
@@ -243,7 +244,7 @@ def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step
         logits = logits / cfg.gibbs_temperature
     select = gibbs_select if kernels is None else kernels.select
     _, sigma = select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step, rng.STREAM_GIBBS)
-    return sigma.to(x.dtype)
+    return in_dtype(sigma, x.dtype)
 
 
 def denoise_block(model, cfg: DLGConfig, x, sigma, seed, ids, step0):
@@ -410,11 +411,14 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
             x, sigma = fresh.x, fresh.sigma
             init_nfe, init_evals = fresh.nfe.to(zero.device), fresh.classifier_evals.to(zero.device)
             restart_nfe, restart_evals = restart_nfe + init_nfe, restart_evals + init_evals
-        best_x, best_sigma = x.clone(), torch.full_like(sigma, math.inf)  # the block's first step replaces it
         zs = c.block_noise(ctr, b, x)
         for j in range(cfg.n_skip):
             x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if zs is None else zs[j])
-            c.kernels.block_min(x, sigma, best_x, best_sigma)
+            if j == 0:  # the block's lowest level so far is its first step's: that step's own fresh tensors, which
+                # the later steps update in place (a copy when they are also the chain's state, n_skip = 1)
+                best_x, best_sigma = (x, sigma) if cfg.n_skip > 1 else (x.clone(), sigma.clone())
+            else:
+                c.kernels.block_min(x, sigma, best_x, best_sigma)
         den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
         block_sigma.append(best_sigma)

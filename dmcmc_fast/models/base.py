@@ -276,11 +276,14 @@ class CountingDenoiser:
         even = self._even_count()
         return even if even is not None else self.nfe.clone()
 
-    def spent(self, mark) -> torch.Tensor:
-        """`[B]` int64: the evaluations charged to each sample since `mark()`."""
+    def spent(self, mark, lazy: bool = False):
+        """`[B]` int64: the evaluations charged to each sample since `mark()`. `lazy`: while every sample was
+        charged alike, a function that makes that tensor (the count taken now: later calls do not change it)."""
         even = self._even_count()
         if even is not None and not torch.is_tensor(mark):
-            return torch.full((self._batch,), even - mark, dtype=torch.int64, device=self._device)
+            batch, n, device = self._batch, even - mark, self._device
+            counts = lambda: torch.full((batch,), n, dtype=torch.int64, device=device)  # noqa: E731
+            return counts if lazy else counts()
         return self.nfe - mark
 
     def _fold(self):
