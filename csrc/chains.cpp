@@ -148,6 +148,8 @@ torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t st
                                double scale);
 torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
                                      int64_t stream);
+torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_runs, int64_t run,
+                                 int64_t stride, int64_t n, int64_t stream);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dmcmc_fast._C: chain bookkeeping (see dmcmc_fast/engine/bookkeeping.py) and CPU Philox draws";
@@ -161,4 +163,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox_normal_steps", &philox_normal_steps);
   m.def("philox_normal_at", &philox_normal_at);
   m.def("philox_normal_steps_at", &philox_normal_steps_at);
+  m.def("philox_normal_runs", &philox_normal_runs);
 }

@@ -117,9 +117,11 @@ RowFn row_fn(int64_t words) {
 namespace {
 
 // [words, R, n] float32 with R = n_steps * B: row r = k * B + b draws chain_ids[b]'s words at step steps[b] + k.
-// `steps` undefined: every row at step `step` (an int step without a tensor of it).
+// `steps` undefined: every row at step `step` (an int step without a tensor of it). With `run` > 0 the k-th
+// step is not k but (k / run) * stride + k % run: runs of `run` consecutive steps, `stride` apart (DLG's blocks).
 torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const torch::Tensor& steps, int64_t n_steps,
-                           int64_t n, int64_t stream, int64_t words, int64_t step = 0) {
+                           int64_t n, int64_t stream, int64_t words, int64_t step = 0, int64_t run = 0,
+                           int64_t stride = 0) {
   TORCH_CHECK(chain_ids.device().is_cpu() && (!steps.defined() || steps.device().is_cpu()),
               "philox draws run on CPU tensors");
   TORCH_CHECK(chain_ids.scalar_type() == torch::kInt64 && (!steps.defined() || steps.scalar_type() == torch::kInt64),
@@ -139,7 +141,8 @@ torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const t
   at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r % B;
-      row(o + r * n, total, n, uint32_t(id[b]), uint32_t((k ? k[b] : step) + r / B), s, k0, k1);
+      const int64_t kth = r / B, offset = run > 0 ? (kth / run) * stride + kth % run : kth;
+      row(o + r * n, total, n, uint32_t(id[b]), uint32_t((k ? k[b] : step) + offset), s, k0, k1);
     }
   });
   return out;
@@ -195,6 +198,15 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
 torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
                                      int64_t stream) {
   return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), n_steps, n, stream, 2, step0), 1.0);
+}
+
+// [n_runs * run * B, n]: the normals of runs of `run` consecutive steps from step0, step0 + stride, ... (every
+// chain's): row (q * run + j) * B + b is chain_ids[b]'s at step step0 + q * stride + j. A call's DLG blocks at once.
+torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_runs, int64_t run,
+                                 int64_t stride, int64_t n, int64_t stream) {
+  TORCH_CHECK(run >= 1 && stride >= run, "run must be >= 1 and stride >= run");
+  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), n_runs * run, n, stream, 2, step0, run, stride),
+                     1.0);
 }
 
 // [B, n]: scale * the normals of every row at the one step `step` (the prior sigma_max z of a run: no step tensor,

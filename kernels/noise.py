@@ -113,6 +113,20 @@ def chain_randn_steps(seed: int, chain_ids, step0, n_steps: int, shape, stream: 
     return z.view(n_steps, ids.shape[0], *shape)
 
 
+def chain_randn_runs(seed: int, chain_ids, step0: int, n_runs: int, run: int, stride: int, shape, stream: int = 0,
+                     device=None) -> torch.Tensor:
+    """`[n_runs, run, B, *shape]`: slice [q, j] is `chain_randn(seed, chain_ids, step0 + q * stride + j, shape, stream)`'s
+    (the same numbers): runs of consecutive steps `stride` apart in one draw (all of a DLG call's Langevin steps,
+    block after block; on the CPU one extension call)."""
+    runs_at = _ext("philox_normal_runs") if _cpp() is not None else None
+    ids = _cpu_ids(seed, chain_ids, device) if runs_at is not None else None
+    if ids is not None and choose_backend(ids) == "torch":
+        n = math.prod(shape)
+        return runs_at(seed, ids, step0, n_runs, run, stride, n, stream).view(n_runs, run, ids.shape[0], *shape)
+    return torch.stack([chain_randn_steps(seed, chain_ids, step0 + q * stride, run, shape, stream=stream, device=device)
+                        for q in range(n_runs)])
+
+
 def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None, backend=None) -> torch.Tensor:
     """`rng.chain_rand` (uniforms in [0, 1), word 0): the C++ words on the CPU (bit-identical), else the
     reference (the Triton kernels draw their uniforms inside, e.g. the Gibbs kernel's Gumbel-max)."""

@@ -126,6 +126,22 @@ def test_resume_and_batch_independence():
     torch.testing.assert_close(alone.samples, full.samples[:, 1:2])
 
 
+@pytest.mark.parametrize("predraw", [10**9, 2 * 3 * 4, 1])
+def test_langevin_noise_drawn_ahead_or_per_step_is_the_same(monkeypatch, predraw):
+    """The Langevin normals of a call's blocks come from one draw when they fit in PREDRAW_ELEMENTS, else one per
+    block, else one per step (here 3 chains x 4 dims, 2 steps a block): the same numbers, the same chains."""
+    from dmcmc_fast.kernels import noise
+
+    mix = _mixture()
+    clf = ExactLevelPosterior(mix, level_sigmas(50, 0.01, 10.0))
+    cfg = DLGConfig(eta=0.2, n_skip=2, n_den=3, integrator="heun", init_integrator="heun", init_nfe=3, n_init=1,
+                    sigma_min=0.01, sigma_max=10.0)
+    ref = run_dlg(mix, clf, 3, cfg, chains=3, seed=5)
+    monkeypatch.setattr(noise, "PREDRAW_ELEMENTS", predraw)
+    got = run_dlg(mix, clf, 3, cfg, chains=3, seed=5)
+    assert torch.equal(got.samples, ref.samples) and torch.equal(got.state.x, ref.state.x)
+
+
 @pytest.mark.parametrize("name", sorted(INTEGRATORS))
 def test_dlg_runs_with_every_integrator_within_budget(name):
     mix = _mixture()

@@ -92,6 +92,24 @@ def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
         assert torch.equal(z_int[k], rng.chain_randn(seed, ids, first + k, shape, stream=rng.STREAM_LANGEVIN))
 
 
+@pytest.mark.parametrize("n_runs,run,stride", [(1, 1, 1), (3, 5, 11), (4, 2, 2), (2, 3, 7)])
+def test_runs_of_steps_in_one_draw_are_each_steps_own(n_runs, run, stride):
+    """chain_randn_runs (a DLG call's Langevin noise, block after block) gives in slice [q, j] each chain's draw at
+    step0 + q * stride + j: bit-identical to the torch reference, on the extension's path and without it."""
+    assert noise._ext("philox_normal_runs") is not None, "the extension predates philox_normal_runs: rebuild"
+    ids, shape, step0 = torch.tensor([0, 5, 2**32 + 3]), (2, 3), 2**33 + 17
+    z = noise.chain_randn_runs(11, ids, step0, n_runs, run, stride, shape, stream=rng.STREAM_LANGEVIN)
+    assert z.shape == (n_runs, run, 3, *shape)
+    for q in range(n_runs):
+        for j in range(run):
+            ref = rng.chain_randn(11, ids, step0 + q * stride + j, shape, stream=rng.STREAM_LANGEVIN)
+            assert torch.equal(z[q, j], ref)
+    with pytest.MonkeyPatch.context() as mp:  # without the extension: the per-run draws
+        mp.setattr(noise, "_cpp", lambda: None)
+        assert torch.equal(noise.chain_randn_runs(11, ids, step0, n_runs, run, stride, shape,
+                                                  stream=rng.STREAM_LANGEVIN), z)
+
+
 @pytest.mark.parametrize("scale", [None, 80.0, 0.37, 1.0])
 @pytest.mark.parametrize("b,shape,step", [(1, (1, 8, 8), 0), (5, (3, 7), 11), (3, (9,), 2**35 + 3)])
 def test_one_step_draw_with_its_scale_is_the_reference_times_the_scale(scale, b, shape, step):

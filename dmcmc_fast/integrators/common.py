@@ -57,6 +57,18 @@ class IntegratorResult:
         return self._nfe
 
 
+def no_grad(fn):
+    """`@torch.no_grad()` without entering its context when grad is already off (an integrator called from a
+    loop that turned it off, DLG's block after block: nothing per call)."""
+    @functools.wraps(fn)
+    def call(*args, **kw):
+        if not torch.is_grad_enabled():
+            return fn(*args, **kw)
+        with torch.no_grad():
+            return fn(*args, **kw)
+    return call
+
+
 def counted_call(integrator):
     """`integrator(model, x, ...)` with a plain `model` runs on its own counter that only counts (no per-call
     checks: the result is checked once); a NaN/Inf result replays the call, without its callback, on a
@@ -178,13 +190,14 @@ def shared_rows(key, compute: Callable, batch: int):
 
 
 def derived(table: torch.Tensor, key, compute: Callable):
-    """`compute()`: what a loop derives from `table` alone (with `key`'s host numbers), kept on the table when
-    it is a shared one (`shared_rows`, read-only, built once; or itself derived from one): a loop on the same
-    grid then sets up once, not once per call. Any other tensor (a caller's own grid) gets `compute()` every
-    time."""
+    """`compute()`: what a loop derives from `table` alone (with `key`'s host numbers; `key` may be a function
+    giving them), kept on the table when it is a shared one (`shared_rows`, read-only, built once; or itself
+    derived from one): a loop on the same grid then sets up once, not once per call. Any other tensor (a
+    caller's own grid, DLG's per-block grids) gets `compute()` every time, no key made."""
     memo = getattr(table, "_derived", None)
     if memo is None:
         return compute()
+    key = key() if callable(key) else key
     out = memo.get(key)
     if out is None:
         out = memo[key] = compute()
@@ -243,6 +256,9 @@ class StepNoise:
             raise ValueError(f"noise_sampler returned shape {tuple(z.shape)}; it must return x's shape "
                              f"{tuple(x.shape)}")
         return z.to(x.dtype)
+
+
+NO_NOISE = StepNoise()  # the default (per-chain streams, seed 0): one shared frozen object, none made per call
 
 
 def ancestral_step(s_from: torch.Tensor, s_to: torch.Tensor, eta: float):

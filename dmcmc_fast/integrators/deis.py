@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dmcmc_fast.integrators.common import counted_call
+from dmcmc_fast.integrators.common import counted_call, no_grad
 from dmcmc_fast.integrators.common import (IntegratorResult, derived, finish, check_nfe, ensure_counting,
                                            per_sample_grid, shared_rows, to_d)
 from dmcmc_fast.integrators.karras import _heun_step
@@ -153,7 +153,7 @@ def _deis_plan(x, sigmas, n_steps: int, shared, order: int, ab_time: str, beta_m
 
 
 @counted_call
-@torch.no_grad()
+@no_grad
 def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, order: int = 3, ab_time: str = "ve", beta_min: float = 0.1,
                 beta_max: float = 20.0, warm_start: str = "lower_order", seed: int = 0, chain_ids=None,

@@ -24,9 +24,9 @@ import math
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call
-from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, derived, finish, check_nfe,
-                                           ensure_counting, n_loop, per_sample_grid)
+from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import (NO_NOISE, IntegratorResult, StepNoise, ancestral_step, derived, finish,
+                                           check_nfe, ensure_counting, n_loop, per_sample_grid)
 from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
 from dmcmc_fast.kernels.karras_step import churn, euler_step, grid_steps, heun_correct
@@ -68,9 +68,9 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     its noise from `noise` (per-chain Philox, fused into the churn kernel, unless it has a `sampler`).
     `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
     churned state the model saw) when churning."""
-    noise = StepNoise() if noise is None else noise
+    noise = NO_NOISE if noise is None else noise
     table = sigmas if gamma is None else gamma
-    plan = derived(table, ("edm", steps, heun, s_noise, x.ndim, x.dtype, x.device, choose_backend(x)),
+    plan = derived(table, lambda: ("edm", steps, heun, s_noise, x.ndim, x.dtype, x.device, choose_backend(x)),
                    lambda: _EdmPlan(x, sigmas, steps, gamma, s_noise, heun))
     churn_step = None if gamma is None else plan.churner(x, sigmas, noise)
     s_in, s_out, euler, correct = plan.s_in, plan.s_out, plan.euler, plan.correct
@@ -106,9 +106,11 @@ class _EdmPlan:
             self.scales = (s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))).reshape(
                 steps, -1, *([1] * (x.ndim - 1)))
             self.s_noise = s_noise
-        self.euler, self.correct = grid_steps(x, self.starts, cols[1:steps + 1])
-        self.s_in = self.starts.to(x.dtype).unbind(0)
-        self.s_out = cols[1:steps + 1].to(x.dtype).unbind(0) if heun else None
+        self.euler, self.correct = grid_steps(x, cols, steps, None if gamma is None else self.starts)
+        # the model's sigma of each step in x's dtype: step i's start and end are rows i and i + 1 (one unbind)
+        rows = cols.to(x.dtype).unbind(0)
+        self.s_in = rows[:steps] if gamma is None else self.starts.to(x.dtype).unbind(0)
+        self.s_out = rows[1:steps + 1] if heun else None
 
     def churner(self, x, sigmas, noise: StepNoise):
         """`churn_step(x, i)`: step i's x_hat (Alg. 2 l. 5-6) with this run's noise. On CUDA the fused kernel
@@ -159,7 +161,7 @@ def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta
 
 
 @counted_call
-@torch.no_grad()
+@no_grad
 def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                  final_tweedie: bool = True) -> IntegratorResult:
@@ -172,7 +174,7 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
 
 
 @counted_call
-@torch.no_grad()
+@no_grad
 def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                 final_tweedie: bool = True) -> IntegratorResult:
@@ -194,7 +196,7 @@ def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
 
 
 @counted_call
-@torch.no_grad()
+@no_grad
 def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rho: float = 7.0, s_churn: float = 40.0, s_tmin: float = 0.05, s_tmax: float = 50.0,
                       s_noise: float = 1.003, seed: int = 0, chain_ids=None, step0=0, callback=None,

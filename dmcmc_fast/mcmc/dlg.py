@@ -224,7 +224,7 @@ def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, 
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
     then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
     `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row;
-    `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.block_noise`); `kernels`:
+    `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.langevin_noise`); `kernels`:
     the run's `step_kernels` (default: the dispatching entry points)."""
     # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
     # x += (eta/2)(D - x) + sqrt(eta) sigma z
@@ -335,14 +335,27 @@ class _Chains:
         """[B] int64: the classifier evaluations each chain has had in this call."""
         return torch.full_like(self.ids, self.evals)
 
-    def block_noise(self, ctr: "Counters", block: int, x: torch.Tensor):
-        """The Langevin normals of block `block`'s n_skip steps, `[n_skip, B, *shape]`, in one draw where the
-        torch reference runs (the same numbers each step would draw: stream STREAM_LANGEVIN at
-        `ctr.step(block, j)`); None where the fused kernel draws its own."""
-        if choose_backend(x) == "triton" or self.cfg.n_skip * x.numel() > noise.PREDRAW_ELEMENTS:
+    def langevin_noise(self, ctr: "Counters", n_blocks: int, x: torch.Tensor):
+        """`z(b, j)`: the Langevin normals of block b's step j where the torch reference runs (the numbers that step
+        would draw: stream STREAM_LANGEVIN at `ctr.step(b, j)`), drawn ahead: every block's of the call at once
+        when they fit in `noise.PREDRAW_ELEMENTS`, else each block's when it starts; None where the fused kernel
+        draws its own, or where even one block's do not fit (each step then draws its own)."""
+        n_skip, shape = self.cfg.n_skip, x.shape[1:]
+        if choose_backend(x) == "triton" or n_skip * x.numel() > noise.PREDRAW_ELEMENTS:
             return None
-        return noise.chain_randn_steps(self.seed, self.ids, ctr.step(block, 0), self.cfg.n_skip, x.shape[1:],
-                                       stream=rng.STREAM_LANGEVIN, device=x.device)
+        if n_blocks * n_skip * x.numel() <= noise.PREDRAW_ELEMENTS:
+            zs = noise.chain_randn_runs(self.seed, self.ids, ctr.step(0, 0), n_blocks, n_skip, ctr.stride, shape,
+                                        stream=rng.STREAM_LANGEVIN, device=x.device).reshape(-1, *x.shape).unbind(0)
+            return lambda b, j: zs[b * n_skip + j]
+        drawn = {}  # the current block's
+
+        def z(b, j):
+            if b not in drawn:
+                drawn.clear()
+                drawn[b] = noise.chain_randn_steps(self.seed, self.ids, ctr.step(b, 0), n_skip, shape,
+                                                   stream=rng.STREAM_LANGEVIN, device=x.device).unbind(0)
+            return drawn[b][j]
+        return z
 
     def integrate(self, name: str, nfe: int, x, sigma_start, step0: int, options: dict):
         """-> (the integrated x, the counter after the run's n + 1 steps)."""
@@ -405,15 +418,15 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     init_evals = cls_init if state.classifier_evals_last_init is None else state.classifier_evals_last_init
     restart_nfe, restart_evals = zero, zero
     samples, block_sigma, block_init_nfe, block_init_evals = [], [], [], []
+    z = c.langevin_noise(ctr, n_blocks, x)
     for b in range(n_blocks):
         if cfg.restarts_at(state.blocks + b):  # every chain of the call at once: fixed shapes
             fresh = dlg_init(model, classifier, cfg, ids, seed, x.dtype, _chains=c, step0=ctr.restart(b))
             x, sigma = fresh.x, fresh.sigma
             init_nfe, init_evals = fresh.nfe.to(zero.device), fresh.classifier_evals.to(zero.device)
             restart_nfe, restart_evals = restart_nfe + init_nfe, restart_evals + init_evals
-        zs = c.block_noise(ctr, b, x)
         for j in range(cfg.n_skip):
-            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if zs is None else zs[j])
+            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if z is None else z(b, j))
             if j == 0:  # the block's lowest level so far is its first step's: that step's own fresh tensors, which
                 # the later steps update in place (a copy when they are also the chain's state, n_skip = 1)
                 best_x, best_sigma = (x, sigma) if cfg.n_skip > 1 else (x.clone(), sigma.clone())
