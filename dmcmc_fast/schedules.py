@@ -30,6 +30,12 @@ def append_zero(s: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
+def _scalar(value: float, device=None) -> torch.Tensor:
+    """A 0-d float64 tensor of `value`, filled on the device (no host copy; read only: kept per (value, device))."""
+    return torch.full((), value, dtype=torch.float64, device=device)
+
+
+@functools.lru_cache(maxsize=64)
 def _ramp(n: int, device=None) -> torch.Tensor:
     """[n] float64 0 .. 1 (read only: kept per (n, device), so a per-sample grid inside DLG's loop makes none)."""
     return torch.linspace(0, 1, n, dtype=torch.float64, device=device) if n > 1 else torch.zeros(1, dtype=torch.float64, device=device)
@@ -100,9 +106,8 @@ def karras_per_sample(sigma_start: torch.Tensor, n: int, sigma_min: float, rho: 
     if not rho > 0:
         raise ValueError(f"rho must be > 0, got {rho}")
     s0 = _start_row(sigma_start, n, sigma_min)
-    r = _ramp(n, s0.device)[None, :]
-    start = (s0[:, None] ** (1 / rho)).expand(-1, r.shape[1])
-    s = torch.lerp(start, torch.full_like(start, sigma_min ** (1 / rho)), r.expand_as(start)) ** rho  # as karras
+    # as `karras`, row by row (lerp broadcasts its start column, its 0-d end and the ramp: the same values)
+    s = torch.lerp((s0 ** (1 / rho))[:, None], _scalar(sigma_min ** (1 / rho), s0.device), _ramp(n, s0.device)) ** rho
     return append_zero(s) if append_zero_ else s
 
 

@@ -125,6 +125,25 @@ def test_counting_denoiser_defers_the_nan_check_and_names_the_first_bad_sigma():
         bad.raise_if_nonfinite()
 
 
+@pytest.mark.parametrize("bad", [None, 0, 3, 5])
+def test_positive_checks_of_a_run_are_reduced_once_at_its_end(bad):
+    """A run's `defer_positive` tensors (DLG: a start per block) are kept and reduced together at the end: the
+    run raises, naming the message, iff one value of one of them is not finite and > 0."""
+    c = CountingDenoiser(gaussian(torch.zeros(3), 1.0), 2)
+    for k in range(6):
+        t = torch.tensor([0.5 + k, 2.0], dtype=torch.float64 if k % 2 else torch.float32)
+        if k == bad:
+            t[1] = -1.0 if k < 4 else math.nan
+        c.defer_positive(t, "sigma_start must be finite and > 0")
+    c.defer_positive(torch.ones(3), "sigmas must be positive")
+    if bad is None:
+        c.raise_if_nonfinite()
+    else:
+        with pytest.raises(ValueError, match="sigma_start must be finite and > 0"):
+            c.raise_if_nonfinite()
+    c.raise_if_nonfinite()  # reported once: the checks are consumed
+
+
 def _stepping(update, fold_every=3):
     """A counter over an identity denoiser, called along a chain x <- update(x, k) (a sampler stand-in)."""
     c = CountingDenoiser(gaussian(torch.zeros(3), 1.0), 2)

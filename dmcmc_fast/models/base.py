@@ -204,6 +204,7 @@ class CountingDenoiser:
         self._first_bad: torch.Tensor | None = None  # [5] float64: seen, input bad, |x| max, sigma lo, hi
         self._final_range: tuple | None = None  # the run's final state's (min, max) (`check_final`)
         self._checks: list[tuple] = []  # (device values, failed(their host values), message)
+        self._positive: dict[str, list[torch.Tensor]] = {}  # message -> tensors that must be finite and > 0
         self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
         for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
@@ -329,15 +330,26 @@ class CountingDenoiser:
         self._checks.append(((bad,), _flag_set, message))
 
     def defer_positive(self, t: torch.Tensor, message: str):
-        """Raise `ValueError(message)` at the end of the run unless every value of `t` is finite and > 0:
-        decided on the host from its (min, max) (one reduction; NaN propagates into both)."""
+        """Raise `ValueError(message)` at the end of the run unless every value of `t` is finite and > 0 (`t` is
+        kept as it is until then: the run must not change it). Decided on the host from the (min, max) of all
+        the run's tensors of that message at once (one reduction at the end, none per call: DLG checks a start
+        per block; NaN propagates into both)."""
         if t.numel():
-            self._checks.append((tuple(torch.aminmax(t)), _not_positive, message))
+            self._positive.setdefault(message, []).append(t)
+
+    def _reduce_positive(self):
+        """The deferred `defer_positive` tensors as checks: one (min, max) per message."""
+        for message, ts in self._positive.items():
+            v = ts[0] if len(ts) == 1 else torch.cat([t.reshape(-1) for t in ts])
+            self._checks.append((tuple(torch.aminmax(v)), _not_positive, message))
+        self._positive = {}
 
     def raise_if_nonfinite(self):
         """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
         if self._pending:
             self._fold()
+        if self._positive:
+            self._reduce_positive()
         final = self._final_range
         if final is not None and not self._checks and self._first_bad is None and final[0].device.type == "cpu" \
                 and _finite_range([final[0].item(), final[1].item()]):  # the CPU's common case: two reads, no stack
