@@ -86,10 +86,12 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
-        batches = [run.chain_batch(start) for start in run.mine]
-        run.note_graph()
-    else:
-        batches = list(run.batches(progress, first_soon=False))  # DLG: as many rounds per call as fit
+        return run.collect()
+    return _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
+
+
+def _output(batches: list, run: "_Run") -> SampleOutput:
+    """The batches of `run` joined (in order) into its `SampleOutput`."""
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
     if not batches:  # a torchrun rank with no work
         return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), run.cfg, run.graph_info, meta)
@@ -178,16 +180,39 @@ class _Run:
 
         batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
         self.mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
-        self.net, self.graphed = graphed_for_sampling(model, graph, device, min(batch_size, num))
-        self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
         self.spec, self.model, self.inputs, self.opts, self.cfg = spec, model, inputs, opts, cfg
         self.num, self.nfe, self.seed, self.batch_size, self.device = num, nfe, seed, batch_size, device
-        self.label = f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
+        self.graph, self.label = graph, f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
+        self._chain_ids: dict[int, torch.Tensor] = {}  # batch start -> its chain ids (`request`)
+        self.start()
+
+    def start(self):
+        """Before the run draws: the network through its graph wrapper (captured anew if its tensors moved) and
+        a fresh account of how it ran (`graph_info`)."""
+        self.net, self.graphed = graphed_for_sampling(self.model, self.graph, self.device,
+                                                      min(self.batch_size, self.num))
+        self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
+
+    def again(self) -> "_Run":
+        """This run, checked once, to draw again (a façade keeps its call's run, `facade.Sampler.sample`): the
+        network back in eval mode, then `start`."""
+        if isinstance(self.model, torch.nn.Module):
+            self.model.eval()
+        self.start()
+        return self
+
+    def collect(self) -> SampleOutput:
+        """The run in memory, its batches in turn (no shards, no bar): one `SampleOutput`."""
+        batches = [self.chain_batch(start) for start in self.mine]
+        self.note_graph()
+        return _output(batches, self)
 
     def request(self, start: int, stop: int, on_call=None) -> SampleRequest:
         """Batch start..stop-1: its chains, its rows of the inputs, a counter that calls `on_call` (the bar)."""
         device, inputs = self.device, self.inputs
-        chain_ids = torch.arange(start, stop, dtype=torch.int64, device=device)
+        chain_ids = self._chain_ids.get(start)  # read only for every sampler: kept for a run drawn again
+        if chain_ids is None:
+            chain_ids = self._chain_ids[start] = torch.arange(start, stop, dtype=torch.int64, device=device)
         mk = inputs.get("model_kwargs")
         counting = CountingDenoiser(self.net, stop - start, device, model_kwargs=kw.rows(mk, start, stop, device)
                                     if mk else None, on_call=on_call, per_call_checks=False)

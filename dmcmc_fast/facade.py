@@ -46,6 +46,7 @@ class Sampler:
         graph_mode(graph, api.sampling_device(model, device))  # likewise graph and device (see api.sample)
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
+        self._runs: dict[tuple, api._Run] = {}  # the checked runs of plain in-memory calls (`sample`)
 
     def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
@@ -56,7 +57,24 @@ class Sampler:
                callback=None, sigmas=None, x_T=None) -> api.SampleOutput:
         """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""
         inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
+        if out_dir is None and not self.progress and self.spec.kind != "blocks" and \
+                model_kwargs is None and callback is None and sigmas is None and x_T is None:
+            return self._run(n).collect()
         return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
+
+    def _run(self, n: int) -> api._Run:
+        """The run of `sample(n)` in memory with nothing of the caller's: checked once per (n, nfe, seed, batch
+        size, graph, device the model is on) and kept (the latest few), so a call repeated in a pipeline only
+        draws."""
+        key = (n, self.nfe, self.seed, self.batch_size, self.graph, api.sampling_device(self.model, self.device))
+        run = self._runs.pop(key, None)
+        none = dict(model_kwargs=None, callback=None, sigmas=None, x_T=None)
+        run = api._Run(self.model, self.sampler_name, n, self.nfe, self.seed, self.batch_size, self.device, None,
+                       False, None, 0, 1, self.graph, none, {}, self.options) if run is None else run.again()
+        self._runs[key] = run
+        while len(self._runs) > 8:
+            self._runs.pop(next(iter(self._runs)))
+        return run
 
     def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
                callback=None, sigmas=None, x_T=None):

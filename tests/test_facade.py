@@ -44,3 +44,30 @@ def test_bad_option_fails_when_built(model):
 def test_facade_names_match_the_lazy_list():
     from dmcmc_fast import facade
     assert set(facade.__all__) <= set(dmcmc_fast.__all__)
+
+
+def test_a_repeated_call_reuses_its_checked_run_and_gives_fresh_outputs(model):
+    """`sample(n)` in memory keeps its checked run per (n, nfe, seed, batch size, graph, device): a repeated call
+    gives the same samples in new tensors and a fresh account of the graph, and a changed seed is a new run."""
+    kar2 = dmcmc_fast.KarrasSDE(model, nfe=9, seed=2, batch_size=3, s_churn=10.0)
+    first = kar2.sample(7)
+    first.nfe += 100  # a caller's changes to one output never reach the next
+    first.graph["mode"] = "changed"
+    second = kar2.sample(7)
+    assert len(kar2._runs) == 1 and second.nfe.tolist() == [9] * 7 and second.graph["mode"] == "eager"
+    torch.testing.assert_close(second.samples, first.samples, rtol=0, atol=0)
+    assert second.samples.data_ptr() != first.samples.data_ptr()
+    kar2.seed = 5
+    other = kar2.sample(7)
+    ref = api.sample(model, "karras_sde", 7, 9, seed=5, batch_size=3, progress=False, s_churn=10.0)
+    assert len(kar2._runs) == 2 and torch.equal(other.samples, ref.samples)
+    assert not torch.equal(other.samples, first.samples)
+
+
+def test_a_kept_run_puts_a_network_back_in_eval_mode():
+    unet = load_model("unet-mnist")
+    euler = dmcmc_fast.Euler(unet, nfe=2)
+    euler.sample(1)
+    unet.train()
+    euler.sample(1)
+    assert not unet.training

@@ -151,3 +151,14 @@ def test_the_zero_cost_model_costs_nothing_and_every_method_runs_on_it():
     assert zero(x, torch.ones(2)) is x
     cell = ho.fixed_cell(load_model("gmm-digits"), "deis", 9, reps=1)
     assert cell["batch"] == 1 and cell["nfe"] == 9 and all(t > 0 for t in cell["median_s"].values())
+
+
+def test_rounds_run_every_method_once_in_shuffled_orders_and_the_ratio_is_paired():
+    seen = []
+    times = ho.round_robin({k: (lambda k=k: seen.append(k)) for k in "abc"}, 8)
+    assert all(len(t) == 8 for t in times.values())
+    orders = [tuple(seen[i:i + 3]) for i in range(0, 24, 3)]
+    assert all(sorted(o) == ["a", "b", "c"] for o in orders) and len(set(orders)) > 1  # no fixed predecessor
+    # ours takes twice plain's time in every round; a burst slows plain's calls in rounds 3-5 and ours in 4-5
+    plain, ours = [1.0, 1.0, 10.0, 10.0, 10.0], [2.0, 2.0, 2.0, 20.0, 20.0]
+    assert ho.paired_ratio(plain, ours) == 0.5  # the ratio of medians would say 10 / 2 = 5
