@@ -3,7 +3,9 @@
     python -m bench.throughput [--device cpu] [--models gmm-mnist,unet-mnist,cifar-unet] [--batches 1,16,256]
 
 For every (model, batch, sampler kind in heun/euler) the same initial state (sigma_max times
-per-chain Philox normals) goes through
+per-chain Philox normals) goes once through each method (the samples are compared), then every timed call
+draws its own start as users' calls do (ours its per-chain Philox prior; the baselines sigma_max * torch.randn,
+on a grid prepared once), through
   ours         what users run: dmcmc_fast.api.sample(model, kind, num=B, nfe, device=..., batch_size=B,
                graph="auto") (on CUDA the network runs through the captured graph; eager on CPU); the
                path it took (graph mode, fallback reason) is reported; its time includes what the
@@ -14,7 +16,8 @@ per-chain Philox normals) goes through
                or our VE denoiser through VPEpsFromVE (the inverse of VPAdapter)
   compiled     the plain loop with its step under torch.compile(mode="reduce-overhead")
 with the same NFE (counted in every method and asserted equal before timing), after warm-up, in
-round-robin repetitions (so load drifting on a shared machine hits every method alike). Reported:
+round-robin repetitions (so load drifting on a shared machine hits every method alike; each round in a
+shuffled order, so no method always follows the same one). Reported:
 median wall time, its 10/90% quantiles, samples/s, ms per NFE, each method's time over ours, the
 largest difference of its samples from ours, and the overhead ratio: ours' time per NFE over the
 bare forward time of a GraphedDenoiser at that batch (on CPU the graph falls back to eager, and
@@ -31,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shlex
 import statistics
 import sys
@@ -124,18 +128,21 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
     runs = {"ours": lambda: api.sample(case.denoiser, kind, num=batch, nfe=nfe, seed=0, batch_size=batch,
                                        device=device, progress=False, graph="auto", sigma_max=case.sigma_max,
                                        sigma_min=case.sigma_min)}
-    runs["plain"] = lambda: bl.PLAIN[kind](counted, x0, grid)
+    # the baselines start from `start()`: x0 for the agreement check, a fresh torch.randn prior in the timed
+    # rounds (every generation draws its start; ours draws its per-chain Philox prior inside each call)
+    start = {"x": lambda: x0}
+    runs["plain"] = lambda: bl.PLAIN[kind](counted, start["x"](), grid)
     kd = bl.k_diffusion_sampler(kind)
     unavailable = {}
     if kd is not None:
-        runs["k-diffusion"] = lambda: kd(counted, x0, grid)
+        runs["k-diffusion"] = lambda: kd(counted, start["x"](), grid)
     else:
         unavailable["k-diffusion"] = "not installed (pip install --no-deps k-diffusion; see bench/README.md)"
     sched = bl.diffusers_scheduler(kind, **case.scheduler_config)
-    runs["diffusers"] = lambda: bl.diffusers_loop(eps_counted, sched, x0, n)
+    runs["diffusers"] = lambda: bl.diffusers_loop(eps_counted, sched, start["x"](), n)
     if compiled is not None:
         compiled_runner, counting_runner, compiled_counted = compiled
-        runs["compiled"] = lambda: compiled_runner(x0, grid)
+        runs["compiled"] = lambda: compiled_runner(start["x"](), grid)
     else:
         unavailable["compiled"] = "not run (see --compile-models)"
 
@@ -162,16 +169,19 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
         res[m]["max_abs_diff_vs_ours"] = float((outs[m].float().cpu() - outs["ours"].float()).abs().max())
         res[m]["max_abs_ours"] = scale
 
-    # 2. warm-up, then round-robin repetitions (fewer if one round would blow the budget)
+    # 2. warm-up, then round-robin repetitions (fewer if one round would blow the budget), each baseline from
+    # a fresh prior
+    start["x"] = lambda: case.sigma_max * torch.randn(batch, *case.shape, device=device)
     for _ in range(warmup):
         for fn in runs.values():
             fn()
     one_round = sum(_timed(fn, device) for fn in runs.values())
     reps = max(3, min(reps, int(budget_s / max(one_round, 1e-9))))
-    times = {m: [] for m in runs}
-    for _ in range(reps):
-        for m, fn in runs.items():
-            times[m].append(_timed(fn, device))
+    times, order, shuffle = {m: [] for m in runs}, list(runs), random.Random(0).shuffle
+    for _ in range(reps):  # each round in its own order: no method always runs after the same one
+        shuffle(order)
+        for m in order:
+            times[m].append(_timed(runs[m], device))
     ours = statistics.median(times["ours"])
     for m in runs:
         st = _stats(times[m])

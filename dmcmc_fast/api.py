@@ -143,9 +143,11 @@ class _Run:
         check_int("nfe", nfe, 1, 100_000)
         if resolved is not None and "sigmas" not in inputs:
             opts = resolved
-        else:
-            opts = resolve_options(model, sampler, options, inputs.get("sigmas"))
+        elif "sigmas" in inputs:
+            opts = resolve_options(model, sampler, options, inputs["sigmas"])
             spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
+        else:
+            opts = _checked_options(model, spec, options, nfe)
         check_int("seed", seed, 0, 2**63 - 1)
         check_int("batch_size", batch_size, 1)
         check_int("world_size", world_size, 1)
@@ -195,10 +197,14 @@ class _Run:
 
     def again(self) -> "_Run":
         """This run, checked once, to draw again (a façade keeps its call's run, `facade.Sampler.sample`): the
-        network back in eval mode, then `start`."""
+        network back in eval mode, then `start` (a graph wrapper is fetched anew: it is captured again if the
+        network's tensors moved)."""
         if isinstance(self.model, torch.nn.Module):
             self.model.eval()
-        self.start()
+        if self.graphed is None:  # the plain call (eager): its network is the same object, a fresh account only
+            self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
+        else:
+            self.start()
         return self
 
     def collect(self) -> SampleOutput:
@@ -307,6 +313,29 @@ def _run_located(req: SampleRequest, spec) -> torch.Tensor:
     same noise, no callback) on a checking counter, which names the first bad call (`models.base.run_located`)."""
     return run_located(lambda counting, replay: run_sampler(
         dataclasses.replace(req, model=counting, callback=None) if replay else req, spec), req.model)
+
+
+_CHECKED: dict[tuple, dict] = {}  # (sampler, nfe, model range, network?, options) -> checked options (`_checked_options`)
+
+
+def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int) -> dict:
+    """`resolve_options` and the NFE budget check, kept per (sampler, nfe, the model's declared range, whether it
+    is a network, the options given): what they depend on, so a repeated `sample` call checks once. A copy each
+    time (a caller may change its output's config); unhashable options are checked every time."""
+    given = tuple(sorted((k, v) for k, v in options.items() if v is not None))
+    key = (spec.name, nfe, _model_range(model), model_device(model) is not None, given)
+    try:
+        opts = _CHECKED.get(key)
+    except TypeError:  # an unhashable value: no key
+        key, opts = None, None
+    if opts is None:
+        opts = resolve_options(model, spec.name, options)
+        spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
+        if key is not None:
+            _CHECKED[key] = opts
+            while len(_CHECKED) > 64:
+                _CHECKED.pop(next(iter(_CHECKED)))
+    return dict(opts)
 
 
 def resolve_options(model, sampler: str, options: dict, sigmas: torch.Tensor | None = None) -> dict:

@@ -71,3 +71,17 @@ def test_a_kept_run_puts_a_network_back_in_eval_mode():
     unet.train()
     euler.sample(1)
     assert not unet.training
+
+
+def test_api_sample_checks_its_options_once_per_kind_of_call_and_every_bad_call(model):
+    """api.sample keeps the checked options of a (sampler, nfe, model range, options) it has seen: a repeated call
+    gives the same config (a copy: a caller's edit of one output reaches no other), a bad one still fails."""
+    first = api.sample(model, "heun", 2, 9, progress=False, rho=5.0)
+    first.config["options"]["rho"] = 99.0
+    second = api.sample(model, "heun", 2, 9, progress=False, rho=5.0)
+    assert second.config["options"]["rho"] == 5.0 and torch.equal(second.samples, first.samples)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="rho must be in"):
+            api.sample(model, "heun", 2, 9, progress=False, rho=-1.0)
+        with pytest.raises(ValueError, match="nfe"):
+            api.sample(model, "deis", 2, 1, progress=False, order=3, warm_start="runge_kutta")
