@@ -10,6 +10,8 @@ on a grid prepared once), through
                graph="auto") (on CUDA the network runs through the captured graph; eager on CPU); the
                path it took (graph mode, fallback reason) is reported; its time includes what the
                call does besides sampling (graph capture, the copy of the samples to the host)
+  façade       our class, dmcmc_fast.<Kind>(model, nfe, seed=0, batch_size=B, ...).sample(B), built once
+  integrator   our function, dmcmc_fast.integrators.sample_<kind>(model, x_T, sigma_max, N) (eager)
   plain        the papers' loop (bench.baselines.plain_<kind>, NVlabs/edm style)
   k-diffusion  k_diffusion.sampling.sample_<kind> on the same grid
   diffusers    <Kind>DiscreteScheduler (use_karras_sigmas) on an eps network: the CIFAR UNet itself,
@@ -45,14 +47,17 @@ import torch
 
 from bench import baselines as bl
 from bench.engine import _path_str, check_api, path_taken
+import dmcmc_fast
 from dmcmc_fast import api, rng
 from dmcmc_fast.engine.graph import GraphedDenoiser
 from dmcmc_fast.integrators import INTEGRATORS
 from dmcmc_fast.models.adapters import DiffusersUNetAdapter
 from dmcmc_fast.models.builtin import BUILTIN_MODELS, load_model
+from dmcmc_fast.samplers import get_sampler
 from dmcmc_fast.schedules import karras
 
-METHODS = ("ours", "plain", "k-diffusion", "diffusers", "compiled")
+METHODS = ("ours", "façade", "integrator", "plain", "k-diffusion", "diffusers", "compiled")
+OUR_DOORS = ("façade", "integrator")  # ours too, besides api.sample: never a "baseline"
 ANALYTIC = tuple(n for n in BUILTIN_MODELS if n.startswith(("gmm-", "ideal-")))
 CIFAR = "cifar-unet"
 VE_RANGE = (0.002, 80.0)  # EDM's grid ends, the registry's defaults
@@ -124,13 +129,21 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
     grid = karras(n, case.sigma_min, case.sigma_max, device=device).to(torch.float32)
     counted = bl.CallCounter(case.denoiser)
     eps_counted = bl.CallCounter(case.eps_net)
-    # ours: the façade users call; it draws the same prior (seed 0, chains 0..B-1, STREAM_INIT) as x0
-    runs = {"ours": lambda: api.sample(case.denoiser, kind, num=batch, nfe=nfe, seed=0, batch_size=batch,
-                                       device=device, progress=False, graph="auto", sigma_max=case.sigma_max,
-                                       sigma_min=case.sigma_min)}
     # the baselines start from `start()`: x0 for the agreement check, a fresh torch.randn prior in the timed
     # rounds (every generation draws its start; ours draws its per-chain Philox prior inside each call)
     start = {"x": lambda: x0}
+    # ours: the API users call; it draws the same prior (seed 0, chains 0..B-1, STREAM_INIT) as x0
+    runs = {"ours": lambda: api.sample(case.denoiser, kind, num=batch, nfe=nfe, seed=0, batch_size=batch,
+                                       device=device, progress=False, graph="auto", sigma_max=case.sigma_max,
+                                       sigma_min=case.sigma_min)}
+    # our other doors: the façade class (built once; the same prior, seed 0) and the integrator function (the
+    # baselines' start, its own counter)
+    facade = getattr(dmcmc_fast, get_sampler(kind).facade)(case.denoiser, nfe, seed=0, batch_size=batch,
+                                                            device=device, sigma_max=case.sigma_max,
+                                                            sigma_min=case.sigma_min)
+    runs["façade"] = lambda: facade.sample(batch)
+    integrate = INTEGRATORS[kind][0]
+    runs["integrator"] = lambda: integrate(case.denoiser, start["x"](), case.sigma_max, n, sigma_min=case.sigma_min)
     runs["plain"] = lambda: bl.PLAIN[kind](counted, start["x"](), grid)
     kd = bl.k_diffusion_sampler(kind)
     unavailable = {}
@@ -157,6 +170,10 @@ def run_cell(case: Case, kind: str, batch: int, nfe: int, device, reps: int, war
         out = outs[m]
         if m == "ours":
             got, outs[m], ours_path = int(out.nfe.max()), out.samples, path_taken(out)
+        elif m == "façade":
+            got, outs[m] = int(out.nfe.max()), out.samples
+        elif m == "integrator":
+            got, outs[m] = int(out.nfe.max()), out.x
         else:
             got = counter.rows // batch
             if counter.rows != counter.calls * batch:
@@ -358,7 +375,7 @@ def summary(run: dict) -> str:
     cells = [c for c in run["cells"] if "methods" in c]
     parts = []
     for c in cells:
-        others = {m: d["time_over_ours"] for m, d in c["methods"].items() if m != "ours"}
+        others = {m: d["time_over_ours"] for m, d in c["methods"].items() if m != "ours" and m not in OUR_DOORS}
         lo = min(others, key=others.get) if others else None
         parts.append(f"{c['model']} {c['kind']} B={c['batch']}: overhead {c['overhead_ratio']:.2f}"
                      + (f", fastest baseline {lo} x{others[lo]:.2f}" if lo else ""))
@@ -383,9 +400,10 @@ def markdown(run: dict, json_name: str, png_name: str | None) -> str:
                 "the ratios (each method's median over ours, measured round-robin in the same run) are the "
                 "headline" if run["device"] == "cpu" else ""),
              f"- data: `bench/results/{json_name}`" + (f", plot `bench/results/{png_name}`" if png_name else ""),
-             "- cells: ours ms per NFE (median, [10%, 90%] quantiles); for each baseline its median time over "
-             "ours (> 1: ours is faster); overhead = ours' time per NFE / bare forward of the network "
-             "(GraphedDenoiser) at that batch\n"]
+             "- cells: ours (`api.sample`) ms per NFE (median, [10%, 90%] quantiles); for each other method its "
+             "median time over ours (> 1: ours is faster): our façade class and integrator function, then the "
+             "baselines; overhead = ours' time per NFE / bare forward of the network (GraphedDenoiser) at that "
+             "batch\n"]
     for name, why in run["unavailable_models"].items():
         lines.insert(-1, f"- {name}: unavailable ({why})")
     for what in run.get("not_run", []):
