@@ -91,13 +91,15 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
 
 
 def _output(batches: list, run: "_Run") -> SampleOutput:
-    """The batches of `run` joined (in order) into its `SampleOutput`."""
+    """The batches of `run` joined (in order) into its `SampleOutput` (with its own copy of the configuration: a
+    caller's edit never reaches a run drawn again)."""
     meta = {k: np.concatenate([b.meta[k] for b in batches]) for k in (batches[0].meta if batches else {})}
+    cfg = dict(run.cfg, options=dict(run.cfg["options"]))
     if not batches:  # a torchrun rank with no work
-        return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), run.cfg, run.graph_info, meta)
+        return SampleOutput(torch.zeros(0), torch.zeros(0, dtype=torch.int64), cfg, run.graph_info, meta)
     if len(batches) == 1:  # nothing to join (no copy)
-        return SampleOutput(batches[0].samples, batches[0].nfe, run.cfg, run.graph_info, meta)
-    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), run.cfg,
+        return SampleOutput(batches[0].samples, batches[0].nfe, cfg, run.graph_info, meta)
+    return SampleOutput(torch.cat([b.samples for b in batches]), torch.cat([b.nfe for b in batches]), cfg,
                         run.graph_info, meta)
 
 

@@ -53,8 +53,10 @@ def test_a_repeated_call_reuses_its_checked_run_and_gives_fresh_outputs(model):
     first = kar2.sample(7)
     first.nfe += 100  # a caller's changes to one output never reach the next
     first.graph["mode"] = "changed"
+    first.config["options"]["s_churn"] = 0.0
     second = kar2.sample(7)
     assert len(kar2._runs) == 1 and second.nfe.tolist() == [9] * 7 and second.graph["mode"] == "eager"
+    assert second.config["options"]["s_churn"] == 10.0 and kar2.options["s_churn"] == 10.0
     torch.testing.assert_close(second.samples, first.samples, rtol=0, atol=0)
     assert second.samples.data_ptr() != first.samples.data_ptr()
     kar2.seed = 5
