@@ -87,3 +87,14 @@ def test_api_sample_checks_its_options_once_per_kind_of_call_and_every_bad_call(
             api.sample(model, "heun", 2, 9, progress=False, rho=-1.0)
         with pytest.raises(ValueError, match="nfe"):
             api.sample(model, "deis", 2, 1, progress=False, order=3, warm_start="runge_kutta")
+
+
+def test_a_kept_run_on_the_graph_path_fetches_its_wrapper_again(model):
+    """graph="on" off CUDA runs the captured path's static buffers eagerly: a kept run fetches that wrapper
+    again on every call (the one the model's tensors still fit) and gives the eager samples each time."""
+    heun = dmcmc_fast.Heun(model, nfe=5, graph="on", batch_size=3)
+    ref = api.sample(model, "heun", 5, 5, batch_size=3, graph="off", progress=False).samples
+    for _ in range(2):
+        out = heun.sample(5)
+        assert out.graph["mode"] == "static" and torch.equal(out.samples, ref)
+    assert len(heun._runs) == 1
