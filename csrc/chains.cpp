@@ -146,8 +146,6 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
                                   int64_t n, int64_t stream);
 torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,
                                double scale);
-torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
-                                     int64_t stream);
 torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_runs, int64_t run,
                                  int64_t stride, int64_t n, int64_t stream);
 
@@ -162,6 +160,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox_normal", &philox_normal);
   m.def("philox_normal_steps", &philox_normal_steps);
   m.def("philox_normal_at", &philox_normal_at);
-  m.def("philox_normal_steps_at", &philox_normal_steps_at);
   m.def("philox_normal_runs", &philox_normal_runs);
 }

@@ -194,14 +194,9 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
   return box_muller_(uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2), 1.0);
 }
 
-// philox_normal_steps with every chain's first step the int `step0` (no step tensor): a block's Langevin noise.
-torch::Tensor philox_normal_steps_at(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_steps, int64_t n,
-                                     int64_t stream) {
-  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), n_steps, n, stream, 2, step0), 1.0);
-}
-
 // [n_runs * run * B, n]: the normals of runs of `run` consecutive steps from step0, step0 + stride, ... (every
-// chain's): row (q * run + j) * B + b is chain_ids[b]'s at step step0 + q * stride + j. A call's DLG blocks at once.
+// chain's): row (q * run + j) * B + b is chain_ids[b]'s at step step0 + q * stride + j. A call's DLG blocks at once;
+// one run (n_runs 1) is a loop's steps from an int first step (noise.chain_randn_steps, no step tensor).
 torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_runs, int64_t run,
                                  int64_t stride, int64_t n, int64_t stream) {
   TORCH_CHECK(run >= 1 && stride >= run, "run must be >= 1 and stride >= run");

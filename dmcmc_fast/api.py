@@ -145,11 +145,8 @@ class _Run:
         check_int("nfe", nfe, 1, 100_000)
         if resolved is not None and "sigmas" not in inputs:
             opts = resolved
-        elif "sigmas" in inputs:
-            opts = resolve_options(model, sampler, options, inputs["sigmas"])
-            spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
         else:
-            opts = _checked_options(model, spec, options, nfe)
+            opts = _checked_options(model, spec, options, nfe, inputs.get("sigmas"))
         check_int("seed", seed, 0, 2**63 - 1)
         check_int("batch_size", batch_size, 1)
         check_int("world_size", world_size, 1)
@@ -188,25 +185,23 @@ class _Run:
         self.num, self.nfe, self.seed, self.batch_size, self.device = num, nfe, seed, batch_size, device
         self.graph, self.label = graph, f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
         self._chain_ids: dict[int, torch.Tensor] = {}  # batch start -> its chain ids (`request`)
-        self.start()
+        self.start(fetch=True)
 
-    def start(self):
-        """Before the run draws: the network through its graph wrapper (captured anew if its tensors moved) and
-        a fresh account of how it ran (`graph_info`)."""
-        self.net, self.graphed = graphed_for_sampling(self.model, self.graph, self.device,
-                                                      min(self.batch_size, self.num))
+    def start(self, fetch: bool):
+        """Before the run draws: with `fetch`, the network through its graph wrapper (captured anew if its tensors
+        moved); a fresh account of how it ran (`graph_info`)."""
+        if fetch:
+            self.net, self.graphed = graphed_for_sampling(self.model, self.graph, self.device,
+                                                          min(self.batch_size, self.num))
         self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
 
     def again(self) -> "_Run":
         """This run, checked once, to draw again (a façade keeps its call's run, `facade.Sampler.sample`): the
-        network back in eval mode, then `start` (a graph wrapper is fetched anew: it is captured again if the
-        network's tensors moved)."""
+        network back in eval mode, then `start`, which fetches a graph wrapper anew (captured again if the
+        network's tensors moved); a plain eager call keeps its network, the same object."""
         if isinstance(self.model, torch.nn.Module):
             self.model.eval()
-        if self.graphed is None:  # the plain call (eager): its network is the same object, a fresh account only
-            self.graph_info = {"mode": "eager", "captured": [], "fallback_reason": None}
-        else:
-            self.start()
+        self.start(fetch=self.graphed is not None)
         return self
 
     def collect(self) -> SampleOutput:
@@ -320,18 +315,21 @@ def _run_located(req: SampleRequest, spec) -> torch.Tensor:
 _CHECKED: dict[tuple, dict] = {}  # (sampler, nfe, model range, network?, options) -> checked options (`_checked_options`)
 
 
-def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int) -> dict:
-    """`resolve_options` and the NFE budget check, kept per (sampler, nfe, the model's declared range, whether it
-    is a network, the options given): what they depend on, so a repeated `sample` call checks once. A copy each
-    time (a caller may change its output's config); unhashable options are checked every time."""
-    given = tuple(sorted((k, v) for k, v in options.items() if v is not None))
-    key = (spec.name, nfe, _model_range(model), model_device(model) is not None, given)
-    try:
-        opts = _CHECKED.get(key)
-    except TypeError:  # an unhashable value: no key
-        key, opts = None, None
+def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int, sigmas: torch.Tensor | None = None) -> dict:
+    """`resolve_options` and the NFE budget check (before any work or file), kept per (sampler, nfe, the model's
+    declared range, whether it is a network, the options given): what they depend on, so a repeated `sample`
+    call checks once. A copy each time (a caller may change its output's config); with a grid `sigmas`, or an
+    unhashable option, they run every time."""
+    key, opts = None, None
+    if sigmas is None:
+        given = tuple(sorted((k, v) for k, v in options.items() if v is not None))
+        key = (spec.name, nfe, _model_range(model), model_device(model) is not None, given)
+        try:
+            opts = _CHECKED.get(key)
+        except TypeError:  # an unhashable value: no key
+            key = None
     if opts is None:
-        opts = resolve_options(model, spec.name, options)
+        opts = resolve_options(model, spec.name, options, sigmas)
         spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
         if key is not None:
             _CHECKED[key] = opts

@@ -99,11 +99,11 @@ def chain_randn_steps(seed: int, chain_ids, step0, n_steps: int, shape, stream: 
     """`[n_steps, B, *shape]`: row b of slice i is `chain_randn(seed, chain_ids, step0 + i, shape, stream)`'s
     (the same numbers), all in one draw; `step0` an int or `[B]`. For loops that know their steps' counters
     ahead (KAR2's churn, a DLG block's Langevin steps)."""
-    steps_at = _ext("philox_normal_steps_at") if type(step0) is int and _cpp() is not None else None
-    if steps_at is not None:  # an int first step (a DLG block's): no step tensor
-        ids = _cpu_ids(seed, chain_ids, device)
-        if ids is not None and choose_backend(ids) == "torch":
-            return steps_at(seed, ids, step0, n_steps, math.prod(shape), stream).view(n_steps, ids.shape[0], *shape)
+    runs_at = _ext("philox_normal_runs") if type(step0) is int and n_steps > 0 and _cpp() is not None else None
+    ids = _cpu_ids(seed, chain_ids, device) if runs_at is not None else None
+    if ids is not None and choose_backend(ids) == "torch":  # an int first step: one run of steps, no step tensor
+        return runs_at(seed, ids, step0, 1, n_steps, n_steps, math.prod(shape), stream).view(n_steps, ids.shape[0],
+                                                                                              *shape)
     ids, first, shape = _rows(seed, chain_ids, step0, shape, device)
     steps_normal = _ext("philox_normal_steps") if ids.device.type == "cpu" and _cpp() is not None else None
     if steps_normal is not None and choose_backend(ids) == "torch":  # the rows made in C++, one call

@@ -86,7 +86,7 @@ def test_several_steps_in_one_draw_are_each_steps_own(seed, b, n_steps, shape):
     last = noise.chain_randn_steps(seed, ids[-1:], step0[-1:], n_steps, shape, stream=rng.STREAM_LANGEVIN)
     assert torch.equal(last[:, 0], z[:, -1])  # a chain's rows do not depend on the others in the call
     first = int(step0[0])  # an int first step for every chain (a DLG block's): one call without a step tensor
-    assert noise._ext("philox_normal_steps_at") is not None, "the extension predates philox_normal_steps_at: rebuild"
+    assert noise._ext("philox_normal_runs") is not None, "the extension predates philox_normal_runs: rebuild"
     z_int = noise.chain_randn_steps(seed, ids, first, n_steps, shape, stream=rng.STREAM_LANGEVIN)
     for k in range(n_steps):
         assert torch.equal(z_int[k], rng.chain_randn(seed, ids, first + k, shape, stream=rng.STREAM_LANGEVIN))
