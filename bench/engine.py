@@ -78,12 +78,13 @@ def cifar_unet(device):
     return DiffusersUNetAdapter(unet.to(device).eval(), ddpm)
 
 
-def random_classifier(shape, n_levels: int, folder: str) -> str:
-    """A randomly initialised NoiseLevelNet saved as a checkpoint (timing needs no trained weights)."""
+def random_classifier(model, n_levels: int, folder: str) -> str:
+    """A randomly initialised NoiseLevelNet saved as a checkpoint (timing needs no trained weights), with its
+    levels on the model's noise range (DLG refuses a classifier whose levels leave a network's range)."""
     torch.manual_seed(1)
     path = os.path.join(folder, "classifier-random.pt")
-    save_classifier(path, NoiseLevelNet(tuple(shape), n_levels),
-                    {"n_levels": n_levels, "sigma_min": 0.002, "sigma_max": 80.0}, "random weights (bench.engine)")
+    levels = {"n_levels": n_levels, "sigma_min": float(model.sigma_min), "sigma_max": float(model.sigma_max)}
+    save_classifier(path, NoiseLevelNet(tuple(model.shape), n_levels), levels, "random weights (bench.engine)")
     return path
 
 
@@ -275,7 +276,7 @@ def main(argv=None) -> list[dict]:
           f"{'eager/api':>9s} {'samples/s':>10s} path")
     t0, rows, not_run = time.perf_counter(), [], []
     with tempfile.TemporaryDirectory() as tmp:
-        opts = {"heun": {}, "dlg": dict(DLG_OPTIONS, classifier=random_classifier(model.shape, n_levels, tmp))}
+        opts = {"heun": {}, "dlg": dict(DLG_OPTIONS, classifier=random_classifier(model, n_levels, tmp))}
         for sampler in samplers:
             for B in a.batches:
                 if a.max_seconds is not None and time.perf_counter() - t0 > a.max_seconds:

@@ -6,6 +6,9 @@
 #
 #   bash scripts/gpu_check.sh              # on the GPU machine, from the repository root
 #   bash scripts/gpu_check.sh --dry-run    # anywhere, on the CPU at tiny sizes (CI runs it: the script can't rot)
+#   bash scripts/gpu_check.sh --sim        # the GPU run's own commands at tiny sizes on a simulated CUDA device
+#                                          # (tests/sim_cuda.py: CUDA branches, graphs, Triton on device tensors;
+#                                          # CI runs it: what would break at first contact breaks here first)
 #   bash scripts/gpu_check.sh --only env,wheels,build,cuda-tests   # a subset (a fresh machine needs
 #                                          # env,wheels,build again before the others)
 #
@@ -23,10 +26,12 @@ ROOT=$PWD
 CMD=$(echo "bash scripts/gpu_check.sh $*" | sed 's/ *$//')
 
 DRY=0
+SIM=0
 ONLY=""
 while [ $# -gt 0 ]; do
     case $1 in
         --dry-run) DRY=1 ;;
+        --sim) SIM=1 ;;
         --only) ONLY=${2:-}; shift ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -34,12 +39,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-# name:limit_s (the order they run in); the limits add up to 480 s
+[ "$DRY" = 1 ] && [ "$SIM" = 1 ] && { echo "gpu_check.sh: --dry-run or --sim, not both" >&2; exit 2; }
+
+# name:limit_s (the order they run in); the limits add up to 480 s (x SCALE: the simulated device is slow)
 STAGES=(env:20 wheels:20 build:90 aot:40 cuda-tests:40 kernel-tests:60 bench-kernels-fp32:35
         bench-kernels-bf16:30 bench-engine:55 bench-throughput:90)
-TOTAL_S=${GPU_CHECK_TOTAL_S:-480}
+SCALE=$( [ "$SIM" = 1 ] && echo 4 || echo 1)
+TOTAL_S=${GPU_CHECK_TOTAL_S:-$((480 * SCALE))}
 
-export ROOT DRY PYTHONUNBUFFERED=1
+export ROOT DRY SIM PYTHONUNBUFFERED=1
 export PY=${PYTHON:-python3}
 export SITE=${GPU_CHECK_SITE:-/tmp/gpu_check_site}
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -50,6 +58,13 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
 export WORK RESULTS=$WORK/results
 trap 'rm -rf "$WORK"' EXIT  # everything in it comes back in results.tar.gz
 mkdir -p "$WORK/logs" "$RESULTS"
+# DPY: the python of the stages that use the device; with --sim, the same python on the simulated device
+export DPY=$PY
+if [ "$SIM" = 1 ]; then
+    DPY=$WORK/sim-python
+    printf '#!/usr/bin/env bash\nexec %q %q "$@"\n' "$PY" "$ROOT/tests/sim_cuda.py" >"$DPY"
+    chmod +x "$DPY"
+fi
 LOG=$RES/gpu_check.log
 : >"$LOG"
 SUMMARY=()  # "stage<TAB>status<TAB>seconds<TAB>limit<TAB>note"
@@ -59,10 +74,12 @@ say() { echo "$*" | tee -a "$LOG"; }
 
 # ---------------------------------------------------------------- the stages
 # Each runs in its own bash under `timeout`, from the repository root, with $NOTE (a file: one line
-# for the summary), $RESULTS (files to bring back) and $DRY. Exit 0 pass, 77 skip, 78 missing.
+# for the summary), $RESULTS (files to bring back), $DRY and $SIM. Exit 0 pass, 77 skip, 78 missing.
+
+light() { [ "$DRY" = 1 ] || [ "$SIM" = 1 ]; }  # no real device: install, build and compile nothing new
 
 stage_env() {
-    "$PY" - <<'EOF' | tee "$WORK/logs/env.out"
+    "$DPY" - <<'EOF' | tee "$WORK/logs/env.out"
 import os, platform, sys
 import torch
 try:
@@ -82,7 +99,7 @@ sys.exit(0 if cuda or os.environ["DRY"] == "1" else 3)
 EOF
     local rc=${PIPESTATUS[0]}
     grep '^NOTE ' "$WORK/logs/env.out" | sed 's/^NOTE //' >"$NOTE"
-    if [ "$DRY" = 0 ]; then
+    if ! light; then
         nvidia-smi -L 2>&1 || true
         nvcc --version 2>&1 | tail -2 || true
         [ "$rc" = 3 ] && echo "; torch sees no CUDA device" | tee -a "$NOTE"
@@ -93,14 +110,14 @@ EOF
 stage_wheels() {
     local wheels=(.whl/*.whl)
     if [ ! -e "${wheels[0]}" ]; then
-        if [ "$DRY" = 1 ]; then  # nothing to install: check that the fetch script parses
+        if light; then  # nothing to install: check that the fetch script parses
             bash -n scripts/fetch_wheels.sh && echo "dry run: no .whl/; scripts/fetch_wheels.sh parses" >"$NOTE"
             return
         fi
         echo "no .whl/: run scripts/fetch_wheels.sh where pip reaches a registry, and carry .whl" >"$NOTE"
         return 77
     fi
-    if [ "$DRY" = 1 ]; then  # resolve the install, install nothing
+    if light; then  # resolve the install, install nothing
         "$PY" -m pip install --dry-run -q --no-index --no-deps --no-compile --target "$WORK/site-dry" "${wheels[@]}" \
             || return
         echo "dry run: ${#wheels[@]} wheels resolve (pip install --dry-run)" >"$NOTE"
@@ -119,7 +136,7 @@ print('diffusers', diffusers.__version__, 'torchsde', torchsde.__version__)" || 
 
 stage_build() {
     local check="import dmcmc_fast, dmcmc_fast.kernels; from dmcmc_fast import _C; print('dmcmc_fast._C:', _C.__file__)"
-    if [ "$DRY" = 1 ]; then  # building takes minutes on a 2-core machine: reuse the installed one
+    if light; then  # building takes minutes on a 2-core machine: reuse the installed one
         "$PY" -c "$check" || return
         echo "dry run: the installed extension imports (not rebuilt)" >"$NOTE"
         return
@@ -144,7 +161,7 @@ stage_aot() {
     fi
     # Ahead-of-time compilation needs no GPU (Triton ships ptxas): the dry run compiles one kernel's variants
     local extra=()
-    [ "$DRY" = 1 ] && extra=(--kernel karras_step._euler --jobs 2)
+    light && extra=(--kernel karras_step._euler --jobs 2)
     env -u TRITON_INTERPRET "$PY" -m dmcmc_fast.kernels.aot --arch 90 "${extra[@]}" 2>&1 | tee "$WORK/logs/aot.out"
     local rc=${PIPESTATUS[0]}
     grep -o 'compiled [0-9]* of [0-9]*' "$WORK/logs/aot.out" | tail -1 >"$NOTE"
@@ -157,7 +174,7 @@ _pytest_note() {  # the last line of pytest's output, without its '=' rule
 }
 
 stage_cuda_tests() {  # every test marked gpu (they skip without CUDA)
-    "$PY" -m pytest -q -rs -m gpu -p no:cacheprovider --junitxml="$RESULTS/cuda-tests.xml" tests/ 2>&1 \
+    "$DPY" -m pytest -q -rs -m gpu -p no:cacheprovider --junitxml="$RESULTS/cuda-tests.xml" tests/ 2>&1 \
         | tee "$WORK/logs/cuda-tests.out"
     local rc=${PIPESTATUS[0]}
     _pytest_note "$WORK/logs/cuda-tests.out"
@@ -176,10 +193,10 @@ stage_kernel_tests() {  # tests on the `device` fixture: compiled Triton vs the 
         args+=(--collect-only)
     else  # many Triton compilations: spread them over processes where pytest-xdist is there
         args+=(--junitxml="$RESULTS/kernel-tests.xml")
-        "$PY" -c "import xdist" 2>/dev/null && args+=(-n 8)
+        [ "$SIM" = 0 ] && "$PY" -c "import xdist" 2>/dev/null && args+=(-n 8)
     fi
     # shellcheck disable=SC2086
-    "$PY" -m pytest "${args[@]}" $files 2>&1 | tee "$WORK/logs/kernel-tests.out"
+    "$DPY" -m pytest "${args[@]}" $files 2>&1 | tee "$WORK/logs/kernel-tests.out"
     local rc=${PIPESTATUS[0]}
     _pytest_note "$WORK/logs/kernel-tests.out"
     return "$rc"
@@ -188,7 +205,8 @@ stage_kernel_tests() {  # tests on the `device` fixture: compiled Triton vs the 
 _bench_kernels() {
     local dtype=$1 extra=()
     [ "$DRY" = 1 ] && extra=(--cpu-smoke --kernels euler_step block_min_update gibbs_block_min_M1000)
-    "$PY" -m bench.kernels --dtype "$dtype" --out "$RESULTS/kernels.jsonl" --md "$RESULTS/kernels.md" "${extra[@]}" \
+    [ "$SIM" = 1 ] && extra=(--batch 4 --dim 4096 --reps 2)
+    "$DPY" -m bench.kernels --dtype "$dtype" --out "$RESULTS/kernels.jsonl" --md "$RESULTS/kernels.md" "${extra[@]}" \
         2>&1 | tee "$WORK/logs/kernels-$dtype.out"
     local rc=${PIPESTATUS[0]}
     grep '^# summary' "$WORK/logs/kernels-$dtype.out" | sed 's/^# summary: //' >"$NOTE"
@@ -200,7 +218,8 @@ stage_bench_kernels_bf16() { _bench_kernels bfloat16; }
 stage_bench_engine() {
     local extra=(--max-seconds 35)
     [ "$DRY" = 1 ] && extra=(--cpu-smoke)
-    "$PY" -m bench.engine --out "$RESULTS/engine.jsonl" --md "$RESULTS/engine.md" "${extra[@]}" 2>&1 \
+    [ "$SIM" = 1 ] && extra=(--batches 1 --nfe 3 --reps 2 --runs 1 --batches-per-call 2)
+    "$DPY" -m bench.engine --out "$RESULTS/engine.jsonl" --md "$RESULTS/engine.md" "${extra[@]}" 2>&1 \
         | tee "$WORK/logs/engine.out"
     local rc=${PIPESTATUS[0]}
     grep '^# summary' "$WORK/logs/engine.out" | sed 's/^# summary: //' >"$NOTE"
@@ -212,18 +231,21 @@ stage_bench_throughput() {
     if [ "$DRY" = 1 ]; then
         args=(--device cpu --models gmm-digits --kinds heun --batches 2 --nfe 3 --reps 2 --warmup 0 --budget 1
               --compile-models none --no-plot)
+    elif [ "$SIM" = 1 ]; then  # the GPU run's models and baselines, at one tiny cell each
+        args=(--models cifar-unet,gmm-mnist --kinds heun --batches 1 --nfe 3 --reps 2 --warmup 0 --budget 1
+              --compile-models gmm-mnist --no-plot)
     else  # the CIFAR UNet (network-bound), then the analytic model (sampler overhead), which is also run
         # under torch.compile (compiling the UNet's step takes minutes: not in this budget)
         args=(--models cifar-unet,gmm-mnist --kinds heun --batches 1,16,256 --nfe 35 --reps 10 --warmup 1
               --budget 4 --compile-models gmm-mnist --max-seconds 60)
     fi
-    "$PY" -m bench.throughput "${args[@]}" --out "$RESULTS/throughput" 2>&1 | tee "$WORK/logs/throughput.out"
+    "$DPY" -m bench.throughput "${args[@]}" --out "$RESULTS/throughput" 2>&1 | tee "$WORK/logs/throughput.out"
     local rc=${PIPESTATUS[0]}
     grep '^# summary' "$WORK/logs/throughput.out" | sed 's/^# summary: //' >"$NOTE"
     return "$rc"
 }
 
-export -f stage_env stage_wheels stage_build stage_aot _pytest_note stage_cuda_tests stage_kernel_tests \
+export -f light stage_env stage_wheels stage_build stage_aot _pytest_note stage_cuda_tests stage_kernel_tests \
     _bench_kernels stage_bench_kernels_fp32 stage_bench_kernels_bf16 stage_bench_engine stage_bench_throughput
 
 # ---------------------------------------------------------------- running and reporting
@@ -235,12 +257,16 @@ _json_str() {  # a JSON string literal
     printf '"%s"' "${s//$'\n'/ }"
 }
 
+_kind() {  # how this run met a device, for the summary's title
+    if [ "$DRY" = 1 ]; then echo '(dry run, CPU) '; elif [ "$SIM" = 1 ]; then echo '(simulated CUDA on the CPU) '; fi
+}
+
 _secs() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
 
 write_summary() {
     local total_ms=$((($(date +%s%N) - T_START) / 1000000)) line stage status secs limit note first=1 md
     {
-        echo "# gpu_check $( [ "$DRY" = 1 ] && echo '(dry run, CPU) ')— $STAMP"
+        echo "# gpu_check $(_kind)— $STAMP"
         echo
         echo "- device: ${DEVICE:-unknown}"
         echo "- total: $(_secs "$total_ms") s (stage limits add up to at most ${TOTAL_S} s); command: \`$CMD\`"
@@ -253,8 +279,9 @@ write_summary() {
         done
     } >"$RES/summary.md"
     {
-        printf '{"dry_run": %s, "time": %s, "device": %s, "total_s": %s, "limit_s": %s, "stages": [' \
-            "$( [ "$DRY" = 1 ] && echo true || echo false)" "$(_json_str "$STAMP")" "$(_json_str "${DEVICE:-unknown}")" \
+        printf '{"dry_run": %s, "sim": %s, "time": %s, "device": %s, "total_s": %s, "limit_s": %s, "stages": [' \
+            "$( [ "$DRY" = 1 ] && echo true || echo false)" "$( [ "$SIM" = 1 ] && echo true || echo false)" \
+            "$(_json_str "$STAMP")" "$(_json_str "${DEVICE:-unknown}")" \
             "$(_secs "$total_ms")" "$TOTAL_S"
         for line in "${SUMMARY[@]}"; do
             IFS=$'\t' read -r stage status secs limit note <<<"$line"
@@ -275,7 +302,7 @@ write_summary() {
 }
 
 run_stage() {  # name limit
-    local name=$1 limit=$2 fn=stage_${1//-/_}
+    local name=$1 limit=$(($2 * SCALE)) fn=stage_${1//-/_}
     local left=$((TOTAL_S - ($(date +%s%N) - T_START) / 1000000000))
     if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then
         SUMMARY+=("$name	skip	0.0	$limit	not in --only")
@@ -308,11 +335,11 @@ run_stage() {  # name limit
     say "=== [$name] $status in $(_secs "$ms") s${note:+: $note}"
     [ "$name" = env ] && DEVICE=${note:-unknown}
     # the wheels live in $SITE: every later stage imports them from there
-    [ "$name" = wheels ] && [ "$status" = pass ] && [ "$DRY" = 0 ] && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+    [ "$name" = wheels ] && [ "$status" = pass ] && ! light && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
     write_summary
 }
 
-say "gpu_check $( [ "$DRY" = 1 ] && echo '--dry-run ')in $ROOT with $PY; results in $RES; work files in $WORK"
+say "gpu_check $( [ "$DRY" = 1 ] && echo '--dry-run ')$( [ "$SIM" = 1 ] && echo '--sim ')in $ROOT with $PY; results in $RES; work files in $WORK"
 for s in "${STAGES[@]}"; do
     run_stage "${s%%:*}" "${s##*:}"
 done

@@ -161,16 +161,17 @@ def test_block_min_update_hand_traced():
 
 
 # ---------------- dispatch and argument checks ----------------
-def test_dispatch(monkeypatch):
+def test_dispatch(monkeypatch, device):
     x = torch.zeros(2, 3)
     calls = []
     monkeypatch.setattr(langevin, "langevin_step_triton", lambda *a: calls.append("triton") or x)
     langevin.langevin_step(x, x, 1.0, 0.1, 0, None, 0)  # CPU tensors, auto -> reference
     assert calls == []
     monkeypatch.setenv("DMCMC_KERNELS", "triton")
-    langevin.langevin_step(x, x, 1.0, 0.1, 0, None, 0)
+    xd = x.to(device)  # Triton takes CUDA tensors (CPU ones only under the interpreter, as here without a GPU)
+    langevin.langevin_step(xd, xd, 1.0, 0.1, 0, None, 0)
     assert calls == ["triton"]
-    langevin.langevin_step(x, x, 1.0, 0.1, 0, None, 0, backend="torch")  # the argument beats the env var
+    langevin.langevin_step(xd, xd, 1.0, 0.1, 0, None, 0, backend="torch")  # the argument beats the env var
     assert calls == ["triton"]
     with pytest.raises(ValueError, match="backend"):
         langevin.langevin_step(x, x, 1.0, 0.1, 0, None, 0, backend="cuda")
