@@ -10,7 +10,8 @@ import os
 from setuptools import find_packages, setup
 
 packages = find_packages(include=["dmcmc_fast", "dmcmc_fast.*"])
-packages.append("dmcmc_fast.kernels")
+if "dmcmc_fast.kernels" not in packages:  # found already where a link dmcmc_fast/kernels -> ../kernels exists
+    packages.append("dmcmc_fast.kernels")
 package_dir = {"dmcmc_fast.kernels": "kernels"}
 
 ext_modules = []

@@ -141,15 +141,22 @@ stage_build() {
         echo "dry run: the installed extension imports (not rebuilt)" >"$NOTE"
         return
     fi
-    # An editable install into the image's python: builds dmcmc_fast/_C in place against that torch and
-    # maps dmcmc_fast.kernels to kernels/. No index, no build isolation: nothing is downloaded.
+    # First what the editable install maps (dmcmc_fast.kernels -> kernels/), so that the later stages can
+    # import the package from the repository root even if the build below fails or runs out of time: without
+    # the extension its torch twins do its work (same numbers, slower), and this stage says FAIL.
+    [ -e dmcmc_fast/kernels ] || ln -s ../kernels dmcmc_fast/kernels
+    # An editable install into the image's python: builds dmcmc_fast/_C in place against that torch.
+    # No index, no build isolation: nothing is downloaded.
     if "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . ; then
         echo "pip install -e . (editable, in $("$PY" -c 'import sys; print(sys.prefix)'))" >"$NOTE"
     else
         echo "pip install -e . failed; falling back to setup.py build_ext --inplace"
-        "$PY" setup.py build_ext --inplace || return
-        [ -e dmcmc_fast/kernels ] || ln -s ../kernels dmcmc_fast/kernels  # what the editable install maps
-        echo "build_ext --inplace + link dmcmc_fast/kernels -> kernels (pip -e failed)" >"$NOTE"
+        if ! "$PY" setup.py build_ext --inplace; then
+            echo "the C++ extension did not build against this torch (log); later stages run without dmcmc_fast._C" \
+                >"$NOTE"
+            return 1
+        fi
+        echo "build_ext --inplace (pip -e failed)" >"$NOTE"
     fi
     "$PY" -c "$check"
 }

@@ -25,11 +25,12 @@ capture. `simulated_cuda()` makes those fail here:
   `torch.save` / `torch.load` write and read device tensors through the host, and the C++ extension sees
   device tensors (its CPU-only functions refuse them, as on a GPU).
 
-What it cannot tell: speed, memory, numerics of the compiled kernels (the interpreter runs them in
-NumPy), and anything that runs in another thread's factory calls (dispatch modes are per thread).
+What it cannot tell: speed, memory, the numerics of the compiled kernels (the interpreter runs them in
+NumPy), which generator fills which tensor, and subprocesses (they start without the simulation).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -42,6 +43,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 CUDA = torch.device("cuda", 0)
 aten = torch.ops.aten
+# what ran on the simulated device: "triton launches", "graph captures", "graph replays" (tests read it)
+COUNTS: collections.Counter = collections.Counter()
 
 # ops that move data between host and device (their operands may be on both)
 _COPIES = {aten._to_copy.default, aten.copy_.default, aten._copy_from.default, aten._copy_from_and_resize.default}
@@ -127,6 +130,7 @@ class SimGraph:
         for rec in self.records:
             rec()
         self.replays += 1
+        COUNTS["graph replays"] += 1
 
     def reset(self):
         self.records, self.captured = [], False
@@ -141,6 +145,7 @@ def _graph(cuda_graph: SimGraph, pool=None, stream=None, capture_error_mode="glo
     try:
         yield
         cuda_graph.captured = True
+        COUNTS["graph captures"] += 1
     finally:
         _state.graph = None
 
@@ -184,8 +189,8 @@ def _check_devices(func, args, tensors):
     if func in _INDEX and isinstance(args[0], SimCuda):  # index tensors may live on the host
         indices = [i for i in (args[1] if len(args) > 1 else ()) if i is not None]
         host = [t for t in host if not any(t is i for i in indices)]
-    if torch.Tag.pointwise in func.tags:
-        host = [t for t in host if t.dim() != 0]  # a 0-d host tensor is passed by value
+    if torch.Tag.pointwise in func.tags or func in _INDEX:
+        host = [t for t in host if t.dim() != 0]  # a 0-d host tensor (`x[i] = 1.0`) is passed by value
     if host:
         raise DeviceError(f"{func}: expected all tensors on the same device, got cuda:0 and cpu "
                           f"(operands {', '.join(f'{_device_of(t)}{list(t.shape)}' for t in tensors)})")
@@ -205,12 +210,12 @@ def _run(func, args, kwargs):
     _check_devices(func, args, tensors)
     on_cuda = _lands_on_cuda(func, args, kwargs, tensors)
     if _capturing() is not None:
-        crosses = func in _COPIES and any(_device_of(t) == "cpu" for t in tensors) and \
-            any(_device_of(t) == "cuda" for t in tensors)
-        to_host = func is aten._to_copy.default and isinstance(args[0], SimCuda) and not on_cuda
+        # a copy between host and device: _to_copy(src, device=...) or copy_(dst, src)
+        src = args[0] if func is aten._to_copy.default else (args[1] if func in _COPIES else None)
+        crosses = src is not None and (_device_of(src) == "cuda") != on_cuda
         bool_index = func in _INDEX and any(i is not None and i.dtype == torch.bool
                                             for i in (args[1] if len(args) > 1 else ()))
-        if func in _HOST_READS or crosses or to_host or bool_index:
+        if func in _HOST_READS or crosses or bool_index:
             _no_host_read_in_capture(str(func))
     plain_args, plain_kwargs = tree_map(lambda t: t.elem if isinstance(t, SimCuda) else t, (args, kwargs))
     if _is_cuda(plain_kwargs.get("device")):
@@ -237,6 +242,15 @@ class _Factories(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+_thread_run = threading.Thread.run
+
+
+def _thread_run_simulated(self):
+    """Threads started on the simulated device see it too (dispatch modes are per thread)."""
+    with _Factories():
+        _thread_run(self)
+
+
 # ------------------------------------------------------------------------------------------------ Triton
 def _triton_launch(orig):
     """`InterpretedFunction.run`: device tensors only (a host pointer fails as on a GPU), run on their data,
@@ -253,6 +267,7 @@ def _triton_launch(orig):
             return orig(self, *plain, grid=grid, warmup=warmup, **kwargs)
 
         out = launch()
+        COUNTS["triton launches"] += 1
         if _capturing() is not None and not warmup:
             _capturing().records.append(launch)
         return out
@@ -371,6 +386,7 @@ def simulated_cuda():
             # wrapper tensor would dispatch as neither)
             stack.enter_context(mock.patch.object(torch.__future__, "get_swap_module_params_on_conversion",
                                                   lambda: True))
+            stack.enter_context(mock.patch.object(threading.Thread, "run", _thread_run_simulated))
             stack.enter_context(_Factories())
             yield
     finally:

@@ -159,7 +159,10 @@ class TinyConvDenoiser(torch.nn.Module):
 
 @pytest.mark.gpu
 @cuda
-def test_cuda_replay_equals_eager():
+def test_cuda_replay_equals_eager(monkeypatch):
+    # padded buckets (5 rows run as 16) may get another cuDNN algorithm than the eager call; with TF32 (cuDNN's
+    # default on Ampere and later) two algorithms differ by ~1e-3, in float32 by ~1e-6: compare in float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = TinyConvDenoiser().cuda().eval()
     d = GraphedDenoiser(model, buckets=(1, 16, 64), mode="graph")

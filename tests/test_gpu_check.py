@@ -49,6 +49,26 @@ def test_dry_run_passes_every_stage(tmp_path):
     assert "| bench-throughput | pass |" in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
+def test_sim_run_passes_every_stage_on_the_simulated_device(tmp_path):
+    """The GPU run's own commands (the CUDA branches of the tests and benchmarks, not their CPU smoke twins) on
+    the simulated CUDA device of tests/sim_cuda.py: what would break at first contact breaks here."""
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--sim"], cwd=ROOT, env=_env(OUT=str(tmp_path)),
+                          capture_output=True, text=True, timeout=1500)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    got = {s["stage"]: s for s in summary["stages"]}
+    assert list(got) == STAGES
+    failed = {k: f"{s['status']}: {s['note']}" for k, s in got.items() if s["status"] != "pass"}
+    assert not failed, f"{failed}\n{proc.stdout[-4000:]}"
+    assert proc.returncode == 0 and summary["sim"] is True and summary["dry_run"] is False
+    assert summary["device"].startswith("SimCuda")
+    assert "passed" in got["cuda-tests"]["note"] and "passed" in got["kernel-tests"]["note"]  # run, not skipped
+    assert "mode=graph" in got["bench-engine"]["note"]  # the engine bench timed the captured path
+    assert "cifar-unet" in got["bench-throughput"]["note"] and "gmm-mnist" in got["bench-throughput"]["note"]
+    results = (tmp_path / "results.md").read_text()
+    assert "## Kernel bandwidth" in results and "## Engine overhead" in results and "## Throughput" in results
+
+
 PROBE = '''
 import json
 
