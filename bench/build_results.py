@@ -17,6 +17,8 @@ source in `bench/results/`. Rebuild this page with `python -m bench.build_result
 GPU tables (kernel bandwidth `bench/kernels.py`, engine overhead `bench/engine.py`, GPU throughput
 `bench/throughput.py`) are not here yet: no session so far has had a GPU, and none is faked. The
 prepared command that makes them on a lent GPU is `bash scripts/gpu_check.sh` (README, "On a GPU").
+Its GPU commands run in CI on a simulated CUDA device (`gpu_check.sh --sim`, `tests/sim_cuda.py`);
+that proves they run, not how fast: the simulated device's timings are not results and are not here.
 """
 
 

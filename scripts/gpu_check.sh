@@ -346,7 +346,8 @@ run_stage() {  # name limit
     write_summary
 }
 
-say "gpu_check $( [ "$DRY" = 1 ] && echo '--dry-run ')$( [ "$SIM" = 1 ] && echo '--sim ')in $ROOT with $PY; results in $RES; work files in $WORK"
+say "gpu_check $( [ "$DRY" = 1 ] && echo '--dry-run ')$( [ "$SIM" = 1 ] && echo '--sim ')in $ROOT with $PY;" \
+    "results in $RES; work files in $WORK"
 for s in "${STAGES[@]}"; do
     run_stage "${s%%:*}" "${s##*:}"
 done

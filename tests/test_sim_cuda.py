@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import dmcmc_fast
+import test_sync_audit as sync_audit
 from dmcmc_fast import api, cli
 from dmcmc_fast.kernels import langevin, noise
 from dmcmc_fast.models.builtin import load_model
@@ -193,3 +194,15 @@ def test_a_cpu_only_extension_call_with_device_tensors_fails_clearly():
         with pytest.raises(RuntimeError, match="CPU|cpu"):
             _C.philox_normal_at(1, torch.arange(3, device="cuda"), 0, 4, 0, 1.0)
 
+
+
+# ------------------------------------------------------------------------------ no host sync on the CUDA branch
+@pytest.mark.parametrize("case", sorted(sync_audit.CASES))
+def test_no_host_sync_per_step_on_the_cuda_branch(case, digits):
+    """tests/test_sync_audit.py's audit, on the branches a GPU takes (Triton launchers, device-side noise,
+    graph replays of the network): zero host syncs per extra step."""
+    sampler, runs = sync_audit.CASES[case]
+    with simulated_cuda():
+        extra, dnfe = sync_audit.extra_syncs(digits, sampler, runs, device="cuda")
+    assert not extra, (f"{case}: {sum(extra.values())} host syncs more over {dnfe} more NFE per sample "
+                       f"(must be 0 per step):\n" + "\n".join(f"  {n} x {e}" for e, n in extra.most_common()))

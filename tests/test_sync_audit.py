@@ -36,21 +36,21 @@ EXTRA_CASES = {  # more configurations of one sampler: (sampler, runs)
 }
 
 
-def audited_runs(model, sampler, runs):
+def audited_runs(model, sampler, runs, device=None):
     """[(events, NFE per sample)] of `api.sample` for each (nfe, options), audited on its second call: what a
     loop sets up once per shared grid (`integrators.common.derived`) is cached by then whatever ran before,
     as in repeated sampling (setup may read back; steps may not)."""
     out = []
     for nfe, options in runs:
-        api.sample(model, sampler, num=3, nfe=nfe, progress=False, **options)
+        api.sample(model, sampler, num=3, nfe=nfe, progress=False, device=device, **options)
         with HostSyncAudit() as audit:
-            res = api.sample(model, sampler, num=3, nfe=nfe, progress=False, **options)
+            res = api.sample(model, sampler, num=3, nfe=nfe, progress=False, device=device, **options)
         out.append((audit.counts(), float(res.nfe.max())))
     return out
 
 
-def extra_syncs(model, sampler, runs):
-    (few, nfe_few), (many, nfe_many) = audited_runs(model, sampler, runs)
+def extra_syncs(model, sampler, runs, device=None):
+    (few, nfe_few), (many, nfe_many) = audited_runs(model, sampler, runs, device)
     assert nfe_many > nfe_few, f"{sampler}: the two runs must differ in steps ({nfe_few} vs {nfe_many} NFE)"
     return many - few, nfe_many - nfe_few
 
