@@ -26,7 +26,8 @@ capture. `simulated_cuda()` makes those fail here:
   device tensors (its CPU-only functions refuse them, as on a GPU).
 
 What it cannot tell: speed, memory, the numerics of the compiled kernels (the interpreter runs them in
-NumPy), which generator fills which tensor, and subprocesses (they start without the simulation).
+NumPy), which generator fills which tensor, subprocesses (they start without the simulation), and
+training (autograd's backward pass wants a real CUDA context).
 """
 from __future__ import annotations
 

@@ -196,6 +196,59 @@ def test_a_cpu_only_extension_call_with_device_tensors_fails_clearly():
 
 
 
+def test_your_own_model_on_the_device():
+    """A diffusers UNet through the bridge, moved by `.to("cuda")`: per-sample class labels, classifier-free
+    guidance, your own start and grid (all given on the host) and a bf16 network, as on the CPU."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is a dev dependency")
+
+    def bridged(dtype=torch.float32, **guidance):
+        torch.manual_seed(0)
+        unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                     block_out_channels=(8, 16), norm_num_groups=4, num_class_embeds=5,
+                                     down_block_types=("DownBlock2D", "DownBlock2D"),
+                                     up_block_types=("UpBlock2D", "UpBlock2D")).eval().to(dtype)
+        return dmcmc_fast.from_diffusers(unet, diffusers.DDPMScheduler(num_train_timesteps=100), **guidance)
+
+    y = torch.tensor([0, 3, 1])
+    runs = {  # name -> (model maker, api.sample keywords)
+        "labels": (bridged, dict(model_kwargs={"class_labels": y})),
+        "guided": (lambda: bridged(guidance_scale=2.0, uncond_kwargs={"class_labels": torch.tensor([4])}),
+                   dict(model_kwargs={"class_labels": y})),
+        "x_T and sigmas": (bridged, dict(model_kwargs={"class_labels": y}, x_T=torch.randn(3, 1, 8, 8),
+                                         sigmas=torch.tensor([1.2, 0.4, 0.05]))),
+        "bf16": (lambda: bridged(torch.bfloat16), dict(model_kwargs={"class_labels": y})),
+    }
+    for name, (make, kw) in runs.items():
+        cpu = api.sample(make(), "heun", num=3, nfe=5, progress=False, **kw)
+        with simulated_cuda():
+            dev = api.sample(make().to("cuda"), "heun", num=3, nfe=5, progress=False, **kw)
+        assert dev.graph["mode"] == "graph", (name, dev.graph)
+        tol = 5e-2 if name == "bf16" else 1e-3  # bf16: one rounding step of the network's output apart
+        torch.testing.assert_close(dev.samples, cpu.samples, rtol=tol, atol=tol, msg=name)
+
+
+def test_the_k_diffusion_layer_on_the_device(digits):
+    """`dmcmc_fast.k`, the drop-in for k-diffusion's samplers: device tensors in, the CPU's numbers out."""
+    from dmcmc_fast import k
+
+    x = 80 * torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    for name in ("sample_euler", "sample_heun", "sample_euler_ancestral", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+                 "sample_dpmpp_3m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde"):
+        run = getattr(k, name)
+        torch.manual_seed(0)  # the ancestral samplers draw from the global generator, as k-diffusion's do
+        cpu = run(digits, x.clone(), k.get_sigmas_karras(8, 0.002, 80.0), disable=True)
+        with simulated_cuda():
+            torch.manual_seed(0)  # (the simulated device draws from the host generator: the same numbers)
+            dev = run(digits, x.to("cuda"), k.get_sigmas_karras(8, 0.002, 80.0, device="cuda"), disable=True)
+            assert isinstance(dev, SimCuda), name
+            dev = dev.cpu()
+        torch.testing.assert_close(dev, cpu, rtol=1e-4, atol=1e-4, msg=name)
+    cpu = k.sample_dpm_adaptive(digits, x.clone(), 0.002, 80.0, disable=True)
+    with simulated_cuda():
+        dev = k.sample_dpm_adaptive(digits, x.to("cuda"), 0.002, 80.0, disable=True).cpu()
+    torch.testing.assert_close(dev, cpu, rtol=1e-3, atol=1e-3)
+
+
 # ------------------------------------------------------------------------------ no host sync on the CUDA branch
 @pytest.mark.parametrize("case", sorted(sync_audit.CASES))
 def test_no_host_sync_per_step_on_the_cuda_branch(case, digits):

@@ -77,6 +77,17 @@ class _Adapter:
         _check_guidance(guidance_scale, uncond_kwargs)
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         self.uncond_kwargs = uncond_kwargs
+        self._uncond_on: dict = {}  # device -> uncond_kwargs' tensors there
+
+    def _uncond(self, device: torch.device):
+        """`uncond_kwargs` with its tensors on `device`, copied once per device: a host tensor copied in every
+        call would be a host-to-device copy per NFE (a stall, and no CUDA graph capture)."""
+        if self.uncond_kwargs is None:
+            return None
+        key = str(device)
+        if key not in self._uncond_on:
+            self._uncond_on[key] = kw.tree_map(lambda t: t.to(device), self.uncond_kwargs)
+        return self._uncond_on[key]
 
     def to(self, device):
         net = getattr(self, self._net_attr)
@@ -85,7 +96,8 @@ class _Adapter:
         return self
 
     def __call__(self, x, sigma, **model_kwargs):
-        return guided(self.denoise, x, sigma, model_kwargs, self.guidance_scale, self.uncond_kwargs)
+        uncond = self._uncond(x.device) if self.guidance_scale is not None else None
+        return guided(self.denoise, x, sigma, model_kwargs, self.guidance_scale, uncond)
 
 
 class Guided(_Adapter):
