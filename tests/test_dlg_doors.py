@@ -128,3 +128,28 @@ def test_no_sample_is_denoised_twice(digits):
     for c in range(2):
         x = out.samples[c::2].reshape(30, -1)
         assert not (x[1:] == x[:-1]).all(dim=1).any(), f"chain {c} repeats a sample"
+
+
+def test_the_default_classifier_fits_the_model(digits):
+    """classifier="auto" (the default): the exact posterior for a mixture, the committed checkpoint for a
+    network, and for a network no committed checkpoint fits, an error that names the training command."""
+    kw = dict(num=2, nfe=8, seed=3, progress=False, chains=2, **SMALL)
+    assert torch.equal(api.sample(digits, "dlg", **kw).samples,
+                       api.sample(digits, "dlg", classifier="exact", **kw).samples)
+    unet = load_model("unet-mnist")
+    default = api.sample(unet, "dlg", **kw)
+    assert default.config["options"]["classifier"] == "auto"
+    assert torch.equal(default.samples, api.sample(unet, "dlg", classifier="trained", **kw).samples)
+
+    class Net(torch.nn.Module):  # a network on 1x4x4 data: no committed classifier
+        shape, sigma_min, sigma_max, data_range = (1, 4, 4), 0.002, 80.0, (-1.0, 1.0)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, sigma):
+            return x * self.w
+
+    with pytest.raises(ValueError, match="no committed noise-level classifier.*dmcmc-fast train classifier"):
+        api.sample(Net(), "dlg", **kw)

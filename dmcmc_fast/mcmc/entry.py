@@ -127,6 +127,8 @@ def obabo(req):
 def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_max: float, device):
     """DLG's noise-level classifier (unconditional: it sees x only, never `model_kwargs`):
 
+    - `auto` (the default): `exact` for an analytic mixture, else `trained` (an error naming the command that
+      trains one where no committed checkpoint fits the model's data shape);
     - `exact`: analytic mixtures, the exact posterior over M = `n_levels` geometric levels from `sigma_max`
       down to `sigma_min`;
     - `trained`: the committed checkpoint for the model's data shape (1x28x28: mnist, 1x8x8: digits);
@@ -134,6 +136,8 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
     A checkpoint brings its own levels (`n_levels`, `sigma_min`, `sigma_max` are not used) and is checked
     against the model when loaded: data shape, data range, levels within the model's noise range
     (`mcmc.classifier.check_classifier`); the errors name the command that trains a fitting one."""
+    if which == "auto":
+        which = "exact" if isinstance(model, GaussianMixture) else "trained"
     if which == "exact":
         if not isinstance(model, GaussianMixture):
             raise ValueError(f"classifier 'exact' needs an analytic mixture model (it is the exact posterior over "
@@ -160,7 +164,7 @@ def _integrator_options_ok(integrator: str, text: str) -> bool:
 
 
 def _classifier_found(which: str) -> bool:
-    if which not in ("exact", "trained"):
+    if which not in ("auto", "exact", "trained"):
         try:
             checkpoint_path(which)
         except FileNotFoundError as err:
@@ -191,8 +195,8 @@ declare("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", facade="DLG", kind="blocks", 
     Option("sigma_max", float, lo=1e-6, hi=1e6, help="highest level; initialisation starts at N(0, sigma_max^2 I) "
            "(official code 50 for [0, 1])"),
     Option("n_levels", int, 1000, 2, 100_000, help="M, the number of geometric levels (exact classifier)"),
-    Option("classifier", str, "exact", help="'exact' (analytic models), 'trained' (committed checkpoint "
-           "for the data shape) or a checkpoint path"),
+    Option("classifier", str, "auto", help="'auto' (exact for the analytic mixtures, else trained), 'exact' "
+           "(analytic models), 'trained' (committed checkpoint for the data shape) or a checkpoint path"),
     Option("gibbs", str, choices=("argmax", "sample"), help="Gibbs step: argmax or a draw"),
     Option("init_integrator", str, choices=INTEGRATOR_NAMES, help="initialisation integrator"),
     Option("init_integrator_options", str, "", keyword=False, help="JSON dict of its options ('': the paper's "
