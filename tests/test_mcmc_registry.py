@@ -43,7 +43,9 @@ def test_bad_options_are_rejected_by_name():
     with pytest.raises(ValueError, match="friction must be in"):
         sample(MIX, "obabo", 1, 10, progress=False, friction=0.0)
     with pytest.raises(ValueError, match="classifier 'exact' needs an analytic mixture"):
-        _not_mixture()
+        _not_mixture(classifier="exact")
+    with pytest.raises(ValueError, match="no committed noise-level classifier for data shape"):
+        _not_mixture()  # the default ('auto'): the committed checkpoint for a network, none for 1x4x4
 
 
 @pytest.mark.parametrize("sampler,nfe,opts,msg", [
@@ -60,11 +62,11 @@ def test_budget_errors_name_the_sampler_and_its_cost(sampler, nfe, opts, msg):
     assert str(err.value) == msg
 
 
-def _not_mixture():
+def _not_mixture(**options):
     class Plain:
         shape, sigma_min, sigma_max, data_range = (1, 4, 4), 0.002, 80.0, (-1, 1)
 
         def __call__(self, x, sigma):
             return x * 0
 
-    sample(Plain(), "dlg", 1, 100, progress=False)
+    sample(Plain(), "dlg", 1, 100, progress=False, **options)
