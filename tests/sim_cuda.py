@@ -42,6 +42,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from dmcmc_fast.engine.audit import INDEX_OPS, host_sync_reason
+
 CUDA = torch.device("cuda", 0)
 aten = torch.ops.aten
 # what ran on the simulated device: "triton launches", "graph captures", "graph replays" (tests read it)
@@ -49,11 +51,8 @@ COUNTS: collections.Counter = collections.Counter()
 
 # ops that move data between host and device (their operands may be on both)
 _COPIES = {aten._to_copy.default, aten.copy_.default, aten._copy_from.default, aten._copy_from_and_resize.default}
-_INDEX = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
-# ops that stall the stream (a host read) or have a data-dependent shape: illegal under stream capture
-_HOST_READS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
-               aten._unique2.default, aten.unique_dim.default, aten.unique_consecutive.default,
-               aten.repeat_interleave.Tensor, aten.equal.default, aten.is_nonzero.default}
+# host reads besides the audit's (`engine.audit.host_sync_reason`): illegal under stream capture too
+_HOST_READS = {aten.equal.default, aten.is_nonzero.default}
 _UNINITIALISED = {aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default}
 
 
@@ -123,14 +122,12 @@ class SimGraph:
     def __init__(self, *args, **kwargs):
         self.records: list = []
         self.captured = False
-        self.replays = 0
 
     def replay(self):
         if not self.captured:
             raise RuntimeError("replay of a graph that was never captured")
         for rec in self.records:
             rec()
-        self.replays += 1
         COUNTS["graph replays"] += 1
 
     def reset(self):
@@ -187,10 +184,10 @@ def _check_devices(func, args, tensors):
     if not ("cuda" in on and "cpu" in on) or func in _COPIES:
         return
     host = [t for t in tensors if _device_of(t) == "cpu"]
-    if func in _INDEX and isinstance(args[0], SimCuda):  # index tensors may live on the host
+    if func in INDEX_OPS and isinstance(args[0], SimCuda):  # index tensors may live on the host
         indices = [i for i in (args[1] if len(args) > 1 else ()) if i is not None]
         host = [t for t in host if not any(t is i for i in indices)]
-    if torch.Tag.pointwise in func.tags or func in _INDEX:
+    if torch.Tag.pointwise in func.tags or func in INDEX_OPS:
         host = [t for t in host if t.dim() != 0]  # a 0-d host tensor (`x[i] = 1.0`) is passed by value
     if host:
         raise DeviceError(f"{func}: expected all tensors on the same device, got cuda:0 and cpu "
@@ -214,9 +211,7 @@ def _run(func, args, kwargs):
         # a copy between host and device: _to_copy(src, device=...) or copy_(dst, src)
         src = args[0] if func is aten._to_copy.default else (args[1] if func in _COPIES else None)
         crosses = src is not None and (_device_of(src) == "cuda") != on_cuda
-        bool_index = func in _INDEX and any(i is not None and i.dtype == torch.bool
-                                            for i in (args[1] if len(args) > 1 else ()))
-        if func in _HOST_READS or crosses or bool_index:
+        if func in _HOST_READS or crosses or host_sync_reason(func, args, kwargs) is not None:
             _no_host_read_in_capture(str(func))
     plain_args, plain_kwargs = tree_map(lambda t: t.elem if isinstance(t, SimCuda) else t, (args, kwargs))
     if _is_cuda(plain_kwargs.get("device")):

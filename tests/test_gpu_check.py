@@ -24,16 +24,23 @@ def _env(**extra):
     return env
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
-def test_dry_run_passes_every_stage(tmp_path):
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run"], cwd=ROOT, env=_env(OUT=str(tmp_path)),
-                          capture_output=True, text=True, timeout=400)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def _every_stage_passes(mode: str, out, timeout: int):
+    """Run `gpu_check.sh <mode>` into `out`; every stage ran and passed. -> (summary, {stage: its row})."""
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", mode], cwd=ROOT, env=_env(OUT=str(out)),
+                          capture_output=True, text=True, timeout=timeout)
+    summary = json.loads((out / "summary.json").read_text())
     got = {s["stage"]: s for s in summary["stages"]}
     assert list(got) == STAGES
     failed = {k: f"{s['status']}: {s['note']}" for k, s in got.items() if s["status"] != "pass"}
     assert not failed, f"{failed}\n{proc.stdout[-4000:]}"
-    assert proc.returncode == 0 and summary["dry_run"] is True
+    assert proc.returncode == 0
+    return summary, got
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
+def test_dry_run_passes_every_stage(tmp_path):
+    summary, got = _every_stage_passes("--dry-run", tmp_path, timeout=400)
+    assert summary["dry_run"] is True
     assert all(0 <= s["seconds"] <= s["limit_s"] for s in got.values())
     assert sum(int(s["limit_s"]) for s in got.values()) <= 480  # the whole run fits 8 minutes
     # what the device tool brings back: at most 8 files, flat
@@ -53,14 +60,8 @@ def test_dry_run_passes_every_stage(tmp_path):
 def test_sim_run_passes_every_stage_on_the_simulated_device(tmp_path):
     """The GPU run's own commands (the CUDA branches of the tests and benchmarks, not their CPU smoke twins) on
     the simulated CUDA device of tests/sim_cuda.py: what would break at first contact breaks here."""
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--sim"], cwd=ROOT, env=_env(OUT=str(tmp_path)),
-                          capture_output=True, text=True, timeout=1500)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    got = {s["stage"]: s for s in summary["stages"]}
-    assert list(got) == STAGES
-    failed = {k: f"{s['status']}: {s['note']}" for k, s in got.items() if s["status"] != "pass"}
-    assert not failed, f"{failed}\n{proc.stdout[-4000:]}"
-    assert proc.returncode == 0 and summary["sim"] is True and summary["dry_run"] is False
+    summary, got = _every_stage_passes("--sim", tmp_path, timeout=1500)
+    assert summary["sim"] is True and summary["dry_run"] is False
     assert summary["device"].startswith("SimCuda")
     assert "passed" in got["cuda-tests"]["note"] and "passed" in got["kernel-tests"]["note"]  # run, not skipped
     assert "mode=graph" in got["bench-engine"]["note"]  # the engine bench timed the captured path

@@ -142,13 +142,10 @@ def test_every_sampler_on_the_cuda_path_gives_the_cpu_samples(digits, sampler):
 def test_pipelined_dlg_on_the_device():
     """The pipelined runner (worker threads, C++ books on the host) on device tensors."""
     from dmcmc_fast.engine.runner import run_dlg_pipelined
-    from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, level_sigmas
-    from dmcmc_fast.mcmc.dlg import DLGConfig
-    from dmcmc_fast.models.gaussian_mixture import GaussianMixture
+    from test_engine_runner import _cfg, _problem
 
-    gmm = GaussianMixture(torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0)), std=0.1, sigma_max=20.0)
-    clf = ExactLevelPosterior(gmm, level_sigmas(40, 0.002, 20.0))
-    cfg = DLGConfig(eta=0.05, n_skip=2, n_den=5, sigma_max=20.0, init_nfe=3, n_init=1)
+    gmm, clf = _problem()
+    cfg = _cfg()
     cpu = run_dlg_pipelined(gmm, clf, 3, cfg, chains=4, seed=2)
     with simulated_cuda():
         dev = run_dlg_pipelined(gmm, clf, 3, cfg, chains=4, seed=2, device="cuda")
@@ -200,14 +197,11 @@ def test_your_own_model_on_the_device():
     """A diffusers UNet through the bridge, moved by `.to("cuda")`: per-sample class labels, classifier-free
     guidance, your own start and grid (all given on the host) and a bf16 network, as on the CPU."""
     diffusers = pytest.importorskip("diffusers", reason="diffusers is a dev dependency")
+    from test_own_model import tiny_unet
 
     def bridged(dtype=torch.float32, **guidance):
-        torch.manual_seed(0)
-        unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-                                     block_out_channels=(8, 16), norm_num_groups=4, num_class_embeds=5,
-                                     down_block_types=("DownBlock2D", "DownBlock2D"),
-                                     up_block_types=("UpBlock2D", "UpBlock2D")).eval().to(dtype)
-        return dmcmc_fast.from_diffusers(unet, diffusers.DDPMScheduler(num_train_timesteps=100), **guidance)
+        return dmcmc_fast.from_diffusers(tiny_unet(classes=5, dtype=dtype),
+                                         diffusers.DDPMScheduler(num_train_timesteps=100), **guidance)
 
     y = torch.tensor([0, 3, 1])
     runs = {  # name -> (model maker, api.sample keywords)
@@ -254,8 +248,5 @@ def test_the_k_diffusion_layer_on_the_device(digits):
 def test_no_host_sync_per_step_on_the_cuda_branch(case, digits):
     """tests/test_sync_audit.py's audit, on the branches a GPU takes (Triton launchers, device-side noise,
     graph replays of the network): zero host syncs per extra step."""
-    sampler, runs = sync_audit.CASES[case]
     with simulated_cuda():
-        extra, dnfe = sync_audit.extra_syncs(digits, sampler, runs, device="cuda")
-    assert not extra, (f"{case}: {sum(extra.values())} host syncs more over {dnfe} more NFE per sample "
-                       f"(must be 0 per step):\n" + "\n".join(f"  {n} x {e}" for e, n in extra.most_common()))
+        sync_audit.assert_no_sync_per_step(case, digits, device="cuda")

@@ -47,7 +47,7 @@ SYNC_OPS = {
     aten.unique_consecutive.default: "data-dependent shape (unique_consecutive)",
     aten.repeat_interleave.Tensor: "data-dependent shape (repeat_interleave)",
 }
-_INDEX_OPS = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default)
+INDEX_OPS = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default)
 _HOST_METHODS = ("cpu", "numpy", "tolist")
 
 
@@ -71,6 +71,19 @@ def _caller() -> str:
     return "?"
 
 
+def host_sync_reason(func, args, kwargs: dict) -> str | None:
+    """Why dispatching `func(*args, **kwargs)` would stall a GPU or break graph capture (the module docstring's
+    list), or None. Also what tests/sim_cuda.py refuses under a simulated graph capture."""
+    if func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is not None:
+        return None
+    why = SYNC_OPS.get(func)
+    if why is None and func in INDEX_OPS:
+        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+        if any(t is not None and t.dtype in (torch.bool, torch.uint8) for t in indices):
+            why = "data-dependent shape (boolean-mask indexing)"
+    return why
+
+
 class HostSyncAudit(TorchDispatchMode):
     """Records every host-syncing or shape-dynamic op run inside the `with` block (see the module
     docstring). `events` lists them in order; `counts()` groups them by place."""
@@ -85,13 +98,7 @@ class HostSyncAudit(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        why = SYNC_OPS.get(func)
-        if func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is not None:
-            why = None
-        if why is None and func in _INDEX_OPS:
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            if any(t is not None and t.dtype in (torch.bool, torch.uint8) for t in indices):
-                why = "data-dependent shape (boolean-mask indexing)"
+        why = host_sync_reason(func, args, kwargs)
         if why is not None:
             self._record(str(func.overloadpacket.__name__), why)
         return func(*args, **kwargs)

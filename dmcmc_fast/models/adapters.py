@@ -82,8 +82,6 @@ class _Adapter:
     def _uncond(self, device: torch.device):
         """`uncond_kwargs` with its tensors on `device`, copied once per device: a host tensor copied in every
         call would be a host-to-device copy per NFE (a stall, and no CUDA graph capture)."""
-        if self.uncond_kwargs is None:
-            return None
         key = str(device)
         if key not in self._uncond_on:
             self._uncond_on[key] = kw.tree_map(lambda t: t.to(device), self.uncond_kwargs)
