@@ -7,11 +7,40 @@ slot and of B.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from dmcmc_fast import rng
+
+
+def _fix_old_interpreter_index():
+    """Under TRITON_INTERPRET=1 with Triton < 3.7, a loop over a runtime bound (gibbs' `range(0, m, BLOCK)`)
+    fails with NumPy >= 2.4: that interpreter holds an int argument as a 1-element array and reads it as an
+    index with `int(array)`, which NumPy now refuses ("only 0-dimensional arrays can be converted"). Triton
+    3.7 reads it with `.squeeze()`; give the older interpreter the same (torch 2.11 brings Triton 3.6). The
+    compiled kernels are not concerned."""
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return
+    if tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 7):
+        return
+    from triton.runtime import interpreter
+
+    patch_tensor = interpreter._patch_lang_tensor
+    if getattr(patch_tensor, "squeezes_index", False):  # patched already (this module imported again)
+        return
+
+    def patch_tensor_with_squeezed_index(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_tensor_with_squeezed_index.squeezes_index = True
+    interpreter._patch_lang_tensor = patch_tensor_with_squeezed_index
+
+
+_fix_old_interpreter_index()
 
 MAX_BLOCK = 1024  # elements per program (tests lower it to get several blocks per row)
 

@@ -104,6 +104,25 @@ def test_every_variant_compiles_with_the_gpu_images_triton():
     assert lines[-1] == f"compiled {k} of {k}", tail
 
 
+def test_kernel_tests_pass_under_the_gpu_images_triton_interpreter():
+    """A user on torch 2.11 gets Triton 3.6 (the GPU image's), whose interpreter reads a runtime loop bound
+    (gibbs' `range(0, m, BLOCK)`) with `int(array)`, which NumPy >= 2.4 refuses: the kernel tests failed
+    there (29 of them) until `_launch` gave it Triton 3.7's `.squeeze()`. Run them with that Triton."""
+    assert os.path.isdir(GPU_IMAGE_TRITON), f"{GPU_IMAGE_TRITON} is missing: run bash scripts/setup.sh"
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.abspath(GPU_IMAGE_TRITON), os.environ.get("PYTHONPATH", "")]))
+    version = subprocess.run([sys.executable, "-c", "import triton; print(triton.__version__)"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert version.stdout.startswith("3.6"), version.stdout + version.stderr  # really the image's Triton
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] +
+                          [os.path.join(tests, f) for f in ("test_kernels_fused.py", "test_kernels_noise.py",
+                                                            "test_kernels_reference.py")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-2000:]
+
+
 def test_interpreter_env_is_dropped_with_a_note():
     """TRITON_INTERPRET=1 (as conftest sets it) must not leak into the compile: the command says so and compiles."""
     env = dict(os.environ, TRITON_INTERPRET="1")
