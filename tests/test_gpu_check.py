@@ -3,6 +3,7 @@ on the CPU at tiny sizes and each must pass; and every test that skips without C
 marker that the script's CUDA-test stage selects (`pytest -m gpu`)."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -95,3 +96,14 @@ def test_every_cuda_only_test_is_marked_gpu(tmp_path):
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("UNMARKED ")]
     assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert json.loads(line[0][len("UNMARKED "):]) == [], "add @pytest.mark.gpu to these CUDA-only tests"
+
+
+def test_image_rehearsal_parses_and_pins_the_image_triton_that_setup_compiles_with():
+    """scripts/image_rehearsal.sh (not run here: it downloads the image's stack) parses, and its Triton pin is the
+    one scripts/setup.sh installs for the AOT compile test: the two stand-ins for the GPU image cannot drift apart."""
+    script = ROOT / "scripts" / "image_rehearsal.sh"
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    compiled_with = re.search(r"^GPU_IMAGE_TRITON=(\S+)$", (ROOT / "scripts" / "setup.sh").read_text(), re.M).group(1)
+    pinned = re.findall(r'"triton==([^"]+)"', script.read_text())
+    assert pinned == [compiled_with], (pinned, compiled_with)
