@@ -21,6 +21,40 @@ def test_fd_of_known_gaussians():
     assert frechet_distance([0, 0], c1, [0, 0], np.eye(2)) == pytest.approx(4 - 2 * math.sqrt(3), abs=1e-9)
 
 
+def _fd_by_eigenvalues(mu1, c1, mu2, c2):
+    """The same d^2 by another route: tr((C1 C2)^1/2) = sum sqrt(eig(C1^1/2 C2 C1^1/2)), symmetric eigensolves."""
+    w, v = np.linalg.eigh(c1)
+    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(r @ c2 @ r)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
+
+
+def test_fd_of_random_gaussians_matches_the_eigenvalue_route_and_needs_no_sqrtm_disp(monkeypatch):
+    """Non-commuting covariances in 30 dimensions, full rank and rank-deficient (5 samples' covariance, as a
+    small FID batch gives), against the eigenvalue route; and with SciPy 1.18's sqrtm (no `disp` argument,
+    which pytorch-fid's own calculate_frechet_distance passes, so it fails there) stood in for the installed one."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for rows in (60, 5):
+        a, b = rng.standard_normal((rows, 30)), rng.standard_normal((rows, 30)) * 1.5 + 0.3
+        cases.append((a.mean(0), np.cov(a.T), b.mean(0), np.cov(b.T)))
+    sqrtm = scipy.linalg.sqrtm
+
+    def sqrtm_of_scipy_1_18(A):  # the keyword-less signature: disp=... raises TypeError as there
+        return sqrtm(A)
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_of_scipy_1_18)
+        for mu1, c1, mu2, c2 in cases:
+            fd = frechet_distance(mu1, c1, mu2, c2)
+            assert fd == pytest.approx(_fd_by_eigenvalues(mu1, c1, mu2, c2), rel=1e-6, abs=1e-6)
+            assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="means must be"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
+
+
 def test_feature_stats_of_gaussian_samples_give_the_closed_form_fd():
     """Features = a fixed linear map A of N(m, I) samples: exactly N(A m, A A^T)."""
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,10 @@
 """Fréchet distance between Gaussians, d^2 = |mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2))
-(Dowson & Landau 1982; FID's formula), via pytorch-fid's `calculate_frechet_distance` in float64."""
+(Dowson & Landau 1982; FID's formula), in float64, computed as pytorch-fid computes it (its
+`calculate_frechet_distance` itself passes `scipy.linalg.sqrtm` the `disp` argument that SciPy 1.18, the
+SciPy of Python >= 3.12, removed, so FID and every FD failed there)."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -17,10 +21,30 @@ def gaussian_stats(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    """d^2 between N(mu1, cov1) and N(mu2, cov2). (C1 C2)^(1/2) by `scipy.linalg.sqrtm`; where the product is
+    so near singular that the root is not finite, both covariances get 1e-6 on their diagonal (pytorch-fid's
+    remedy); a complex root's imaginary part, rounding, is dropped unless it is large (then an error)."""
+    from scipy import linalg
 
-    return float(calculate_frechet_distance(np.asarray(mu1, np.float64), np.asarray(cov1, np.float64),
-                                            np.asarray(mu2, np.float64), np.asarray(cov2, np.float64)))
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    d = mu1.shape[0]
+    if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ValueError(f"means must be [d] and covariances [d, d] alike, got {mu1.shape}, {cov1.shape}, "
+                         f"{mu2.shape}, {cov2.shape}")
+    with warnings.catch_warnings():  # a singular product is handled below, not printed
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(root).all():
+            offset = 1e-6 * np.eye(d)
+            root = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    if np.iscomplexobj(root):
+        if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
+            raise FloatingPointError(f"(C1 C2)^(1/2) has an imaginary part of {np.abs(root.imag).max():.3g}: "
+                                     "the covariances are not positive semi-definite")
+        root = root.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
 
 
 def fd_with_interval(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: int, seed: int = 0):
