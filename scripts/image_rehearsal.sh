@@ -10,11 +10,13 @@
 #                                             `pip install -e .` building dmcmc_fast._C against torch 2.11,
 #                                             every kernel variant compiled with Triton 3.6 for sm_90;
 #   2. gpu_check.sh --sim                     every stage's own command on the simulated CUDA device
-#                                             (tests/sim_cuda.py), importing the carried wheels from that site.
-# Not for CI (the download). Results: $OUT (default /tmp/image_rehearsal/results), real/ and sim/.
+#                                             (tests/sim_cuda.py), importing the carried wheels from that site;
+#   3. the test suite on that stack            (README's test command; skip with TESTS=0): a user on Python
+#                                             3.12 gets this SciPy too (1.18 broke pytorch-fid's FD, found here).
+# Not for CI (the download). Results: $OUT (default /tmp/image_rehearsal/results): real/, sim/, tests.log.
 #
-#   bash scripts/image_rehearsal.sh            # ~7 min on 2 cores: venv, then both runs
-#   KEEP_VENV=1 bash scripts/image_rehearsal.sh   # reuse the venv of an earlier rehearsal
+#   bash scripts/image_rehearsal.sh            # ~15 min on 2 cores: venv, both runs, the tests
+#   KEEP_VENV=1 TESTS=0 bash scripts/image_rehearsal.sh   # reuse the venv of an earlier rehearsal; no tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -67,6 +69,15 @@ echo "== 1. the real wheels, build and aot stages"
 PYTHON=$VENV/bin/python GPU_CHECK_SITE=$SITE OUT=$OUT/real bash scripts/gpu_check.sh --only wheels,build,aot || rc=1
 echo "== 2. every stage on the simulated CUDA device, the carried wheels imported from $SITE"
 PYTHONPATH=$SITE PYTHON=$VENV/bin/python OUT=$OUT/sim bash scripts/gpu_check.sh --sim || rc=1
+if [ "${TESTS:-1}" = 1 ]; then
+    # The two image-Triton tests of test_kernels_aot want setup.sh's venv layout; this venv's Triton is 3.6 itself.
+    echo "== 3. the test suite on the image's stack (log: $OUT/tests.log)"
+    OMP_NUM_THREADS=1 PYTHONPATH=$SITE "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests \
+        --deselect tests/test_kernels_aot.py::test_every_variant_compiles_with_the_gpu_images_triton \
+        --deselect tests/test_kernels_aot.py::test_kernel_tests_pass_under_the_gpu_images_triton_interpreter \
+        >"$OUT/tests.log" 2>&1 || rc=1
+    tail -1 "$OUT/tests.log"
+fi
 cd "$ROOT"
 verdict=$( [ $rc = 0 ] && echo "every stage passed" || echo "a stage failed")
 echo "image rehearsal: $verdict; $OUT/real/summary.md, $OUT/sim/summary.md"
