@@ -29,14 +29,11 @@ def _fix_old_interpreter_index():
     from triton.runtime import interpreter
 
     patch_tensor = interpreter._patch_lang_tensor
-    if getattr(patch_tensor, "squeezes_index", False):  # patched already (this module imported again)
-        return
 
-    def patch_tensor_with_squeezed_index(tensor, scope):
+    def patch_tensor_with_squeezed_index(tensor, scope):  # the scope restores both settings, in reverse
         patch_tensor(tensor, scope)
         scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
 
-    patch_tensor_with_squeezed_index.squeezes_index = True
     interpreter._patch_lang_tensor = patch_tensor_with_squeezed_index
 
 

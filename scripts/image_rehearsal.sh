@@ -58,7 +58,7 @@ print('stack: python', sys.version.split()[0], 'torch', torch.__version__, 'trit
 
 # A copy of the working tree (tracked and untracked, not ignored, files) and .whl/: the editable install
 # and the in-place build must not touch this checkout's .venv or its dmcmc_fast/_C.
-rm -rf "$TREE" "$SITE" "$OUT"
+rm -rf "$TREE" "$SITE" "$OUT/real" "$OUT/sim" "$OUT/tests.log"  # only what this script writes: $OUT may be yours
 mkdir -p "$TREE" "$OUT"
 git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$TREE"
 cp -r .whl "$TREE/"

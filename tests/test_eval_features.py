@@ -9,7 +9,7 @@ import torch
 from dmcmc_fast.data import load_mnist
 from dmcmc_fast.eval.features import (DEFAULT_STATS, class_balance, feature_stats, load_feature_net,
                                       mnist_feature_fd, real_stats)
-from dmcmc_fast.eval.frechet import frechet_distance
+from dmcmc_fast.eval.frechet import fd_by_eigenvalues, frechet_distance
 from dmcmc_fast.training.features import split
 
 
@@ -19,14 +19,6 @@ def test_fd_of_known_gaussians():
     # C1 = [[2, 1], [1, 2]] (eigenvalues 3, 1) vs I: tr C1 + 2 - 2 (sqrt 3 + 1) = 4 - 2 sqrt 3
     c1 = np.array([[2.0, 1.0], [1.0, 2.0]])
     assert frechet_distance([0, 0], c1, [0, 0], np.eye(2)) == pytest.approx(4 - 2 * math.sqrt(3), abs=1e-9)
-
-
-def _fd_by_eigenvalues(mu1, c1, mu2, c2):
-    """The same d^2 by another route: tr((C1 C2)^1/2) = sum sqrt(eig(C1^1/2 C2 C1^1/2)), symmetric eigensolves."""
-    w, v = np.linalg.eigh(c1)
-    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    lam = np.linalg.eigvalsh(r @ c2 @ r)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
 
 
 def test_fd_of_random_gaussians_matches_the_eigenvalue_route_and_needs_no_sqrtm_disp(monkeypatch):
@@ -49,7 +41,7 @@ def test_fd_of_random_gaussians_matches_the_eigenvalue_route_and_needs_no_sqrtm_
             monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_of_scipy_1_18)
         for mu1, c1, mu2, c2 in cases:
             fd = frechet_distance(mu1, c1, mu2, c2)
-            assert fd == pytest.approx(_fd_by_eigenvalues(mu1, c1, mu2, c2), rel=1e-6, abs=1e-6)
+            assert fd == pytest.approx(fd_by_eigenvalues(mu1, c1, mu2, c2), rel=1e-6, abs=1e-6)
             assert frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match="means must be"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))

@@ -88,12 +88,16 @@ def test_every_variant_compiles_for_sm80_and_sm90():
 GPU_IMAGE_TRITON = os.path.join(os.path.dirname(sys.executable), "..", "triton-gpu-image")
 
 
+def _with_image_triton(env: dict) -> dict:
+    """`env` with the GPU image's Triton (scripts/setup.sh installs it beside the venv's) first on PYTHONPATH."""
+    assert os.path.isdir(GPU_IMAGE_TRITON), f"{GPU_IMAGE_TRITON} is missing: run bash scripts/setup.sh"
+    return dict(env, PYTHONPATH=os.pathsep.join([os.path.abspath(GPU_IMAGE_TRITON), env.get("PYTHONPATH", "")]))
+
+
 def test_every_variant_compiles_with_the_gpu_images_triton():
     """The lent GPU runs Triton 3.6, not ours: compile every variant for sm_90 with it too (scripts/setup.sh
     installs it beside the venv's). 3.6 has no tl.to_tensor, which the interpreter of a newer Triton accepts."""
-    assert os.path.isdir(GPU_IMAGE_TRITON), f"{GPU_IMAGE_TRITON} is missing: run bash scripts/setup.sh"
-    env = {k: v for k, v in os.environ.items() if k not in aot.MASKING_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(GPU_IMAGE_TRITON), env.get("PYTHONPATH", "")])
+    env = _with_image_triton({k: v for k, v in os.environ.items() if k not in aot.MASKING_ENV})
     proc = subprocess.run([sys.executable, "-m", "dmcmc_fast.kernels.aot", "--arch", "90"],
                           env=env, capture_output=True, text=True, timeout=900)
     k = len(aot.variants())
@@ -108,9 +112,7 @@ def test_kernel_tests_pass_under_the_gpu_images_triton_interpreter():
     """A user on torch 2.11 gets Triton 3.6 (the GPU image's), whose interpreter reads a runtime loop bound
     (gibbs' `range(0, m, BLOCK)`) with `int(array)`, which NumPy >= 2.4 refuses: the kernel tests failed
     there (29 of them) until `_launch` gave it Triton 3.7's `.squeeze()`. Run them with that Triton."""
-    assert os.path.isdir(GPU_IMAGE_TRITON), f"{GPU_IMAGE_TRITON} is missing: run bash scripts/setup.sh"
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.path.abspath(GPU_IMAGE_TRITON), os.environ.get("PYTHONPATH", "")]))
+    env = _with_image_triton(dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1"))
     version = subprocess.run([sys.executable, "-c", "import triton; print(triton.__version__)"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert version.stdout.startswith("3.6"), version.stdout + version.stderr  # really the image's Triton

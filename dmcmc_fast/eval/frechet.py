@@ -47,6 +47,21 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
 
 
+def psd_sqrt(c: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a positive semi-definite matrix (rounding's negative eigenvalues as 0)."""
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def fd_by_eigenvalues(mu, cov, mu_ref, cov_ref, root_ref: np.ndarray | None = None) -> float:
+    """`frechet_distance` by symmetric eigensolves: tr((C Cr)^(1/2)) = tr((Cr^1/2 C Cr^1/2)^(1/2)), the sum of
+    the square roots of that matrix's eigenvalues. `root_ref`: Cr^(1/2) (`psd_sqrt`), when many C share Cr."""
+    root = psd_sqrt(cov_ref) if root_ref is None else root_ref
+    lam = np.linalg.eigvalsh(root @ np.asarray(cov, np.float64) @ root)
+    return float(((np.asarray(mu) - mu_ref) ** 2).sum() + np.trace(cov) + np.trace(cov_ref)
+                 - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
+
+
 def fd_with_interval(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: int, seed: int = 0):
     """(FD of samples or features `x` [N, ...] to the Gaussian (mu_ref, cov_ref), a 90% interval or None with
     boot = 0) from a bootstrap over *chains* (`chain` [N]: rows of one chain are resampled together, which
@@ -58,15 +73,12 @@ def fd_with_interval(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: 
     fd = frechet_distance(mu, cov, mu_ref, cov_ref)
     if boot == 0:
         return fd, None
-    # tr((C^1/2 Cr C^1/2)^1/2) = tr((Cr^1/2 C Cr^1/2)^1/2): one symmetric eigensolve per resample, with the
-    # reference's square root computed once (scipy's sqrtm per resample is 10x slower)
-    w, v = np.linalg.eigh(cov_ref)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    # one symmetric eigensolve per resample, with the reference's square root computed once (scipy's sqrtm per
+    # resample is 10x slower)
+    root = psd_sqrt(cov_ref)
 
     def fast_fd(mu_b, cov_b):
-        lam = np.linalg.eigvalsh(root @ cov_b.astype(np.float64) @ root)
-        return float(((mu_b - mu_ref) ** 2).sum() + np.trace(cov_b) + np.trace(cov_ref)
-                     - 2 * np.sqrt(np.clip(lam, 0, None)).sum())
+        return fd_by_eigenvalues(mu_b, cov_b, mu_ref, cov_ref, root)
 
     if abs(fast_fd(mu, cov) - fd) > 1e-6 * max(1.0, fd) + 1e-6:
         raise FloatingPointError(f"FD by eigenvalues {fast_fd(mu, cov)} != {fd}: ill-conditioned covariances")
