@@ -192,7 +192,6 @@ def test_a_cpu_only_extension_call_with_device_tensors_fails_clearly():
             _C.philox_normal_at(1, torch.arange(3, device="cuda"), 0, 4, 0, 1.0)
 
 
-
 def test_your_own_model_on_the_device():
     """A diffusers UNet through the bridge, moved by `.to("cuda")`: per-sample class labels, classifier-free
     guidance, your own start and grid (all given on the host) and a bf16 network, as on the CPU."""
