@@ -10,7 +10,8 @@ at the smaller) / (NFE difference), so what a call does once (copying inputs in,
 checks out) cancels. Each budget is counted on its third call: the steady state of a caller that samples
 repeatedly (the first call of a configuration runs eagerly with the network graphed, the second captures).
 `--first` counts first calls instead. DLG (chains = batch) is counted within one call, between runs of 4 and 8
-blocks per chain: its first two rounds run eagerly and capture, the later ones replay. Speed is not simulated: these are counts, the same on any machine.
+blocks per chain: its first two rounds run eagerly and capture, the later ones replay. Speed is not simulated:
+these are counts, the same on any machine.
 Output: the table, bench/results/launches.{json,md}.
 """
 from __future__ import annotations

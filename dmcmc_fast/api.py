@@ -240,7 +240,11 @@ class _Run:
         req = self.request(start, stop, on_call)
         whole = self.graphed.whole_runs() if self.graphed is not None and self.graph != "network" else None
         if whole is not None:
-            done = whole.run(self.spec, self.opts, self.nfe, self.seed, req, self.graphed.model)
+            from dmcmc_fast.engine.whole_run import new_tally
+
+            tally = self.graph_info.setdefault("whole_runs", new_tally())
+            done = whole.run(self.spec, self.opts, self.nfe, self.seed, req, self.graphed.model, tally)
+            tally["captured"] = whole.captured
             if done is not None:
                 return SampleBatch(start, stop, done[0].float().cpu(), done[1])
         return SampleBatch(start, stop, _run_located(req, self.spec).float().cpu(), req.model.nfe.cpu())

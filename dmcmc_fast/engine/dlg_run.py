@@ -135,7 +135,8 @@ class DLGRun:
         """Samples this process yields."""
         return sum(int((blocks_of_chain(torch.arange(g0, g1), self.num, self.chains)).sum()) for g0, g1 in self.groups)
 
-    def batches(self, net, parts_dir: str | None = None, first_soon: bool = True, whole: bool = True) -> Iterator[Batch]:
+    def batches(self, net, parts_dir: str | None = None, first_soon: bool = True,
+                whole: bool = True) -> Iterator[Batch]:
         """Runs the network `net` (the model, or its graphed wrapper); with `parts_dir`, shards and chain
         states are written there and read back on resume; `first_soon`: a group's first calls run 1, 2, 4, ...
         rounds (else as many as fit at once: module docstring); `whole`: where `net` is a CUDA graph, capture the
@@ -210,7 +211,8 @@ class DLGRun:
             init_nfe, init_evals = np.broadcast_to(init_nfe, (n_rounds, hi - g0)), \
                 np.broadcast_to(init_evals, (n_rounds, hi - g0))
         else:
-            samples, sigma, new, nfe_block, evals_block, init_nfe, init_evals = self._blocks_eager(n_rounds, g0, hi, part)
+            samples, sigma, new, nfe_block, evals_block, init_nfe, init_evals = \
+                self._blocks_eager(n_rounds, g0, hi, part)
         chain = torch.arange(g0, hi)
         n_c = blocks_of_chain(chain, self.num, self.chains)
         # the books of every round at once ([n_rounds, chains]; each Batch gets its row): each block carries

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dmcmc_fast.engine.graph import GraphedStep
+from dmcmc_fast.engine.whole_run import tables_read_by_address
 from dmcmc_fast.mcmc.dlg import DLGState, run_dlg
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import ChainDiverged, CountingDenoiser
@@ -73,6 +74,7 @@ class CapturedBlocks:
         self.step = GraphedStep(blocks, buf, mode="graph", warmup=1)
         if self.step.graph is None:
             raise RuntimeError(self.step.fallback_reason)
+        self.tables = tables_read_by_address()
         spent = counters[-1]._even_count()
         if spent is None or spent % n_rounds:
             raise ValueError(f"dlg blocks of {dlg.cfg.integrator} are charged different NFE")
@@ -117,8 +119,9 @@ class DLGGraphs:
         self.replays = 0
 
     def describe(self) -> dict:
-        return {"captured": sum(isinstance(v, CapturedBlocks) for v in self.entries.values()),
-                "replays": self.replays,
+        """This run's captured blocks, their replays, and why any ran step by step (`engine.whole_run.new_tally`'s
+        form)."""
+        return {"replays": self.replays, "captured": sum(isinstance(v, CapturedBlocks) for v in self.entries.values()),
                 "not_captured": sorted({v for v in self.entries.values() if isinstance(v, str) and v != SEEN})}
 
     def reason_not(self) -> str | None:

@@ -18,7 +18,8 @@ gets its own buffers and graph. No eager fallback is needed for conditioning.
 `GraphedStep(fn, buffers)` captures a whole step `fn(buffers)` (forward + fused update + classifier +
 argmax) that reads and writes only the device tensors in `buffers`: the step counter, sigma and any
 other value that varies between steps live there, so every replay advances the state with no host
-sync. Warm-up runs on a snapshot of the buffers, so capturing does not advance the state.
+sync. Warm-up runs on a snapshot of the buffers, so capturing does not advance the state. DLG's rounds of
+blocks run so (`engine.dlg_whole`); a batch sampler's whole batch is captured by `engine.whole_run`.
 
 Modes: "auto" (graphs on CUDA, plain eager elsewhere: a no-op on CPU), "graph" (graphs; where capture
 fails the wrapper falls back to eager and logs the reason, kept in `.fallback_reason`), "static"
@@ -139,12 +140,8 @@ class GraphedDenoiser:
                 setattr(self, attr, getattr(model, attr))
 
     def describe(self) -> dict:
-        """What ran: the mode, the captured bucket sizes and why it is not a CUDA graph (if so); with whole batches
-        captured (`engine.whole_run`), how many and how often they replayed."""
-        out = {"mode": self.mode, "captured": self.captured, "fallback_reason": self.fallback_reason}
-        if self.runs is not None:
-            out["whole_runs"] = self.runs.describe()
-        return out
+        """What ran: the mode, the captured bucket sizes and why it is not a CUDA graph (if so)."""
+        return {"mode": self.mode, "captured": self.captured, "fallback_reason": self.fallback_reason}
 
     def whole_runs(self):
         """The whole-batch graphs of this network (`engine.whole_run.WholeRunGraphs`), or None where the network

@@ -28,6 +28,7 @@ import logging
 
 import torch
 
+from dmcmc_fast import schedules
 from dmcmc_fast.engine.graph import capture_graph
 from dmcmc_fast.integrators import common
 from dmcmc_fast.models import kwargs as kw
@@ -60,6 +61,13 @@ def batch_key(spec, opts: dict, nfe: int, seed: int, req) -> tuple | None:
             kw.signature(mk, req.batch) if mk else None)
 
 
+def tables_read_by_address() -> list:
+    """The shared read-only tables a captured graph may read by address (grids and coefficients,
+    `integrators.common.shared_rows`; ramps and scalars, `schedules`): a graph holds them, so that a cache
+    evicting one can never free memory the graph still reads."""
+    return list(common._SHARED.values()) + schedules.kept_tensors()
+
+
 class CapturedBatch:
     """One batch of a sampler captured whole: static inputs (chain ids, x_T, sigmas, model_kwargs rows), the
     graph, its output `x`, its deferred checks (read after every replay) and the NFE each sample spends."""
@@ -88,8 +96,7 @@ class CapturedBatch:
         if spent > req.nfe:
             raise OverBudget(f"sampler {spec.name} spent {spent} NFE per sample, over the budget --nfe {req.nfe}")
         self.nfe = spent
-        # the shared tables (grids, coefficients) the graph reads by address: kept alive as long as it is
-        self.tables = list(common._SHARED.values())
+        self.tables = tables_read_by_address()
 
     def __call__(self, req) -> tuple[torch.Tensor, torch.Tensor]:
         """(samples, NFE per sample) of batch `req`: its inputs copied in, one replay, the checks read once."""
@@ -109,25 +116,26 @@ class CapturedBatch:
 
 class WholeRunGraphs:
     """The captured batches of one network on one device, by `batch_key`: a `CapturedBatch`, `SEEN`, or the
-    reason the key is not captured (a string). Owned by the network's `GraphedDenoiser` (`runs`)."""
+    reason the key is not captured (a string). Owned by the network's `GraphedDenoiser` (`runs`); what one run
+    got from it is that run's `tally` (`new_tally`, `SampleOutput.graph["whole_runs"]`)."""
 
     def __init__(self):
         self.entries: dict = {}
-        self.replays = 0
 
-    def describe(self) -> dict:
-        """How many batches are captured, how often they replayed, and why any key is not captured."""
-        return {"captured": sum(isinstance(v, CapturedBatch) for v in self.entries.values()),
-                "replays": self.replays,
-                "not_captured": sorted({v for v in self.entries.values() if isinstance(v, str) and v != SEEN})}
+    @property
+    def captured(self) -> int:
+        return sum(isinstance(v, CapturedBatch) for v in self.entries.values())
 
-    def run(self, spec, opts: dict, nfe: int, seed: int, req, network) -> tuple | None:
+    def run(self, spec, opts: dict, nfe: int, seed: int, req, network, tally: dict) -> tuple | None:
         """Batch `req` through its captured graph: (samples on the host, NFE per sample); None where it runs
-        eagerly instead (its key's first batch, not capturable, or a NaN/Inf to locate)."""
-        if req.callback is not None or not spec.fixed_steps or spec.kind != "batch":
-            return None
+        eagerly instead (its key's first batch, not capturable, or a NaN/Inf to locate). `tally` counts this
+        run's replays and the reasons its batches were not captured."""
+        if req.callback is not None:
+            return _not(tally, f"{spec.name}: a callback runs on the host after every step")
+        if not spec.fixed_steps or spec.kind != "batch":
+            return _not(tally, f"{spec.name}: an adaptive solver (its step control reads the state)")
         key = batch_key(spec, opts, nfe, seed, req)
-        entry = self.entries.get(key) if key is not None else "an option is not hashable"
+        entry = self.entries.get(key) if key is not None else f"{spec.name}: an option is not hashable"
         if entry is None:
             self.entries[key] = SEEN
             return None
@@ -135,22 +143,29 @@ class WholeRunGraphs:
             try:
                 entry = self.entries[key] = CapturedBatch(spec, req, network, req.device)
             except NotCapturable as why:
-                return self._not_captured(key, f"{spec.name}: {why}")
+                entry = self.entries[key] = f"{spec.name}: {why}"
             except OverBudget:
                 raise
             except Exception as err:  # capture of an arbitrary model can fail in many ways: eager, say why
-                return self._not_captured(key, f"{spec.name}: capture failed ({type(err).__name__}: {err})")
+                entry = self.entries[key] = f"{spec.name}: capture failed ({type(err).__name__}: {err})"
+            if isinstance(entry, str):
+                log.warning("whole-batch CUDA graph not used: %s; the network alone runs as a graph", entry)
         if isinstance(entry, str):
-            return None
+            return _not(tally, entry)
         try:
             x, counts = entry(req)
         except NonFiniteFinalState:
             return None  # the eager run with per-call checks names where it happened
-        self.replays += 1
+        tally["replays"] += 1
         return x, counts
 
-    def _not_captured(self, key, reason: str):
-        if key is not None:
-            self.entries[key] = reason
-        log.warning("whole-batch CUDA graph not used: %s; the network alone runs as a graph", reason)
-        return None
+
+def new_tally(captured: int = 0) -> dict:
+    """What one run got from the whole-batch graphs: replays, and why batches ran step by step."""
+    return {"replays": 0, "not_captured": [], "captured": captured}
+
+
+def _not(tally: dict, reason: str):
+    if reason not in tally["not_captured"]:
+        tally["not_captured"].append(reason)
+    return None
