@@ -12,7 +12,8 @@ repeatedly (the first call of a configuration runs eagerly with the network grap
 `--first` counts first calls instead. DLG (chains = batch) is counted within one call, between runs of 4 and 8
 blocks per chain: its first two rounds run eagerly and capture, the later ones replay. Speed is not simulated:
 these are counts, the same on any machine.
-Output: the table, bench/results/launches.{json,md}.
+Output: the table, bench/results/launches_MODEL_bBATCH.{json,md} (`bench.build_results` puts them in
+bench/RESULTS.md under "Launches per NFE").
 """
 from __future__ import annotations
 
@@ -87,9 +88,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--first", action="store_true", help="count each configuration's first call")
     p.add_argument("--graph", default="auto,network", help="graph modes to count, comma list (api.sample's graph=; "
                    "network: the network alone captured, what ran before whole batches were)")
-    p.add_argument("--out", default=os.path.join(HERE, "results", "launches.json"))
-    p.add_argument("--md", default=os.path.join(HERE, "results", "launches.md"))
+    p.add_argument("--out", default=None, help="default bench/results/launches_MODEL_bBATCH.json")
+    p.add_argument("--md", default=None, help="default bench/results/launches_MODEL_bBATCH.md")
     a = p.parse_args(argv)
+    stem = os.path.join(HERE, "results", f"launches_{a.model}_b{a.batch}")
+    a.out, a.md = a.out or stem + ".json", a.md or stem + ".md"
     from tests.sim_cuda import simulated_cuda
 
     names = a.samplers.split(",") if a.samplers else sorted(n for n in all_samplers() if n not in ADAPTIVE)
