@@ -36,11 +36,20 @@ BUDGETS = {"dlg": (7, 10), "ald": (12, 22), "mild": (12, 22), "baoab_limit": (12
 OPTIONS = {"dlg": {"n_levels": 50, "init_nfe": 8, "n_init": 1, "n_skip": 2}}
 
 
+def _sim():
+    """tests/sim_cuda.py, the copy already imported if any: the test suite imports it as `sim_cuda`, and two copies
+    would be two devices (their tensors are not each other's)."""
+    mod = sys.modules.get("sim_cuda") or sys.modules.get("tests.sim_cuda")
+    if mod is None:
+        import tests.sim_cuda as mod
+    return mod
+
+
 def counted(model, sampler: str, batch: int, nfe: int, calls: int, num: int | None = None,
             graph: str = "auto") -> tuple[int, int, float]:
     """(eager launches, graph replays, NFE per chain) of the `calls`-th call of this configuration (NFE per chain:
     all the call's NFE over its chains; DLG's chains are `batch`, each yielding num / batch samples)."""
-    from tests.sim_cuda import COUNTS
+    COUNTS = _sim().COUNTS
 
     opts = dict(OPTIONS.get(sampler, {}))
     num = batch if num is None else num
@@ -93,7 +102,7 @@ def main(argv=None) -> list[dict]:
     a = p.parse_args(argv)
     stem = os.path.join(HERE, "results", f"launches_{a.model}_b{a.batch}")
     a.out, a.md = a.out or stem + ".json", a.md or stem + ".md"
-    from tests.sim_cuda import simulated_cuda
+    simulated_cuda = _sim().simulated_cuda
 
     names = a.samplers.split(",") if a.samplers else sorted(n for n in all_samplers() if n not in ADAPTIVE)
     calls = 1 if a.first else 3
