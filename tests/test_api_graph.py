@@ -29,9 +29,11 @@ def test_graph_mode_per_device():
     assert graph_mode("off", "cuda") == ("eager", None)
     assert graph_mode("auto", "cuda") == ("graph", None)
     assert graph_mode("on", "cuda") == ("graph", None)
+    assert graph_mode("network", "cuda") == ("graph", None)  # the network's graphs; whole batches left out by api
+    assert graph_mode("network", "cpu") == ("eager", None)
     mode, reason = graph_mode("on", "cpu")
     assert mode == "static" and "CUDA graphs need a CUDA device" in reason
-    with pytest.raises(ValueError, match="graph must be one of auto, on, off"):
+    with pytest.raises(ValueError, match="graph must be one of auto, on, network, off"):
         graph_mode("yes", "cpu")
 
 
