@@ -138,9 +138,9 @@ torch::Tensor route_samples(torch::Tensor owed, I64 n) {
 
 }  // namespace
 
-// csrc/philox.cpp: per-chain Philox uniforms on the CPU (see dmcmc_fast/kernels/noise.py)
-torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
-                             int64_t words);
+// csrc/philox.cpp: per-chain Philox draws on the CPU (see dmcmc_fast/kernels/noise.py)
+int64_t philox_stream();
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
 torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
 torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
                                   int64_t n, int64_t stream);
@@ -156,6 +156,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("commit_batch", &commit_batch);
   m.def("ready_prefix", &ready_prefix);
   m.def("route_samples", &route_samples);
+  m.def("philox_stream", &philox_stream);
   m.def("philox_uniform", &philox_uniform);
   m.def("philox_normal", &philox_normal);
   m.def("philox_normal_steps", &philox_normal_steps);

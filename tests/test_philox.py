@@ -46,12 +46,13 @@ def _words_kernel(c_ptr, out_ptr, k0, k1, n, BLOCK: tl.constexpr):
 def _noise_kernel(out_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi, stream, UNIFORM: tl.constexpr,
                   BLOCK: tl.constexpr):
     row = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    start = tl.program_id(1) * BLOCK
+    cols = start + tl.arange(0, BLOCK)
     chain, step = tl.load(chain_ptr + row), tl.load(step_ptr + row)
     if UNIFORM:
-        r = chain_rand(seed_lo, seed_hi, cols, chain, step, stream)
+        r = chain_rand(seed_lo, seed_hi, start, chain, step, stream, BLOCK)
     else:
-        r = chain_randn(seed_lo, seed_hi, cols, chain, step, stream)
+        r = chain_randn(seed_lo, seed_hi, start, chain, step, stream, BLOCK)
     tl.store(out_ptr + row * n + cols, r, mask=cols < n)
 
 
