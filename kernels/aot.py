@@ -5,7 +5,7 @@ each launched `_..._kernel` with `triton.compile` for `GPUTarget("cuda", arch, 3
 (Triton ships ptxas; no GPU is needed), in every variant its launcher can produce, so that compile errors
 show up in CI and not in the first GPU minutes:
 
-    python -m dmcmc_fast.kernels.aot [--arch 80,90] [--kernel NAME] [--jobs N] [--ptx-json PATH]
+    python -m dmcmc_fast.kernels.aot [--arch 80,90] [--kernel NAME] [--dtype fp32] [--jobs N] [--ptx-json PATH]
 
 One line per (kernel, variant, arch) with OK/FAIL and seconds, then `compiled K of K`; exit status 1, and
 the compiler's error for each failure, when any fails. `--ptx-json` also writes, per compiled variant, its PTX
@@ -168,14 +168,16 @@ class Variant:
         return f"{self.kernel}[{','.join([self.dtype, self.case, *on])}]"
 
 
-def variants(kernels=None) -> list[Variant]:
-    """Every variant of VARIANTS, in table order; `kernels`: substrings of "module.function" to keep."""
+def variants(kernels=None, dtypes=None) -> list[Variant]:
+    """Every variant of VARIANTS, in table order; `kernels`: substrings of "module.function" to keep; `dtypes`:
+    the state dtypes to keep (names of DTYPES)."""
     out = []
     for kernel, (_, switches) in VARIANTS.items():
         if kernels and not any(k in kernel for k in kernels):
             continue
         for dtype, case, values in itertools.product(DTYPES, CASES, itertools.product(*switches.values())):
-            out.append(Variant(kernel, dtype, case, tuple(zip(switches, values))))
+            if not dtypes or dtype in dtypes:
+                out.append(Variant(kernel, dtype, case, tuple(zip(switches, values))))
     return out
 
 
@@ -318,13 +320,14 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="80,90", help="compute capabilities, comma-separated (default 80,90)")
     p.add_argument("--kernel", action="append", help="only kernels whose 'module.function' contains NAME "
                    "(repeatable)", metavar="NAME")
+    p.add_argument("--dtype", action="append", choices=list(DTYPES), help="only these state dtypes (repeatable)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8),
                    help="compile processes (default: the CPU count, at most 8)")
     p.add_argument("--ptx-json", metavar="PATH", help="write each compiled variant's PTX instruction counts "
                    "(a JSON list of rows, see ptx_row)")
     a = p.parse_args(argv)
     archs = [int(s) for s in a.arch.split(",") if s.strip()]
-    jobs = [(v, arch) for v in variants(a.kernel) for arch in archs]
+    jobs = [(v, arch) for v in variants(a.kernel, a.dtype) for arch in archs]
     if not jobs:
         p.error(f"no kernel matches {a.kernel}; kernels: {', '.join(VARIANTS)}")
     for note in drop_masking_env():
