@@ -55,9 +55,10 @@ def markdown(rows: list[dict], before: dict, meta: dict) -> str:
            f"Device: none (AOT compile on the CPU, Triton {meta['triton']}'s ptxas), {meta['date']} (command: "
            f"`python -m bench.ptx_counts`); data: `bench/results/ptx_counts.json`. PTX instruction statements per "
            f"thread of each kernel at n = 784 (BLOCK 1024, 4 warps: 8 elements per thread), divided by 8; before = "
-           f"commit 61fdea4 (one normal per Philox call, library log and cos), same counter. A static count: "
-           f"gibbs' selection kernel loops over the M levels in blocks, so its count is per thread and per "
-           f"element (M = 1000 levels, BLOCK 1024: 8 per thread in one pass). CI checks ceilings on these counts (`tests/test_kernels_aot.py`).\n",
+           f"commit 61fdea4 (one normal per Philox call, library log and cos), same counter (issue 34 quoted 1,672 "
+           f"and Euler's 88: a count one statement higher). A static count: gibbs' selection kernel, which loops "
+           f"over the M levels, is shown at M = 1000 (BLOCK 1024: one pass, 8 levels per thread). CI checks "
+           f"ceilings on these counts (`tests/test_kernels_aot.py`).\n",
            "| kernel | sm_90 fp32 per thread, before -> after | sm_90 fp32 per element, before -> after "
            "| sm_90 bf16 per element | sm_80 fp32 per element |",
            "|---|---|---|---|---|"]

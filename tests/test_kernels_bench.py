@@ -68,3 +68,16 @@ def test_gpu_bench_small():
     rows = bench_kernels.main(["--batch", "8", "--dim", "4096", "--reps", "10", "--out", "", "--md", ""])
     assert len(rows) == 12 and all(r["fused_gbs"] > 0 for r in rows)
     assert {p: p.stat().st_mtime_ns for p in results.glob("kernels.*")} == before  # committed results untouched
+
+
+def test_a_section_is_rewritten_in_place_and_keeps_what_came_before(tmp_path):
+    """bench.Section: the benchmarks rewrite their markdown section after every row (a run cut off at a stage limit
+    keeps its rows); an earlier section of the same file (the fp32 run before the bf16 one) stays as it was."""
+    from bench import Section
+    md = tmp_path / "k.md"
+    md.write_text("## fp32\nrow 1\n")
+    section = Section(str(md))
+    section.write("## bf16\nrow 1\nrow 2\n")
+    section.write("## bf16\nrow 1\n")  # shorter: the old tail goes
+    assert md.read_text() == "## fp32\nrow 1\n## bf16\nrow 1\n"
+    Section("").write("nothing")  # no path: writes nothing, raises nothing
