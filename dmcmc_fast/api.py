@@ -234,15 +234,27 @@ class _Run:
                              extra={"base_model": self.model}, x_T=x0, sigmas=grid)
 
     def chain_batch(self, start: int, on_call=None) -> SampleBatch:
-        """The batch of chains start.. (one sample per chain), drawn."""
+        """The batch of chains start.. (one sample per chain), drawn: on CUDA as one captured graph when a batch of
+        its kind ran before (`engine.whole_run`), else step by step."""
         stop = min(self.num, start + self.batch_size)
         req = self.request(start, stop, on_call)
+        whole = self.graphed.whole_runs() if self.graphed is not None and self.graph != "network" else None
+        if whole is not None:
+            from dmcmc_fast.engine.whole_run import new_tally
+
+            tally = self.graph_info.setdefault("whole_runs", new_tally())
+            done = whole.run(self.spec, self.opts, self.nfe, self.seed, req, self.graphed.model, tally)
+            tally["captured"] = whole.captured
+            if done is not None:
+                return SampleBatch(start, stop, done[0].float().cpu(), done[1])
         return SampleBatch(start, stop, _run_located(req, self.spec).float().cpu(), req.model.nfe.cpu())
 
     def note_graph(self):
         """`graph_info` after a batch: how the network ran (captured buckets, a fallback's reason)."""
         if self.graphed is not None:
             self.graph_info.update(self.graphed.describe())
+        if self.blocks is not None and self.blocks.graphs is not None:  # DLG's captured blocks (engine/dlg_whole.py)
+            self.graph_info["whole_runs"] = self.blocks.graphs.describe()
 
     def batches(self, progress: bool, first_soon: bool = True):
         """The run's `SampleBatch`es in chain order, each after its shard is saved (a saved one is loaded), with
@@ -285,7 +297,7 @@ class _Run:
             yield batch
 
     def _block_batches(self, bar, first_soon: bool):  # DLG: one batch per round of blocks of a chain group
-        for bt in self.blocks.batches(self.net, self.parts_dir, first_soon):
+        for bt in self.blocks.batches(self.net, self.parts_dir, first_soon, whole=self.graph != "network"):
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
             bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)

@@ -72,8 +72,9 @@ def build_parser(sampler: str | None = None):
     s.add_argument("--batch-size", type=int, default=256, help="samples per batch (>= 1)")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    s.add_argument("--graph", choices=("auto", "on", "off"), default="auto",
-                   help="run the network as CUDA graphs: auto (on CUDA devices), on, off (default auto)")
+    s.add_argument("--graph", choices=("auto", "on", "network", "off"), default="auto",
+                   help="CUDA graphs: auto (on CUDA devices: whole batches, DLG's blocks, else the network), on, "
+                        "network (the network alone), off (default auto)")
     s.add_argument("--modes", type=int, default=None, help="model option: number of mixture modes / images")
     s.add_argument("--std", type=float, default=None, help="model option: mixture component std (>= 0)")
     s.add_argument("--no-progress", action="store_true")

@@ -162,6 +162,9 @@ class SamplerSpec:
     # budget(nfe, options) raises a ValueError naming the sampler when `nfe` per sample cannot pay for the
     # options (e.g. one annealing level), so a run fails before any work or file; None: any nfe >= 1 does.
     budget: Callable[[int, dict], Any] | None = None
+    # every batch takes the same steps whatever its values (no step control reading the state): a batch can be
+    # captured whole as one CUDA graph (`engine.whole_run`). False for the adaptive solvers (rk45, dpm_adaptive).
+    fixed_steps: bool = True
 
     def resolve(self) -> Callable:
         if not isinstance(self.entry, str):
@@ -257,12 +260,13 @@ def register(spec: SamplerSpec) -> SamplerSpec:
 
 def declare(name: str, entry: Callable | str, *, facade: str, help: str, options: tuple[Option, ...] = (),
             checks=COMMON_CHECKS, kind: str = "batch", takes: tuple[str, ...] = (), model_range: bool = False,
-            defaults_from: Callable | None = None, budget: Callable | None = None) -> SamplerSpec:
+            defaults_from: Callable | None = None, budget: Callable | None = None,
+            fixed_steps: bool = True) -> SamplerSpec:
     """Declare and register sampler `name` with its `entry` (a callable, or "module:attr" imported when first
     run). `facade`: its class name in `dmcmc_fast`; `options`: its `Option`s, defaults settled from
     `defaults_from`'s signature (`bind_defaults`); the other arguments are `SamplerSpec`'s fields."""
     return register(SamplerSpec(name, entry, bind_defaults(tuple(options), defaults_from, name), help,
-                                tuple(checks), kind, tuple(takes), model_range, facade, budget))
+                                tuple(checks), kind, tuple(takes), model_range, facade, budget, fixed_steps))
 
 
 def sampler(name: str, **declaration):

@@ -7,7 +7,6 @@ Grids are float64 for the coefficients; samplers cast as they need.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -29,16 +28,33 @@ def append_zero(s: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(s, (0, 1))  # one op (a cat with new zeros is two)
 
 
-@functools.lru_cache(maxsize=64)
+# Small read-only device tensors built once per (value or n, device) and shared by every grid: no op per grid
+# inside DLG's loop. Kept here, not in an LRU, so a captured CUDA graph that reads them by address can hold
+# them (`kept_tensors`); they are tiny and their keys few (the grids' option values and lengths).
+_KEPT: dict = {}
+
+
+def _kept(key, make) -> torch.Tensor:
+    t = _KEPT.get(key)
+    if t is None:
+        t = _KEPT[key] = make()
+    return t
+
+
+def kept_tensors() -> list[torch.Tensor]:
+    """Every tensor this module keeps (what a captured graph holds alive, `engine.whole_run`)."""
+    return list(_KEPT.values())
+
+
 def _scalar(value: float, device=None) -> torch.Tensor:
     """A 0-d float64 tensor of `value`, filled on the device (no host copy; read only: kept per (value, device))."""
-    return torch.full((), value, dtype=torch.float64, device=device)
+    return _kept(("scalar", value, str(device)), lambda: torch.full((), value, dtype=torch.float64, device=device))
 
 
-@functools.lru_cache(maxsize=64)
 def _ramp(n: int, device=None) -> torch.Tensor:
     """[n] float64 0 .. 1 (read only: kept per (n, device), so a per-sample grid inside DLG's loop makes none)."""
-    return torch.linspace(0, 1, n, dtype=torch.float64, device=device) if n > 1 else torch.zeros(1, dtype=torch.float64, device=device)
+    return _kept(("ramp", n, str(device)), lambda: torch.linspace(0, 1, n, dtype=torch.float64, device=device)
+                 if n > 1 else torch.zeros(1, dtype=torch.float64, device=device))
 
 
 def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_zero_: bool = True,

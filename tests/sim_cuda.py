@@ -46,7 +46,9 @@ from dmcmc_fast.engine.audit import INDEX_OPS, host_sync_reason
 
 CUDA = torch.device("cuda", 0)
 aten = torch.ops.aten
-# what ran on the simulated device: "triton launches", "graph captures", "graph replays" (tests read it)
+# what ran on the simulated device (tests and bench.launches read it): "triton launches", "graph captures",
+# "graph replays", and "eager launches": what a GPU would launch outside a graph replay, i.e. every device
+# op that computes or writes (not a view, not an allocation) and every Triton launch, eagerly run
 COUNTS: collections.Counter = collections.Counter()
 
 # ops that move data between host and device (their operands may be on both)
@@ -110,6 +112,20 @@ def _capturing():
     return getattr(_state, "graph", None)
 
 
+def _eager() -> bool:
+    """Neither capturing nor replaying: what runs now is launched eagerly, one launch per kernel."""
+    return _capturing() is None and not getattr(_state, "replaying", False)
+
+
+def _launches(func) -> bool:
+    """Whether an op on device tensors launches a kernel: not a view or alias (metadata only), not an
+    allocation of uninitialised memory."""
+    if func in _UNINITIALISED:
+        return False
+    returns = func._schema.returns
+    return func._schema.is_mutable or not any(r.alias_info is not None for r in returns)
+
+
 def _no_host_read_in_capture(what: str):
     if _capturing() is not None:
         raise DeviceError(f"{what}: operation not permitted when stream is capturing (a host read or host copy "
@@ -126,8 +142,12 @@ class SimGraph:
     def replay(self):
         if not self.captured:
             raise RuntimeError("replay of a graph that was never captured")
-        for rec in self.records:
-            rec()
+        _state.replaying = True
+        try:
+            for rec in self.records:
+                rec()
+        finally:
+            _state.replaying = False
         COUNTS["graph replays"] += 1
 
     def reset(self):
@@ -225,6 +245,8 @@ def _run(func, args, kwargs):
         out = tree_map(lambda t: SimCuda(t) if type(t) is torch.Tensor else t, out)
     if _capturing() is not None and on_cuda:
         _record_op(func, args, kwargs, out)
+    elif on_cuda and _eager() and _launches(func):
+        COUNTS["eager launches"] += 1
     return out
 
 
@@ -264,6 +286,8 @@ def _triton_launch(orig):
 
         out = launch()
         COUNTS["triton launches"] += 1
+        if _eager() and not warmup:
+            COUNTS["eager launches"] += 1
         if _capturing() is not None and not warmup:
             _capturing().records.append(launch)
         return out

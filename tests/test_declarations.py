@@ -126,8 +126,6 @@ LINE = re.compile(r"^(?:[\w: ]+: )?[\w ()]+ must be .+, got .+$")
      "sigma_start must be finite and > 0, got nan"),
     (lambda: __import__("dmcmc_fast.models.base").models.base.as_sigma(-1.0, 1),
      "sigma must be finite and > 0, got -1.0"),
-    (lambda: __import__("dmcmc_fast.engine.bookkeeping").engine.bookkeeping.ChainBooks(0, 1, 1, 1, 1, 1),
-     "n_chains must be an integer in [1, inf], got 0"),
     (lambda: __import__("dmcmc_fast.mcmc").mcmc.sample_ald(lambda x, s: x, torch.ones(1, 2), 2, 0, sigma_max=1.0,
                                                            sigma_min=0.1, eps=1e-3),
      "n_steps_each must be an integer in [1, inf], got 0"),

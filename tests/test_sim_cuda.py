@@ -139,21 +139,6 @@ def test_every_sampler_on_the_cuda_path_gives_the_cpu_samples(digits, sampler):
         assert torch.equal(out.nfe, cpu.nfe)
 
 
-def test_pipelined_dlg_on_the_device():
-    """The pipelined runner (worker threads, C++ books on the host) on device tensors."""
-    from dmcmc_fast.engine.runner import run_dlg_pipelined
-    from test_engine_runner import _cfg, _problem
-
-    gmm, clf = _problem()
-    cfg = _cfg()
-    cpu = run_dlg_pipelined(gmm, clf, 3, cfg, chains=4, seed=2)
-    with simulated_cuda():
-        dev = run_dlg_pipelined(gmm, clf, 3, cfg, chains=4, seed=2, device="cuda")
-        samples, nfe = dev.samples.cpu(), dev.state.nfe.cpu()
-    torch.testing.assert_close(samples, cpu.samples, rtol=1e-4, atol=1e-4)
-    assert torch.equal(nfe, cpu.state.nfe)
-
-
 @pytest.fixture(scope="module")
 def unet_cpu_samples():
     return dmcmc_fast.Heun(load_model("unet-mnist"), nfe=5, graph="off").sample(2).samples

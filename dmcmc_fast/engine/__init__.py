@@ -1,13 +1,13 @@
-"""The engine: what makes many chains run at the network's own speed.
+"""The engine: the one place that runs samplers fast (ARCHITECTURE.md has the whole house).
 
-- `graph`: `GraphedDenoiser` (a CUDA graph per batch-size bucket, static buffers, eager fallback) and
-  `GraphedStep` (a whole sampler step captured, its varying values in device buffers).
-- `bookkeeping`: the integer books of many chains (C++ `dmcmc_fast._C`, torch twin): job slots,
-  packing of fixed-size network batches, NFE ledger, in-order release of finished samples.
-- `runner`: pipelined DLG (`run_dlg_pipelined`, `stream_dlg`): MCMC steps and earlier blocks'
-  denoising steps share every network batch; same samples as `mcmc.dlg.run_dlg`.
-- `stream`: `InOrder` / `Chunk`, finished samples released in sample-id order.
+- `graph`: CUDA graphs: `GraphedDenoiser` (the network per batch-size bucket, static buffers, eager fallback
+  with its reason; it also owns the whole-batch graphs of its network) and `GraphedStep` (a step that reads
+  and writes device buffers only, captured once).
+- `whole_run`: a whole batch of a fixed-step sampler (prior, grid, every model call and update, the final
+  check) as one graph, replayed for the later batches of its kind.
+- `dlg_whole`: DLG's rounds of blocks as one graph (a `GraphedStep`), the chains' state resident in it.
+- `dlg_run`: DLG through the doors (chains in groups, rounds of blocks, per-sample books, shards, resume).
+- `audit`: which ops read a device value back to the host (the sync audit of the hot loop).
 
-Submodules are imported where used (`from dmcmc_fast.engine.runner import run_dlg_pipelined`), so
-importing the books does not pull in the samplers.
+Submodules are imported where used, so importing one does not pull in the samplers.
 """

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from dmcmc_fast import shards
+from dmcmc_fast.engine.dlg_whole import DLGGraphs
+from dmcmc_fast.engine.graph import GraphedDenoiser
 from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
 from dmcmc_fast.mcmc.entry import make_classifier
 from dmcmc_fast.models import kwargs as kw
@@ -119,6 +121,7 @@ class DLGRun:
         self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
         self.advice = get_sampler("dlg").divergence_advice(opts, nfe)  # what a diverged chain's error names
         self.net, self.parts_dir, self.first_soon = None, None, True
+        self.graphs = None  # on CUDA: the captured blocks of this run (`engine.dlg_whole`), made by `batches`
         # chains per group: at most batch_size, and few enough that every rank gets a group when it can
         self.group_size = min(batch_size, -(-self.chains // world_size))
         groups = [(g0, min(self.chains, g0 + self.group_size)) for g0 in range(0, self.chains, self.group_size)]
@@ -132,11 +135,15 @@ class DLGRun:
         """Samples this process yields."""
         return sum(int((blocks_of_chain(torch.arange(g0, g1), self.num, self.chains)).sum()) for g0, g1 in self.groups)
 
-    def batches(self, net, parts_dir: str | None = None, first_soon: bool = True) -> Iterator[Batch]:
+    def batches(self, net, parts_dir: str | None = None, first_soon: bool = True,
+                whole: bool = True) -> Iterator[Batch]:
         """Runs the network `net` (the model, or its graphed wrapper); with `parts_dir`, shards and chain
         states are written there and read back on resume; `first_soon`: a group's first calls run 1, 2, 4, ...
-        rounds (else as many as fit at once: module docstring)."""
+        rounds (else as many as fit at once: module docstring); `whole`: where `net` is a CUDA graph, capture the
+        blocks whole (`engine.dlg_whole`), else the network alone."""
         self.net, self.parts_dir, self.first_soon = net, parts_dir, first_soon
+        captured = whole and isinstance(net, GraphedDenoiser) and net.whole_runs() is not None  # a CUDA graph
+        self.graphs = DLGGraphs(self, net.model) if captured else None
         states: dict[int, DLGState] = {}
         ahead: dict[tuple[int, int], Batch] = {}  # (g0, round) -> a batch computed in an earlier call
         calls: dict[int, int] = {}  # calls per group so far: the rounds per call double (`_rounds_per_call`)
@@ -194,14 +201,42 @@ class DLGRun:
 
     def _blocks(self, b: int, n_rounds: int, g0: int, hi: int, state: DLGState) -> tuple[list[Batch], DLGState]:
         """Blocks b .. b + n_rounds - 1 of chains g0..hi-1 (the first hi - g0 rows of the group's state), in one
-        `run_dlg` call: one Batch per round."""
-        part = state.rows(0, hi - g0)
+        call (on CUDA a captured graph from the second call of its kind on, `engine.dlg_whole`): one Batch per round."""
+        part = state.rows(0, hi - g0) if hi - g0 < state.x.shape[0] else state
+        whole = self.graphs.run(g0, hi, n_rounds, part) if self.graphs is not None else None
+        if whole is not None:
+            samples, sigma, new, nfe_block, evals_block, init_nfe, init_evals = whole
+            nfe_block = np.full(hi - g0, nfe_block, dtype=np.int64)
+            evals_block = np.full(hi - g0, float(evals_block))
+            init_nfe, init_evals = np.broadcast_to(init_nfe, (n_rounds, hi - g0)), \
+                np.broadcast_to(init_evals, (n_rounds, hi - g0))
+        else:
+            samples, sigma, new, nfe_block, evals_block, init_nfe, init_evals = \
+                self._blocks_eager(n_rounds, g0, hi, part)
+        chain = torch.arange(g0, hi)
+        n_c = blocks_of_chain(chain, self.num, self.chains)
+        # the books of every round at once ([n_rounds, chains]; each Batch gets its row): each block carries
+        # the share of the initialisation that serves it
+        served = blocks_served(torch.arange(b, b + n_rounds)[:, None], n_c, self.cfg.restart_every).double().numpy()
+        share, cls_share = init_nfe / served, init_evals / served
+        books = {"nfe": nfe_block + share, "nfe_block": np.broadcast_to(nfe_block, share.shape).copy(),
+                 "nfe_init_share": share, "classifier_evals": evals_block + cls_share,
+                 "chain": np.broadcast_to(chain.numpy(), share.shape).copy(),
+                 "block": np.broadcast_to(np.arange(b, b + n_rounds)[:, None], share.shape).copy(),
+                 "sigma": sigma}
+        out = [Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
+                     {k: v[r] for k, v in books.items()}) for r in range(n_rounds)]
+        return out, new
+
+    def _blocks_eager(self, n_rounds: int, g0: int, hi: int, part: DLGState):
+        """`run_dlg` step by step: (samples, block sigmas, new state, NFE and classifier evaluations per block per
+        chain, the initialisation's NFE and evaluations that serve each block)."""
         ids = torch.arange(g0, hi, device=self.device)
         res = self._located(g0, hi, lambda counting: run_dlg(counting, self.classifier, n_rounds, self.cfg,
                                                             chain_ids=ids, seed=self.seed, state=part,
                                                             device=self.device),
                             lambda r: torch.stack((r.samples.abs().amax(), r.state.x.abs().amax())))  # NaN stays
-        new, chain = res.state, ids.cpu()
+        new = res.state
         # the blocks' own cost: what the call spent less its restarts (counted with the initialisation)
         restarts = (new.nfe_init - part.nfe_init).cpu()
         restart_evals = (new.classifier_evals_init - (0 if part.classifier_evals_init is None
@@ -214,22 +249,9 @@ class DLGRun:
         nfe_block, evals_block = spent // n_rounds, (evals // n_rounds).double()  # every block costs the same
         if int(nfe_block.max()) > self.nfe:
             raise RuntimeError(f"dlg spent {int(nfe_block.max())} NFE in a block, over nfe={self.nfe}")
-        n_c = blocks_of_chain(chain, self.num, self.chains)
-        # the books of every round at once ([n_rounds, chains]; each Batch gets its row): each block carries
-        # the share of the initialisation that serves it
-        served = blocks_served(torch.arange(b, b + n_rounds)[:, None], n_c, self.cfg.restart_every).double()
-        share = (res.block_init_nfe.cpu().double() / served).numpy()
-        cls_share = (res.block_init_evals.cpu().double() / served).numpy()
-        nfe_block, evals_block = nfe_block.numpy(), evals_block.numpy()
-        books = {"nfe": nfe_block + share, "nfe_block": np.broadcast_to(nfe_block, share.shape).copy(),
-                 "nfe_init_share": share, "classifier_evals": evals_block + cls_share,
-                 "chain": np.broadcast_to(chain.numpy(), share.shape).copy(),
-                 "block": np.broadcast_to(np.arange(b, b + n_rounds)[:, None], share.shape).copy(),
-                 "sigma": res.block_sigma.float().cpu().numpy()}
-        samples = res.samples.float().cpu()
-        out = [Batch((b + r) * self.chains + g0, (b + r) * self.chains + hi, samples[r],
-                     {k: v[r] for k, v in books.items()}) for r in range(n_rounds)]
-        return out, new
+        return (res.samples.float().cpu(), res.block_sigma.float().cpu().numpy(), new, nfe_block.numpy(),
+                evals_block.numpy(), res.block_init_nfe.cpu().double().numpy(),
+                res.block_init_evals.cpu().double().numpy())
 
     def _located(self, c0: int, c1: int, run, final):
         """`run(counting)` for chains c0..c1-1 (the initialisation or a block) on a counter that only counts;

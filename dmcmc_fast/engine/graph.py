@@ -18,7 +18,8 @@ gets its own buffers and graph. No eager fallback is needed for conditioning.
 `GraphedStep(fn, buffers)` captures a whole step `fn(buffers)` (forward + fused update + classifier +
 argmax) that reads and writes only the device tensors in `buffers`: the step counter, sigma and any
 other value that varies between steps live there, so every replay advances the state with no host
-sync. Warm-up runs on a snapshot of the buffers, so capturing does not advance the state.
+sync. Warm-up runs on a snapshot of the buffers, so capturing does not advance the state. DLG's rounds of
+blocks run so (`engine.dlg_whole`); a batch sampler's whole batch is captured by `engine.whole_run`.
 
 Modes: "auto" (graphs on CUDA, plain eager elsewhere: a no-op on CPU), "graph" (graphs; where capture
 fails the wrapper falls back to eager and logs the reason, kept in `.fallback_reason`), "static"
@@ -133,6 +134,7 @@ class GraphedDenoiser:
         self.fallback_reason: str | None = None
         self._buckets: dict = {}  # size, or (size, kwargs signature) -> static buffers (and graph)
         self._pool = None
+        self.runs = None  # whole batches captured with this network (`engine.whole_run`), made when first used
         for attr in ("sigma_min", "sigma_max", "data_range"):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
@@ -140,6 +142,17 @@ class GraphedDenoiser:
     def describe(self) -> dict:
         """What ran: the mode, the captured bucket sizes and why it is not a CUDA graph (if so)."""
         return {"mode": self.mode, "captured": self.captured, "fallback_reason": self.fallback_reason}
+
+    def whole_runs(self):
+        """The whole-batch graphs of this network (`engine.whole_run.WholeRunGraphs`), or None where the network
+        itself is not captured (eager or static mode, a failed capture): they share its fate."""
+        if self.mode != "graph":
+            return None
+        if self.runs is None:
+            from dmcmc_fast.engine.whole_run import WholeRunGraphs
+
+            self.runs = WholeRunGraphs()
+        return self.runs
 
     # ---- bucketing ----
     def bucket_for(self, batch: int) -> int:
@@ -253,16 +266,19 @@ class GraphedStep:
             self.fn(self.buffers)
 
 
-GRAPH_CHOICES = ("auto", "on", "off")
+GRAPH_CHOICES = ("auto", "on", "network", "off")
 
 
 def graph_mode(graph: str, device) -> tuple[str, str | None]:
-    """The GraphedDenoiser mode the sampling path uses for `graph` (auto | on | off) on `device`, and the
-    reason when that is not a captured CUDA graph although graphs were asked for (None otherwise).
+    """The GraphedDenoiser mode the sampling path uses for `graph` (auto | on | network | off) on `device`, and
+    the reason when that is not a captured CUDA graph although graphs were asked for (None otherwise).
 
-    auto: CUDA graphs on a CUDA device, the plain eager call elsewhere (nothing to capture on a CPU).
-    on:   CUDA graphs; off CUDA the static-buffer path run eagerly (the captured path's CPU twin), named.
-    off:  the plain eager call.
+    auto:    CUDA graphs on a CUDA device (whole batches of a fixed-step sampler, DLG's blocks, else the network:
+             `engine.whole_run`, `engine.dlg_whole`), the plain eager call elsewhere (nothing to capture on a CPU).
+    on:      the same; off CUDA the static-buffer path run eagerly (the captured path's CPU twin), named.
+    network: the network alone as CUDA graphs, every update launched eagerly (what ran before whole batches
+             were captured: a baseline, and a way around a whole-batch capture that misbehaves).
+    off:     the plain eager call.
     """
     if graph not in GRAPH_CHOICES:
         raise ValueError(f"graph must be one of {', '.join(GRAPH_CHOICES)}, got {graph!r}")
@@ -271,6 +287,8 @@ def graph_mode(graph: str, device) -> tuple[str, str | None]:
         return "eager", None
     if cuda:
         return "graph", None
+    if graph == "network":
+        return "eager", None
     if graph == "on":
         return "static", f"CUDA graphs need a CUDA device, sampling on {torch.device(device)}: running the " \
                          "graph path's static buffers eagerly"

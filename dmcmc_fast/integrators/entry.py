@@ -80,11 +80,11 @@ def integrator(name: str, fn: Callable, steps_for_nfe: Callable, *, facade: str,
                options: tuple[Option, ...], grid: bool = True):
     """Declare integrator `fn` (with its `steps_for_nfe`) as sampler `name`. It starts from a given x_T if
     asked, its sigma range defaults to the model's, and with `grid` it takes a given grid (`api.sample(...,
-    sigmas=...)`; not the adaptive ones, which choose their own steps)."""
+    sigmas=...)`; not the adaptive ones, which choose their own steps, so they are not `fixed_steps` either)."""
     INTEGRATORS[name] = (fn, steps_for_nfe)
     declare(name, partial(integrate, name), facade=facade, help=help, options=options,
             takes=("x_T", "sigmas") if grid else ("x_T",), model_range=True, defaults_from=fn,
-            budget=partial(max_grid_points, name))
+            budget=partial(max_grid_points, name), fixed_steps=grid)
 
 
 # Options shared by the integrators: the grid from the prior to sigma_min (defaults: the functions' own).

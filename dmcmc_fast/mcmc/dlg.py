@@ -54,8 +54,9 @@ which a restart uses from its first (`Counters.restart`) and other blocks leave 
 draws fresh numbers that depend only on (seed, chain, block).
 
 This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`, `denoise_block`; the
-kernels chosen once per run by `step_kernels`); `run_dlg` is the plain loop over them, and the pipelined engine
-(`dmcmc_fast.engine.runner`) packs the same steps into shared network batches.
+kernels chosen once per run by `step_kernels`); `run_dlg` is the plain loop over them. On CUDA the engine captures a
+call of it whole, the chains' state in the graph's buffers (`dmcmc_fast.engine.dlg_whole`); its RNG counter may then
+be a per-chain device tensor instead of an int (`Counters` computes the same counters either way).
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def sample_langevin(model, x: torch.Tensor, sigma, eta, n_steps: int, *, seed: i
     check_positive("sigma", sigma)
     check_positive("eta", eta)
     model, ids, before = setup(model, x, chain_ids)
-    sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0]).contiguous()
+    sig = (sigma.to(x.device, x.dtype).expand(x.shape[0]).contiguous() if torch.is_tensor(sigma)
+           else torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device))  # no host copy: capturable
     for k in range(n_steps):
         x = langevin_step(x, model(x, sig), sig, eta, seed, ids, step0 + k)
         if callback is not None:

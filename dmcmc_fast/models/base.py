@@ -344,20 +344,37 @@ class CountingDenoiser:
             self._checks.append((tuple(torch.aminmax(v)), _not_positive, message))
         self._positive = {}
 
-    def raise_if_nonfinite(self):
-        """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
+    def pending_checks(self) -> "DeferredChecks":
+        """The deferred checks so far, reduced on the device (no host read) and handed over (the first bad call's
+        record stays: a later check still sees it). A captured run (`engine.whole_run`) takes them inside its graph and reads them after every replay."""
         if self._pending:
             self._fold()
         if self._positive:
             self._reduce_positive()
-        final = self._final_range
-        if final is not None and not self._checks and self._first_bad is None and final[0].device.type == "cpu" \
-                and _finite_range([final[0].item(), final[1].item()]):  # the CPU's common case: two reads, no stack
-            self._final_range = None
-            return
         checks, self._checks = self._checks, []
         final, self._final_range = self._final_range, None
-        seen = self._first_bad[0] > 0 if self._first_bad is not None else None
+        return DeferredChecks(checks, final, self._first_bad, self.per_call_checks, self._blamed)
+
+    def raise_if_nonfinite(self):
+        """Raise for the deferred checks and for any NaN/Inf so far (one host sync)."""
+        self.pending_checks().raise_if_failed()
+
+
+class DeferredChecks:
+    """A run's deferred checks as device values (`CountingDenoiser.pending_checks`): `raise_if_failed()` reads
+    them in one host sync and raises the first that failed; it may be called again after the values change
+    (a graph replayed)."""
+
+    def __init__(self, checks: list, final, first_bad, per_call_checks: bool, blamed):
+        self.checks, self.final, self.first_bad = checks, final, first_bad
+        self.per_call_checks, self.blamed = per_call_checks, blamed
+
+    def raise_if_failed(self):
+        checks, final, first_bad = self.checks, self.final, self.first_bad
+        if final is not None and not checks and first_bad is None and final[0].device.type == "cpu" \
+                and _finite_range([final[0].item(), final[1].item()]):  # the CPU's common case: two reads, no stack
+            return
+        seen = first_bad[0] > 0 if first_bad is not None else None
         read = [t for ts, _, _ in checks for t in ts] + ([seen] if seen is not None else []) + list(final or ())
         if not read:
             return
@@ -371,21 +388,21 @@ class CountingDenoiser:
             values[-2:] = [not _finite_range(values[-2:])]
         rest = iter(values[pos:])
         if seen is not None and next(rest):
-            _, in_bad, x_abs, lo, hi = self._first_bad.tolist()
+            _, in_bad, x_abs, lo, hi = first_bad.tolist()
             at = f"sigma in [{lo:.4g}, {hi:.4g}]"
             if in_bad:
                 raise ChainDiverged(f"the state x was already NaN/Inf when the model was called, first at {at}",
-                                    *self._blamed())
-            if x_abs > self.RUNAWAY * (1 + hi):
+                                    *self.blamed())
+            if x_abs > CountingDenoiser.RUNAWAY * (1 + hi):
                 raise ChainDiverged(f"the state x reached |x| = {x_abs:.3g} at {at}, far outside the data, and the "
-                                    "model returned NaN/Inf there", *self._blamed())
+                                    "model returned NaN/Inf there", *self.blamed())
             raise NonFiniteModelOutput(f"model returned NaN/Inf for finite input (|x| <= {x_abs:.3g}), first at {at} "
                                        "(checked on the device, raised at the end of the run)")
         if final is not None and next(rest):
             if not self.per_call_checks:
                 raise NonFiniteFinalState("the final state x is NaN/Inf (no per-call checks: replay to locate)")
             raise ChainDiverged("the final state x is NaN/Inf although every model call saw and returned finite "
-                                "values (the last step diverged)", *self._blamed())
+                                "values (the last step diverged)", *self.blamed())
 
 
 def _flag_set(values: list) -> bool:
