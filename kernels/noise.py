@@ -30,7 +30,8 @@ from ._philox import chain_randn as philox_randn
 @triton.jit
 def _randn_kernel(out_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
     row, cols, mask, offs = row_tile(n, BLOCK)
-    z = philox_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream, BLOCK)
+    z = philox_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                     stream, BLOCK)
     tl.store(out_ptr + offs, z.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -50,7 +50,7 @@ done
 
 [ "$DRY" = 1 ] && [ "$SIM" = 1 ] && { echo "gpu_check.sh: --dry-run or --sim, not both" >&2; exit 2; }
 
-# name:limit_s (the order they run in); the limits add up to 480 s (x SCALE: the simulated device is slow).
+# name:limit_s (the order they run in) on the GPU; the limits add up to 480 s (x SCALE in the CPU rehearsals).
 # No GPU has run this yet: the limits are twice the cold-machine times estimated from what this CPU measures
 # (README, "On a GPU": the C++ build, the AOT compile per variant, the kernel tests' compiles); each run's
 # summary.json records every stage's seconds, which set them after the first GPU run.
@@ -59,7 +59,11 @@ STAGES=(env:20 wheels:20 build:90 aot:40 cuda-tests:40 kernel-tests:60 bench-ker
 # --quick: what the three headline figures need, limits adding up to 180 s
 QUICK_STAGES=(env:15 wheels:15 build:60 bench-kernels-fp32:25 bench-engine:30 bench-throughput:35)
 [ "$QUICK" = 1 ] && STAGES=("${QUICK_STAGES[@]}")
-SCALE=$( [ "$SIM" = 1 ] && echo 4 || echo 1)
+# The CPU rehearsals run on shared 2-core machines: their limits are generous multiples of the GPU's, sized from
+# measured times. --dry-run x3 (at load 8 on 2 cores: aot 17-20 s of 40, cuda-tests 16-22 s of 40 before it
+# collected only the gpu-marked files); --sim x8 (the simulated device is slow: at load 12-14 on 2 cores,
+# cuda-tests, bench-engine and bench-throughput ran past the 160, 220 and 360 s that x4 gave).
+SCALE=$( [ "$SIM" = 1 ] && echo 8 || { [ "$DRY" = 1 ] && echo 3 || echo 1; })
 BUDGET_S=0
 for s in "${STAGES[@]}"; do BUDGET_S=$((BUDGET_S + ${s##*:})); done
 TOTAL_S=${GPU_CHECK_TOTAL_S:-$((BUDGET_S * SCALE))}

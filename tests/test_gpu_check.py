@@ -30,6 +30,26 @@ QUICK_STAGES = ["env", "wheels", "build", "bench-kernels-fp32", "bench-engine", 
 OUT_FILES = ["gpu_check.log", "results.md", "results.tar.gz", "summary.json", "summary.md"]
 
 
+def _gpu_limits(name: str) -> dict:
+    """{stage: its time limit on the GPU} as scripts/gpu_check.sh declares them (`STAGES` or `QUICK_STAGES`)."""
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    decl = re.search(rf"^{name}=\((.*?)\)", text, re.S | re.M).group(1)
+    return {stage: int(limit) for stage, limit in (item.split(":") for item in decl.split())}
+
+
+def _scale(mode: str) -> int:
+    """The multiple of the GPU limits that gpu_check.sh gives a CPU rehearsal (`SCALE=`)."""
+    line = re.search(r"^SCALE=.*$", (ROOT / "scripts" / "gpu_check.sh").read_text(), re.M).group(0)
+    sim, dry = re.search(r'"\$SIM" = 1 \] && echo (\d+)', line), re.search(r'"\$DRY" = 1 \] && echo (\d+)', line)
+    return int({"--sim": sim, "--dry-run": dry}[mode].group(1))
+
+
+def _timeout(stages, mode: str) -> int:
+    """The test's own limit on a rehearsal: its stages' (scaled) limits, plus a minute."""
+    name = "QUICK_STAGES" if stages == QUICK_STAGES else "STAGES"
+    return sum(_gpu_limits(name).values()) * _scale(mode) + 60
+
+
 def _every_stage_passes(mode: str, out, timeout: int, stages=STAGES, **env):
     """Run `gpu_check.sh <mode...>` into `out`; every stage ran and passed with at least 2x headroom on its time
     limit (CI's load must not bring a stage near its limit). -> (summary, {stage: its row})."""
@@ -49,9 +69,12 @@ def _every_stage_passes(mode: str, out, timeout: int, stages=STAGES, **env):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
 def test_dry_run_passes_every_stage(tmp_path):
-    summary, got = _every_stage_passes("--dry-run", tmp_path, timeout=400)
+    summary, got = _every_stage_passes("--dry-run", tmp_path, timeout=_timeout(STAGES, "--dry-run"))
     assert summary["dry_run"] is True and summary["quick"] is False
-    assert sum(int(s["limit_s"]) for s in got.values()) <= 480  # the whole run fits 8 minutes
+    gpu = _gpu_limits("STAGES")
+    assert list(gpu) == STAGES and sum(gpu.values()) <= 480  # the GPU run fits 8 minutes
+    # the rehearsal's limits are a generous multiple of the GPU's (a loaded CPU is no reason to fail)
+    assert {k: int(s["limit_s"]) for k, s in got.items()} == {k: v * _scale("--dry-run") for k, v in gpu.items()}
     # what the device tool brings back: at most 8 files, flat (checked in _every_stage_passes)
     with tarfile.open(tmp_path / "results.tar.gz") as tar:
         names = set(tar.getnames())
@@ -67,9 +90,12 @@ def test_dry_run_passes_every_stage(tmp_path):
 def test_quick_dry_run_gives_the_headline_stages_in_three_minutes(tmp_path):
     """--quick: only the stages the three headline figures need (kernel GB/s, time per NFE, samples/s against the
     baselines), their limits adding up to at most 3 minutes; each writes its section."""
-    summary, got = _every_stage_passes("--quick --dry-run", tmp_path, timeout=300, stages=QUICK_STAGES)
+    summary, got = _every_stage_passes("--quick --dry-run", tmp_path, timeout=_timeout(QUICK_STAGES, "--dry-run"),
+                                       stages=QUICK_STAGES)
     assert summary["quick"] is True and summary["dry_run"] is True
-    assert sum(int(s["limit_s"]) for s in got.values()) <= 180 and summary["limit_s"] <= 180
+    quick = _gpu_limits("QUICK_STAGES")
+    assert list(quick) == QUICK_STAGES and sum(quick.values()) <= 180  # on the GPU: at most 3 minutes
+    assert summary["limit_s"] == sum(quick.values()) * _scale("--dry-run")
     results = (tmp_path / "results.md").read_text()
     assert "## Kernel bandwidth" in results and "## Engine overhead" in results and "## Throughput" in results
     assert "(quick) (dry run, CPU)" in (tmp_path / "summary.md").read_text()
@@ -120,7 +146,7 @@ def test_results_are_written_while_a_stage_runs(tmp_path):
 def test_sim_run_passes_every_stage_on_the_simulated_device(tmp_path):
     """The GPU run's own commands (the CUDA branches of the tests and benchmarks, not their CPU smoke twins) on
     the simulated CUDA device of tests/sim_cuda.py: what would break at first contact breaks here."""
-    summary, got = _every_stage_passes("--sim", tmp_path, timeout=1500)
+    summary, got = _every_stage_passes("--sim", tmp_path, timeout=_timeout(STAGES, "--sim"))
     assert summary["sim"] is True and summary["dry_run"] is False
     assert summary["device"].startswith("SimCuda")
     assert "passed" in got["cuda-tests"]["note"] and "passed" in got["kernel-tests"]["note"]  # run, not skipped
