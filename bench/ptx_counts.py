@@ -58,7 +58,9 @@ def markdown(rows: list[dict], before: dict, meta: dict) -> str:
            f"commit 61fdea4 (one normal per Philox call, library log and cos), same counter (issue 34 quoted 1,672 "
            f"and Euler's 88: a count one statement higher). A static count: gibbs' selection kernel, which loops "
            f"over the M levels, is shown at M = 1000 (BLOCK 1024: one pass, 8 levels per thread). CI checks "
-           f"ceilings on these counts (`tests/test_kernels_aot.py`).\n",
+           f"ceilings on these counts (`tests/test_kernels_aot.py`). The four normals of a Philox call are put in "
+           f"element order in registers (the sm_90 fp32 PTX of the noise and Langevin kernels has no shared memory, "
+           f"barrier or shuffle, and its loads and stores stay 16 bytes wide, `v4.b32`).\n",
            "| kernel | sm_90 fp32 per thread, before -> after | sm_90 fp32 per element, before -> after "
            "| sm_90 bf16 per element | sm_80 fp32 per element |",
            "|---|---|---|---|---|"]
