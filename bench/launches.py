@@ -12,7 +12,8 @@ repeatedly (the first call of a configuration runs eagerly with the network grap
 `--first` counts first calls instead. DLG (chains = batch) is counted within one call, between runs of 4 and 8
 blocks per chain: its first two rounds run eagerly and capture, the later ones replay. Speed is not simulated:
 these are counts, the same on any machine.
-Output: the table, bench/results/launches.{json,md}.
+Output: the table, bench/results/launches_MODEL_bBATCH.{json,md} (`bench.build_results` puts them in
+bench/RESULTS.md under "Launches per NFE").
 """
 from __future__ import annotations
 
@@ -35,11 +36,20 @@ BUDGETS = {"dlg": (7, 10), "ald": (12, 22), "mild": (12, 22), "baoab_limit": (12
 OPTIONS = {"dlg": {"n_levels": 50, "init_nfe": 8, "n_init": 1, "n_skip": 2}}
 
 
+def _sim():
+    """tests/sim_cuda.py, the copy already imported if any: the test suite imports it as `sim_cuda`, and two copies
+    would be two devices (their tensors are not each other's)."""
+    mod = sys.modules.get("sim_cuda") or sys.modules.get("tests.sim_cuda")
+    if mod is None:
+        import tests.sim_cuda as mod
+    return mod
+
+
 def counted(model, sampler: str, batch: int, nfe: int, calls: int, num: int | None = None,
             graph: str = "auto") -> tuple[int, int, float]:
     """(eager launches, graph replays, NFE per chain) of the `calls`-th call of this configuration (NFE per chain:
     all the call's NFE over its chains; DLG's chains are `batch`, each yielding num / batch samples)."""
-    from tests.sim_cuda import COUNTS
+    COUNTS = _sim().COUNTS
 
     opts = dict(OPTIONS.get(sampler, {}))
     num = batch if num is None else num
@@ -87,10 +97,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--first", action="store_true", help="count each configuration's first call")
     p.add_argument("--graph", default="auto,network", help="graph modes to count, comma list (api.sample's graph=; "
                    "network: the network alone captured, what ran before whole batches were)")
-    p.add_argument("--out", default=os.path.join(HERE, "results", "launches.json"))
-    p.add_argument("--md", default=os.path.join(HERE, "results", "launches.md"))
+    p.add_argument("--out", default=None, help="default bench/results/launches_MODEL_bBATCH.json")
+    p.add_argument("--md", default=None, help="default bench/results/launches_MODEL_bBATCH.md")
     a = p.parse_args(argv)
-    from tests.sim_cuda import simulated_cuda
+    stem = os.path.join(HERE, "results", f"launches_{a.model}_b{a.batch}")
+    a.out, a.md = a.out or stem + ".json", a.md or stem + ".md"
+    simulated_cuda = _sim().simulated_cuda
 
     names = a.samplers.split(",") if a.samplers else sorted(n for n in all_samplers() if n not in ADAPTIVE)
     calls = 1 if a.first else 3

@@ -48,12 +48,12 @@ def kept_tensors() -> list[torch.Tensor]:
 
 def _scalar(value: float, device=None) -> torch.Tensor:
     """A 0-d float64 tensor of `value`, filled on the device (no host copy; read only: kept per (value, device))."""
-    return _kept(("scalar", value, str(device)), lambda: torch.full((), value, dtype=torch.float64, device=device))
+    return _kept(("scalar", value, device), lambda: torch.full((), value, dtype=torch.float64, device=device))
 
 
 def _ramp(n: int, device=None) -> torch.Tensor:
     """[n] float64 0 .. 1 (read only: kept per (n, device), so a per-sample grid inside DLG's loop makes none)."""
-    return _kept(("ramp", n, str(device)), lambda: torch.linspace(0, 1, n, dtype=torch.float64, device=device)
+    return _kept(("ramp", n, device), lambda: torch.linspace(0, 1, n, dtype=torch.float64, device=device)
                  if n > 1 else torch.zeros(1, dtype=torch.float64, device=device))
 
 

@@ -10,7 +10,7 @@ from dmcmc_fast.engine import whole_run
 from dmcmc_fast.models.base import NonFiniteModelOutput
 from dmcmc_fast.models.builtin import load_model
 from dmcmc_fast.samplers import all_samplers
-from tests.sim_cuda import COUNTS, simulated_cuda
+from sim_cuda import COUNTS, simulated_cuda
 
 FIXED = sorted(n for n, s in all_samplers().items() if s.kind == "batch" and s.fixed_steps)
 

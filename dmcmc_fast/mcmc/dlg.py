@@ -71,7 +71,7 @@ from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, r
 from dmcmc_fast.integrators.common import ensure_counting
 from dmcmc_fast.kernels._args import in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
-from dmcmc_fast.kernels.gibbs import gibbs_select, step_impls as gibbs_impls
+from dmcmc_fast.kernels.gibbs import gibbs_select, gibbs_select_block_min, step_impls as gibbs_impls
 from dmcmc_fast.kernels.langevin import langevin_impl, langevin_step
 from dmcmc_fast.validate import check_int, check_positive
 
@@ -214,6 +214,7 @@ class StepKernels(NamedTuple):
     langevin: Callable  # langevin_step's implementation
     select: Callable  # gibbs_select's
     block_min: Callable  # block_min_update's
+    select_block_min: Callable  # gibbs_select_block_min's: the Gibbs step and the block minimum in one launch
 
 
 def step_kernels(x: torch.Tensor) -> StepKernels:
@@ -221,12 +222,13 @@ def step_kernels(x: torch.Tensor) -> StepKernels:
 
 
 def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step,
-                        z=None, kernels: StepKernels | None = None):
+                        z=None, kernels: StepKernels | None = None, best=None):
     """One Langevin step at each row's own sigma (from the model's `denoised` output at (x, sigma)),
     then the Gibbs step sigma <- argmax_m p(m | x) or a draw from p(m | x)^(1/T) (`log_prior` from
     `level_log_prior`). Returns (x, sigma); `step` (the RNG counter of both draws) is an int or one per row;
     `z`: the Langevin normals of this step if the caller drew them ahead (`_Chains.langevin_noise`); `kernels`:
-    the run's `step_kernels` (default: the dispatching entry points)."""
+    the run's `step_kernels` (default: the dispatching entry points); `best`: the block's lowest-sigma iterate
+    (best_x, best_sigma) so far, updated in place with the new (x, sigma) where sigma is lower."""
     # eta_scaling "sigma2": a step of eta sigma^2 keeps the move relative to the noise level,
     # x += (eta/2)(D - x) + sqrt(eta) sigma z
     eta = cfg.eta * sigma * sigma if cfg.eta_scaling == "sigma2" else cfg.eta
@@ -234,17 +236,23 @@ def langevin_gibbs_step(x, denoised, sigma, cfg: DLGConfig, classifier, levels, 
         x = langevin_step(x, denoised, sigma, eta, seed, ids, step, z=z)
     else:
         x = kernels.langevin(x, denoised, sigma, eta, seed, ids, step, rng.STREAM_LANGEVIN, z=z)
-    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step, kernels)
+    return x, gibbs_step(x, cfg, classifier, levels, log_prior, seed, ids, step, kernels, best)
 
 
 def gibbs_step(x, cfg: DLGConfig, classifier, levels, log_prior, seed, ids, step,
-               kernels: StepKernels | None = None) -> torch.Tensor:
-    """sigma <- argmax_m p(m | x), or a Gumbel-max draw from p(m | x)^(1/T) (prior included)."""
+               kernels: StepKernels | None = None, best=None) -> torch.Tensor:
+    """sigma <- argmax_m p(m | x), or a Gumbel-max draw from p(m | x)^(1/T) (prior included); with `best` =
+    (best_x, best_sigma), also the block minimum: rows where the new sigma is lower take (x, sigma) (one launch)."""
     logits = classifier(x)
     if cfg.gibbs_temperature != 1.0:
         logits = logits / cfg.gibbs_temperature
-    select = gibbs_select if kernels is None else kernels.select
-    _, sigma = select(logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step, rng.STREAM_GIBBS)
+    args = (logits, levels, log_prior, cfg.gibbs == "sample", seed, ids, step, rng.STREAM_GIBBS)
+    if best is None:
+        _, sigma = (gibbs_select if kernels is None else kernels.select)(*args)
+    elif kernels is None:
+        _, sigma = gibbs_select_block_min(*args[:2], x, *best, *args[2:])
+    else:
+        _, sigma = kernels.select_block_min(*args, x, *best)
     return in_dtype(sigma, x.dtype)
 
 
@@ -326,10 +334,10 @@ class _Chains:
         return gibbs_step(x, self.cfg, self.classifier, self.levels, self.log_prior, self.seed, self.ids, step,
                           self.kernels)
 
-    def langevin_gibbs(self, x, sigma, step: int, z=None):
+    def langevin_gibbs(self, x, sigma, step: int, z=None, best=None):
         self.evals += 1
         return langevin_gibbs_step(x, self.model(x, sigma), sigma, self.cfg, self.classifier, self.levels,
-                                   self.log_prior, self.seed, self.ids, step, z=z, kernels=self.kernels)
+                                   self.log_prior, self.seed, self.ids, step, z=z, kernels=self.kernels, best=best)
 
     @property
     def classifier_evals(self) -> torch.Tensor:
@@ -426,13 +434,13 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
             x, sigma = fresh.x, fresh.sigma
             init_nfe, init_evals = fresh.nfe.to(zero.device), fresh.classifier_evals.to(zero.device)
             restart_nfe, restart_evals = restart_nfe + init_nfe, restart_evals + init_evals
-        for j in range(cfg.n_skip):
-            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if z is None else z(b, j))
+        best_x = best_sigma = None
+        for j in range(cfg.n_skip):  # n_skip Langevin-Gibbs steps, keeping the block's lowest-sigma iterate
+            best = None if j == 0 else (best_x, best_sigma)  # later steps update it in place (fused with Gibbs)
+            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if z is None else z(b, j), best=best)
             if j == 0:  # the block's lowest level so far is its first step's: that step's own fresh tensors, which
                 # the later steps update in place (a copy when they are also the chain's state, n_skip = 1)
                 best_x, best_sigma = (x, sigma) if cfg.n_skip > 1 else (x.clone(), sigma.clone())
-            else:
-                c.kernels.block_min(x, sigma, best_x, best_sigma)
         den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
         samples.append(den)
         block_sigma.append(best_sigma)
