@@ -24,7 +24,9 @@ if sources and os.environ.get("DMCMC_NO_EXT", "0") != "1":
         CppExtension(
             name="dmcmc_fast._C",
             sources=sources,
-            extra_compile_args=["-O3"],  # -std comes from torch (C++20 for torch 2.14)
+            # -std comes from torch (C++20 for torch 2.14); no fused multiply-adds: csrc/philox.cpp's float steps are
+            # the torch reference's, one rounding each
+            extra_compile_args=["-O3", "-ffp-contract=off"],
         )
     )
     cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)

@@ -34,3 +34,22 @@ def save_json_md(json_path: str | None, result: dict, md_path: str | None, text:
     if md_path:
         with open(md_path, "w") as f:
             f.write(text)
+
+
+class Section:
+    """A markdown section appended to `path` and rewritten in place each time it grows, so a run cut short (a
+    stage limit of scripts/gpu_check.sh) leaves what it measured so far; a None or '' path writes nothing."""
+
+    def __init__(self, path: str | None):
+        self.path, self.start = path or None, 0
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(self.path, "a") as f:
+                self.start = f.tell()
+
+    def write(self, text: str):
+        if self.path:
+            with open(self.path, "r+") as f:
+                f.seek(self.start)
+                f.write(text)
+                f.truncate()

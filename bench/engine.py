@@ -42,7 +42,7 @@ import time
 
 import torch
 
-from bench import append_jsonl  # noqa: E402
+from bench import Section, append_jsonl  # noqa: E402
 
 if "--cpu-smoke" in sys.argv[1:] and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
@@ -275,6 +275,7 @@ def main(argv=None) -> list[dict]:
     print(f"{'sampler':>7s} {'batch':>5s} {'bare ms':>9s} {'ms/NFE':>9s} {'ratio':>6s} {'steady':>6s} "
           f"{'eager/api':>9s} {'samples/s':>10s} path")
     t0, rows, not_run = time.perf_counter(), [], []
+    section = Section(md)  # rewritten after every row: a run cut short keeps its rows
     with tempfile.TemporaryDirectory() as tmp:
         opts = {"heun": {}, "dlg": dict(DLG_OPTIONS, classifier=random_classifier(model, n_levels, tmp))}
         for sampler in samplers:
@@ -287,6 +288,7 @@ def main(argv=None) -> list[dict]:
                 r["options"] = {k: v for k, v in r["options"].items() if k != "classifier"}
                 rows.append(r)
                 append_jsonl(out, meta, [r])
+                section.write(markdown(meta, rows, not_run))
                 print(f"{sampler:>7s} {B:5d} {r['bare_ms'][0]:9.3f} {r['per_nfe_ms']:9.3f} {r['ratio']:6.2f} "
                       f"{_f(r['steady_ratio']):>6s} {r['graph_gain']:9.2f} {r['variants']['api']['samples_s']:10.1f} "
                       f"{_path_str(r['path'])}", flush=True)
@@ -299,10 +301,7 @@ def main(argv=None) -> list[dict]:
               + ", ".join(f"{r['sampler']} B={r['batch']} {r['ratio']:.2f} ({_f(r['steady_ratio'])})" for r in rows)
               + f"; ran {'; '.join(sorted({_path_str(r['path']) for r in rows}))}"
               + (f"; {len(not_run)} not run" if not_run else ""))
-    if md:
-        os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
-        with open(md, "a") as f:
-            f.write(markdown(meta, rows, not_run))
+    section.write(markdown(meta, rows, not_run))
     return rows
 
 

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from bench import append_jsonl  # noqa: E402
+from bench import Section, append_jsonl  # noqa: E402
 
 if "--cpu-smoke" in sys.argv[1:] and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
@@ -127,7 +127,8 @@ def _time_ms(fn, reps: int, device, setup=None) -> tuple[float, float, float]:
     return statistics.median(ts), q[0], q[-1]
 
 
-def run(batch: int, dim: int, dtype_name: str, reps: int, device: str, only=None) -> list[dict]:
+def run(batch: int, dim: int, dtype_name: str, reps: int, device: str, only=None, on_row=None) -> list[dict]:
+    """One row per kernel (`on_row(rows so far)` after each: the caller writes as it goes)."""
     dtype = DTYPES[dtype_name]
     elem = torch.empty((), dtype=dtype).element_size()
     src = torch.randn(batch, dim, device=device).to(dtype)
@@ -148,6 +149,8 @@ def run(batch: int, dim: int, dtype_name: str, reps: int, device: str, only=None
                      "fused_ms": fused, "torch_ms": unfused, "copy_ms": copy_ms,
                      "fused_gbs": nbytes / fused[0] / 1e6, "copy_gbs": copy_gbs,
                      "frac_of_copy": nbytes / fused[0] / 1e6 / copy_gbs, "speedup_vs_torch": unfused[0] / fused[0]})
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -179,10 +182,16 @@ def main(argv=None) -> list[dict]:
         device, a.batch, a.dim, a.reps, out, md = "cpu", 2, 300, 2, a.out, a.md
     else:
         raise SystemExit("bench/kernels.py needs a CUDA GPU; use --cpu-smoke to check that it runs without one")
-    rows = run(a.batch, a.dim, a.dtype, a.reps, device, a.kernels)
     meta = {"device": _device_name(device), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__,
             "triton": triton.__version__, "interpreted": os.environ.get("TRITON_INTERPRET", "0") == "1",
             "command": "python -m bench.kernels " + shlex.join(sys.argv[1:] if argv is None else argv)}
+    section = Section(md)
+
+    def written(rows):  # each row to the JSON lines and the section as it comes (a run cut short keeps them)
+        append_jsonl(out, meta, rows[-1:])
+        section.write(markdown(meta, rows, a))
+
+    rows = run(a.batch, a.dim, a.dtype, a.reps, device, a.kernels, on_row=written)
     print(f"# {meta['device']} | torch {meta['torch']} | triton {meta['triton']} | {a.dtype} | "
           f"batch {a.batch} x dim {a.dim} | copy {rows[0]['copy_gbs'] if rows else float('nan'):.1f} GB/s")
     print(f"{'kernel':22s} {'MB':>8s} {'fused ms':>9s} {'GB/s':>8s} {'/copy':>6s} {'torch ms':>9s} {'speedup':>8s}")
@@ -196,11 +205,6 @@ def main(argv=None) -> list[dict]:
         print(f"# summary: {a.dtype}, copy {rows[0]['copy_gbs']:.0f} GB/s; {len(rows)} fused kernels at "
               f"{frac[0]:.2f}..{frac[-1]:.2f} of it (median {statistics.median(frac):.2f}); "
               f"median speedup vs torch {statistics.median(r['speedup_vs_torch'] for r in rows):.1f}x")
-    append_jsonl(out, meta, rows)
-    if md:
-        os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
-        with open(md, "a") as f:
-            f.write(markdown(meta, rows, a))
     return rows
 
 

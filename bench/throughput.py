@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench import Section
 from bench import baselines as bl
 from bench.engine import _path_str, check_api, path_taken
 import dmcmc_fast
@@ -331,9 +332,12 @@ def main(argv=None) -> int:
     base = os.path.join(a.out, f"throughput-{a.device.type}-{stamp}")
     t0 = time.perf_counter()
 
+    section = Section(os.path.join(a.out, "throughput.md"))  # rewritten after every cell, plot last
+
     def save():
         with open(base + ".json", "w") as f:
             json.dump(run, f, indent=1)
+        section.write(markdown(run, os.path.basename(base + ".json"), None))
 
     for name in a.models:
         try:
@@ -361,8 +365,7 @@ def main(argv=None) -> int:
     run["loadavg_end"] = os.getloadavg()
     save()
     plot = None if a.no_plot else write_plot(run, base + ".png")
-    with open(os.path.join(a.out, "throughput.md"), "a") as f:
-        f.write(markdown(run, os.path.basename(base + ".json"), plot and os.path.basename(plot)))
+    section.write(markdown(run, os.path.basename(base + ".json"), plot and os.path.basename(plot)))
     log(f"wrote {base}.json, {os.path.join(a.out, 'throughput.md')}" + (f", {plot}" if plot else ""))
     for what in run["not_run"]:
         log(f"# not run: {what}")

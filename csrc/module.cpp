@@ -2,9 +2,9 @@
 // The Python layer (dmcmc_fast/kernels/noise.py, dmcmc_fast/rng.py) checks arguments and documents them.
 #include <torch/extension.h>
 
-// csrc/philox.cpp: per-chain Philox uniforms on the CPU (see dmcmc_fast/kernels/noise.py)
-torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
-                             int64_t words);
+// csrc/philox.cpp: per-chain Philox draws on the CPU (see dmcmc_fast/kernels/noise.py)
+int64_t philox_stream();
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
 torch::Tensor philox_normal(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream);
 torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
                                   int64_t n, int64_t stream);
@@ -15,6 +15,7 @@ torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t 
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dmcmc_fast._C: per-chain Philox draws on the CPU (see dmcmc_fast/kernels/noise.py)";
+  m.def("philox_stream", &philox_stream);
   m.def("philox_uniform", &philox_uniform);
   m.def("philox_normal", &philox_normal);
   m.def("philox_normal_steps", &philox_normal_steps);

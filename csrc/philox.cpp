@@ -1,12 +1,13 @@
-// Per-chain Philox-4x32-10 uniforms on the CPU: the words of dmcmc_fast/rng.py (the torch reference) and of
-// the Triton kernels (kernels/_philox.py), in one tight loop instead of hundreds of int64 tensor ops.
+// Per-chain Philox-4x32-10 draws on the CPU: the numbers of dmcmc_fast/rng.py (the torch reference) and of the
+// Triton kernels (kernels/_philox.py), in one tight loop instead of hundreds of int64 tensor ops.
 //
-// Element i of chain c's draw at step k of stream s is philox(key = (seed lo, seed hi), counter =
-// (i, c, k, s)) -> four uint32 words; word w -> a uniform in [0, 1) exactly as rng.uint32_to_uniform
-// computes it (int32 reinterpretation, negative s mapped to -s - 1, times 4.6566127342e-10f in float32).
-// Normals (`philox_normal`) are rng.box_muller of words 0 and 1, bit-identical to the reference: its log and cos
-// are the very ATen kernels it calls, in place on the words' buffer, and its other steps exact float operations
-// (tests/test_philox.py, tests/test_kernels_noise.py).
+// Elements 4q .. 4q+3 of chain c's draw at step k of stream s come from one call, philox(key = (seed lo, seed hi),
+// counter = (q, c, k, s)) -> four uint32 words (rng._quad_words). Uniforms (`philox_uniform`): word j -> element
+// 4q + j, mapped as rng.uint32_to_uniform (int32 reinterpretation, negative s mapped to -s - 1, times
+// 4.6566127342e-10f). Normals (`philox_normal*`): rng.box_muller4, two Box-Muller pairs per call, with rng's float32
+// polynomials for -2 ln u and cos/sin. Every float step below is the reference's operation in the reference's order,
+// one IEEE float32 rounding each (built with -ffp-contract=off: no fused multiply-adds), and the sqrt is ATen's own
+// kernel, as the reference's: bit-identical to the reference (tests/test_kernels_noise.py, tests/test_philox.py).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -14,25 +15,68 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
+#include <cmath>
 #include <cstdint>
 
 namespace {
 
+constexpr int64_t kStreamVersion = 2;  // rng.STREAM_VERSION: the draw this file makes (2: four words per call)
 constexpr uint32_t kRoundA = 0xD2511F53u, kRoundB = 0xCD9E8D57u, kKeyA = 0x9E3779B9u, kKeyB = 0xBB67AE85u;
 constexpr float kUniformScale = 4.6566127342e-10f;
+// rng's Box-Muller constants (float32 values, as the reference's Python floats round to float32)
+constexpr float kWordScale = 0x1p-32f, kWordHalf = 0x1p-33f, kLn2 = float(0.6931471824645996);
+constexpr int32_t kSqrtHalfBits = 0x3F3504F3, kMantissaMask = 0x007FFFFF;
+constexpr float kP[7] = {float(0.33333972096443176), float(-0.250009685754776),  float(0.19960597157478333),
+                         float(-0.165879487991333),  float(0.14950978755950928), float(-0.14197471737861633),
+                         float(0.08506953716278076)};
+constexpr float kS[3] = {float(-0.16666650772094727), float(0.008331958204507828), float(-0.0001949349680216983)};
+constexpr float kC[3] = {float(0.04166664555668831), float(-0.0013887342065572739), float(2.4435852537862957e-05)};
+constexpr float kAngleScale = float(3.65729529994141e-10);
+constexpr int64_t kChunk = 256;    // quads whose words are made at once (4 KiB on the stack)
 constexpr int64_t kGrain = 1 << 14;  // elements per parallel task
+
+template <typename To, typename From>
+inline To bits_as(From v) {  // std::bit_cast, which C++17 (torch < 2.12's -std) lacks
+  To out;
+  std::memcpy(&out, &v, sizeof(To));
+  return out;
+}
 
 inline float to_uniform(uint32_t w) {
   const int32_t s = int32_t(w);
   return float(s < 0 ? ~s : s) * kUniformScale;  // ~s == -s - 1
 }
 
-// Words 0 .. W-1 of elements first .. first+n-1 of one row (chain, step): o[w * stride + i]. Ten rounds, the keys
-// bumped after each (rng.philox_4x32).
-template <int W>
-inline void philox_row(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step, uint32_t s, uint32_t k0,
-                       uint32_t k1, uint32_t first = 0) {
-  for (int64_t i = 0; i < n; ++i) {
+// rng.neg2_log(rng.open_uniform(w)): -2 ln u, u = float(w) 2^-32 + 2^-33
+inline float neg2_log(uint32_t w) {
+  const float u = float(w) * kWordScale + kWordHalf;
+  const int32_t bits = bits_as<int32_t>(u) - kSqrtHalfBits;
+  const float e = float(bits >> 23);
+  const float f = bits_as<float>((bits & kMantissaMask) + kSqrtHalfBits) - 1.0f;
+  float p = kP[6] * f + kP[5];
+  for (int i = 4; i >= 0; --i) p = p * f + kP[i];
+  const float log1p = f + (f * f) * (p * f - 0.5f);
+  return -2.0f * (e * kLn2 + log1p);
+}
+
+// rng.cos_sin(w): (cos t, sin t), t = 2 pi w / 2^32 = k pi/2 + a
+inline void cos_sin(uint32_t w, float& cos_t, float& sin_t) {
+  const uint32_t k = ((w + 0x20000000u) >> 30) & 3u;
+  const float a = float(int32_t(w << 2)) * kAngleScale;
+  const float x = a * a;
+  const float sin_a = a + (a * x) * ((kS[2] * x + kS[1]) * x + kS[0]);
+  const float cos_a = (((kC[2] * x + kC[1]) * x + kC[0]) * x - 0.5f) * x + 1.0f;
+  const float c = (k & 1u) ? sin_a : cos_a, s = (k & 1u) ? cos_a : sin_a;
+  cos_t = ((k + 1u) & 2u) ? -c : c;
+  sin_t = (k & 2u) ? -s : s;
+}
+
+// The words of quads first .. first+nq-1 of one row (chain, step, stream): w[j * kChunk + i]. Ten rounds, the keys
+// bumped after each (rng.philox4x32).
+inline void philox_quads(uint32_t* w, int64_t nq, uint32_t first, uint32_t chain, uint32_t step, uint32_t s,
+                         uint32_t k0, uint32_t k1) {
+  for (int64_t i = 0; i < nq; ++i) {
     uint32_t c0 = first + uint32_t(i), c1 = chain, c2 = step, c3 = s, key0 = k0, key1 = k1;
 #pragma GCC unroll 10
     for (int round = 0; round < 10; ++round) {
@@ -41,10 +85,7 @@ inline void philox_row(float* o, int64_t stride, int64_t n, uint32_t chain, uint
       c0 = n0, c1 = uint32_t(pb), c2 = n2, c3 = uint32_t(pa);
       key0 += kKeyA, key1 += kKeyB;
     }
-    o[i] = to_uniform(c0);
-    if (W > 1) o[stride + i] = to_uniform(c1);
-    if (W > 2) o[2 * stride + i] = to_uniform(c2);
-    if (W > 3) o[3 * stride + i] = to_uniform(c3);
+    w[i] = c0, w[kChunk + i] = c1, w[2 * kChunk + i] = c2, w[3 * kChunk + i] = c3;
   }
 }
 
@@ -55,21 +96,15 @@ __attribute__((target("avx2"))) inline void mul_hilo(__m256i a, __m256i c, __m25
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-__attribute__((target("avx2"))) inline __m256 to_uniform8(__m256i w) {
-  const __m256i neg = _mm256_srai_epi32(w, 31);  // all ones where the int32 is negative
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_xor_si256(w, neg)), _mm256_set1_ps(kUniformScale));  // ~s
-}
-
-// philox_row for AVX2: eight elements per iteration (the same rounds on 8 lanes), the rest by philox_row.
-template <int W>
-__attribute__((target("avx2"))) void philox_row_avx2(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step,
-                                                     uint32_t s, uint32_t k0, uint32_t k1) {
+// philox_quads for AVX2: eight quads per iteration (the same rounds on 8 lanes), the rest by philox_quads.
+__attribute__((target("avx2"))) void philox_quads_avx2(uint32_t* w, int64_t nq, uint32_t first, uint32_t chain,
+                                                       uint32_t step, uint32_t s, uint32_t k0, uint32_t k1) {
   const __m256i ra = _mm256_set1_epi32(int(kRoundA)), rb = _mm256_set1_epi32(int(kRoundB));
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(int(uint32_t(i))), lane), c1 = _mm256_set1_epi32(int(chain));
-    __m256i c2 = _mm256_set1_epi32(int(step)), c3 = _mm256_set1_epi32(int(s));
+  for (; i + 8 <= nq; i += 8) {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(int(first + uint32_t(i))), lane);
+    __m256i c1 = _mm256_set1_epi32(int(chain)), c2 = _mm256_set1_epi32(int(step)), c3 = _mm256_set1_epi32(int(s));
     uint32_t key0 = k0, key1 = k1;
     for (int round = 0; round < 10; ++round) {
       __m256i hb, lb, ha, la;
@@ -80,118 +115,119 @@ __attribute__((target("avx2"))) void philox_row_avx2(float* o, int64_t stride, i
       c1 = lb, c3 = la;
       key0 += kKeyA, key1 += kKeyB;
     }
-    _mm256_storeu_ps(o + i, to_uniform8(c0));
-    if (W > 1) _mm256_storeu_ps(o + stride + i, to_uniform8(c1));
-    if (W > 2) _mm256_storeu_ps(o + 2 * stride + i, to_uniform8(c2));
-    if (W > 3) _mm256_storeu_ps(o + 3 * stride + i, to_uniform8(c3));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + i), c0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + kChunk + i), c1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 2 * kChunk + i), c2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(w + 3 * kChunk + i), c3);
   }
-  // the tail: elements i .. n-1, their counters starting at i
-  for (; i < n; ++i) philox_row<W>(o + i, stride, 1, chain, step, s, k0, k1, uint32_t(i));
+  if (i < nq) philox_quads(w + i, nq - i, first + uint32_t(i), chain, step, s, k0, k1);  // the tail
 }
 
-template <int W>
-void philox_row_base(float* o, int64_t stride, int64_t n, uint32_t chain, uint32_t step, uint32_t s, uint32_t k0,
-                     uint32_t k1) {
-  philox_row<W>(o, stride, n, chain, step, s, k0, k1);
-}
+using QuadsFn = void (*)(uint32_t*, int64_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t);
 
-using RowFn = void (*)(float*, int64_t, int64_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t);
-
-template <int W>
-RowFn row_fn() {
+QuadsFn quads_fn() {
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2 ? &philox_row_avx2<W> : &philox_row_base<W>;
+  return avx2 ? &philox_quads_avx2 : &philox_quads;
 }
 
-RowFn row_fn(int64_t words) {
-  switch (words) {
-    case 1: return row_fn<1>();
-    case 2: return row_fn<2>();
-    case 3: return row_fn<3>();
-    default: return row_fn<4>();
+// One row's calls (chain, step, stream): nq quads. Uniforms (NORMAL false): o[4q + j] = word j of quad q, up to n.
+// Normals (NORMAL true): the halves of rng.box_muller4 before its sqrt, t[2q] = -2 ln u_a, t[2q + 1] = -2 ln u_b,
+// and cs[4q ..] = (cos t_a, sin t_a, cos t_b, sin t_b).
+template <bool NORMAL>
+void draw_row(float* o, float* t, float* cs, int64_t n, uint32_t chain, uint32_t step, uint32_t s, uint32_t k0,
+              uint32_t k1, QuadsFn quads) {
+  alignas(32) uint32_t w[4 * kChunk];
+  const int64_t nq = (n + 3) / 4;
+  for (int64_t q0 = 0; q0 < nq; q0 += kChunk) {
+    const int64_t m = std::min(kChunk, nq - q0);
+    quads(w, m, uint32_t(q0), chain, step, s, k0, k1);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t q = q0 + i;
+      if (NORMAL) {
+        t[2 * q] = neg2_log(w[i]), t[2 * q + 1] = neg2_log(w[2 * kChunk + i]);
+        cos_sin(w[kChunk + i], cs[4 * q], cs[4 * q + 1]);
+        cos_sin(w[3 * kChunk + i], cs[4 * q + 2], cs[4 * q + 3]);
+      } else {
+        for (int j = 0; j < 4 && 4 * q + j < n; ++j) o[4 * q + j] = to_uniform(w[j * kChunk + i]);
+      }
+    }
   }
 }
 
-}  // namespace
-
-namespace {
-
-// [words, R, n] float32 with R = n_steps * B: row r = k * B + b draws chain_ids[b]'s words at step steps[b] + k.
+// [R, n] float32 with R = n_steps * B: row r = k * B + b draws chain_ids[b]'s at step steps[b] + k.
 // `steps` undefined: every row at step `step` (an int step without a tensor of it). With `run` > 0 the k-th
 // step is not k but (k / run) * stride + k % run: runs of `run` consecutive steps, `stride` apart (DLG's blocks).
-torch::Tensor uniform_rows(int64_t seed, const torch::Tensor& chain_ids, const torch::Tensor& steps, int64_t n_steps,
-                           int64_t n, int64_t stream, int64_t words, int64_t step = 0, int64_t run = 0,
-                           int64_t stride = 0) {
+// Normals: three passes, the words and everything but the sqrt, then ATen's own float sqrt in place (the reference's
+// torch.sqrt: not the correctly rounded one on every CPU, but elementwise the same whatever the layout), then the
+// products r cos t, r sin t (times `scale` unless it is 1).
+template <bool NORMAL>
+torch::Tensor draw_rows(int64_t seed, const torch::Tensor& chain_ids, const torch::Tensor& steps, int64_t n_steps,
+                        int64_t n, int64_t stream, int64_t step = 0, int64_t run = 0, int64_t stride = 0,
+                        double scale = 1.0) {
   TORCH_CHECK(chain_ids.device().is_cpu() && (!steps.defined() || steps.device().is_cpu()),
               "philox draws run on CPU tensors");
   TORCH_CHECK(chain_ids.scalar_type() == torch::kInt64 && (!steps.defined() || steps.scalar_type() == torch::kInt64),
               "chain_ids and steps must be int64");
   TORCH_CHECK(chain_ids.dim() == 1 && (!steps.defined() || steps.sizes() == chain_ids.sizes()),
               "chain_ids and steps must be [B]");
-  TORCH_CHECK(n >= 0 && n_steps >= 0 && words >= 1 && words <= 4, "n and n_steps must be >= 0 and words in 1..4");
+  TORCH_CHECK(n >= 0 && n_steps >= 0, "n and n_steps must be >= 0");
+  // the new buffers never need autograd's or in-place view bookkeeping: their ops go straight to the CPU kernels
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const auto ids = chain_ids.contiguous();
   const auto ks = steps.defined() ? steps.contiguous() : steps;
-  const int64_t B = ids.size(0), R = n_steps * B, total = R * n;
-  auto out = at::empty({words, R, n}, at::kFloat);  // a plain buffer: no autograd wrapper
+  const int64_t B = ids.size(0), R = n_steps * B, nq = (n + 3) / 4;
+  auto out = at::empty({R, n}, at::kFloat);
+  auto t = NORMAL ? at::empty({R, 2 * nq}, at::kFloat) : at::Tensor();
+  auto cs = NORMAL ? at::empty({R, 4 * nq}, at::kFloat) : at::Tensor();
   const int64_t* id = ids.data_ptr<int64_t>();
   const int64_t* k = ks.defined() ? ks.data_ptr<int64_t>() : nullptr;
   float* o = out.data_ptr<float>();
+  float* tp = NORMAL ? t.data_ptr<float>() : nullptr;
+  float* cp = NORMAL ? cs.data_ptr<float>() : nullptr;
   const uint32_t k0 = uint32_t(uint64_t(seed)), k1 = uint32_t(uint64_t(seed) >> 32), s = uint32_t(stream);
-  const RowFn row = row_fn(words);
-  at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
+  const QuadsFn quads = quads_fn();
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1));
+  at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r % B;
       const int64_t kth = r / B, offset = run > 0 ? (kth / run) * stride + kth % run : kth;
-      row(o + r * n, total, n, uint32_t(id[b]), uint32_t((k ? k[b] : step) + offset), s, k0, k1);
+      draw_row<NORMAL>(o + r * n, NORMAL ? tp + r * 2 * nq : nullptr, NORMAL ? cp + r * 4 * nq : nullptr, n,
+                       uint32_t(id[b]), uint32_t((k ? k[b] : step) + offset), s, k0, k1, quads);
+    }
+  });
+  if (!NORMAL) return out;
+  t.sqrt_();
+  const float f = float(scale);
+  at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* radius = tp + r * 2 * nq;
+      const float* c = cp + r * 4 * nq;
+      float* z = o + r * n;
+      if (f == 1.0f) {
+        for (int64_t i = 0; i < n; ++i) z[i] = radius[i / 2] * c[i];
+      } else {  // scale * z as the reference computes it: the normal first, then one float product
+        for (int64_t i = 0; i < n; ++i) z[i] = f * (radius[i / 2] * c[i]);
+      }
     }
   });
   return out;
 }
 
-// rng.box_muller(u0, u1) in place on [2, R, n] words, times `scale` unless it is 1; returns row 0. Bit for bit the
-// reference: clamp(u0, 1e-7), log, * -2, sqrt; u1 * 2 pi, cos; the product (and scale * it). log, cos and sqrt are
-// ATen's own kernels (in place on the words' buffer: the same vectorised code on the same layout; none is
-// guaranteed correctly rounded); the rest are single IEEE float operations (a clamp, multiplies by float
-// constants, products), done in plain loops with the same float results: three ATen ops instead of seven.
-torch::Tensor box_muller_(const torch::Tensor& u, double scale) {
-  // `u` was just made here and never needs autograd's or in-place view bookkeeping: its ops go straight to
-  // the CPU kernels (a third of the cost of a tiny draw, the prior of one chain)
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  auto r = u.select(0, 0), phase = u.select(0, 1);
-  const int64_t total = r.numel();
-  float* a = r.data_ptr<float>();
-  float* p = phase.data_ptr<float>();
-  const float lo = float(1.0e-7), two_pi = float(2.0 * 3.141592653589793);  // the Scalars as ATen casts them
-  for (int64_t i = 0; i < total; ++i) {
-    a[i] = a[i] < lo ? lo : a[i];
-    p[i] = p[i] * two_pi;
-  }
-  r.log_();
-  phase.cos_();
-  for (int64_t i = 0; i < total; ++i) a[i] = a[i] * -2.0f;
-  r.sqrt_();  // ATen's float sqrt is not always the correctly rounded one: its own kernel, as the reference's
-  if (scale == 1.0) {
-    for (int64_t i = 0; i < total; ++i) a[i] = a[i] * p[i];
-  } else {  // scale * z as the reference computes it: the normal first, then one float product
-    const float f = float(scale);
-    for (int64_t i = 0; i < total; ++i) a[i] = f * (a[i] * p[i]);
-  }
-  return r;
-}
-
 }  // namespace
 
-// [words, B, n] float32: the uniforms of words 0 .. words-1 (1 to 4), rows from chain_ids / steps ([B] int64).
-torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream,
-                             int64_t words) {
-  return uniform_rows(seed, chain_ids, steps, 1, n, stream, words);
+// The stream these functions draw (rng.STREAM_VERSION); a build that predates this function draws another one.
+int64_t philox_stream() { return kStreamVersion; }
+
+// [B, n] float32: the uniforms of rows chain_ids / steps ([B] int64), element 4q + j = word j of quad q's call.
+torch::Tensor philox_uniform(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n, int64_t stream) {
+  return draw_rows<false>(seed, chain_ids, steps, 1, n, stream);
 }
 
 // [n_steps * B, n] float32 standard normals, row k * B + b = chain_ids[b]'s at step steps[b] + k (several steps of
-// a loop in one call: noise.chain_randn_steps), bit for bit rng.box_muller of words 0 and 1 (box_muller_).
+// a loop in one call: noise.chain_randn_steps), bit for bit rng.chain_randn.
 torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::Tensor steps, int64_t n_steps,
                                   int64_t n, int64_t stream) {
-  return box_muller_(uniform_rows(seed, chain_ids, steps, n_steps, n, stream, 2), 1.0);
+  return draw_rows<true>(seed, chain_ids, steps, n_steps, n, stream);
 }
 
 // [n_runs * run * B, n]: the normals of runs of `run` consecutive steps from step0, step0 + stride, ... (every
@@ -200,15 +236,14 @@ torch::Tensor philox_normal_steps(int64_t seed, torch::Tensor chain_ids, torch::
 torch::Tensor philox_normal_runs(int64_t seed, torch::Tensor chain_ids, int64_t step0, int64_t n_runs, int64_t run,
                                  int64_t stride, int64_t n, int64_t stream) {
   TORCH_CHECK(run >= 1 && stride >= run, "run must be >= 1 and stride >= run");
-  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), n_runs * run, n, stream, 2, step0, run, stride),
-                     1.0);
+  return draw_rows<true>(seed, chain_ids, torch::Tensor(), n_runs * run, n, stream, step0, run, stride);
 }
 
 // [B, n]: scale * the normals of every row at the one step `step` (the prior sigma_max z of a run: no step tensor,
 // no separate product).
 torch::Tensor philox_normal_at(int64_t seed, torch::Tensor chain_ids, int64_t step, int64_t n, int64_t stream,
                                double scale) {
-  return box_muller_(uniform_rows(seed, chain_ids, torch::Tensor(), 1, n, stream, 2, step), scale);
+  return draw_rows<true>(seed, chain_ids, torch::Tensor(), 1, n, stream, step, 0, 0, scale);
 }
 
 // [B, n]: philox_normal_steps of one step.

@@ -1,18 +1,19 @@
 """Per-chain Philox-4x32-10 inside Triton kernels, word for word the generator of `dmcmc_fast.rng`.
 
-counter = (element index within the chain's row, chain id, step, stream), key = (seed lo, seed hi);
-`chain_randn` turns words 0 and 1 into one standard normal (Box-Muller, cosine branch) and
-`chain_rand` word 0 into a uniform in [0, 1), with the same int32 -> float mapping as the torch side.
+counter = (quad q, chain id, step, stream), key = (seed lo, seed hi): one call gives the four words of elements
+4q .. 4q+3. `chain_randn` turns them into four standard normals (two Box-Muller pairs: r_a cos t_a,
+r_a sin t_a, r_b cos t_b, r_b sin t_b) with rng's float32 polynomials for -2 ln u and cos/sin (no library
+calls), and `chain_rand` into four uniforms in [0, 1) with the same int32 -> float mapping as the torch side.
+Both take a block of BLOCK consecutive elements from `start` (a multiple of 4; BLOCK a power of two >= 4),
+make BLOCK / 4 calls, and interleave their outputs into element order (tl.join + tl.reshape).
 """
-import math
-
 import triton
 import triton.language as tl
 
 from dmcmc_fast import rng
 
 # Globals a kernel reads must be constexpr *instances*: the compiler refuses `NAME: tl.constexpr = v`
-# (the interpreter accepts it). Write them right of a tensor (`u * TWO_PI`): under the interpreter
+# (the interpreter accepts it). Write them right of a tensor (`u * SCALE`): under the interpreter
 # `constexpr * tensor` wraps the product in a constexpr, which tl.cos & co. then refuse.
 # The constants are declared once, in dmcmc_fast.rng (the torch reference).
 PHILOX_ROUND_A = tl.constexpr(rng.PHILOX_ROUND_A)
@@ -20,7 +21,15 @@ PHILOX_ROUND_B = tl.constexpr(rng.PHILOX_ROUND_B)
 PHILOX_KEY_A = tl.constexpr(rng.PHILOX_KEY_A)
 PHILOX_KEY_B = tl.constexpr(rng.PHILOX_KEY_B)
 UNIFORM_SCALE = tl.constexpr(rng.UNIFORM_SCALE)
-TWO_PI = tl.constexpr(2.0 * math.pi)
+WORD_SCALE = tl.constexpr(rng.WORD_SCALE)
+WORD_HALF = tl.constexpr(rng.WORD_HALF)
+SQRT_HALF_BITS = tl.constexpr(rng.SQRT_HALF_BITS)
+MANTISSA_MASK = tl.constexpr(rng.MANTISSA_MASK)
+LN2 = tl.constexpr(rng.LN2)
+P0, P1, P2, P3, P4, P5, P6 = (tl.constexpr(c) for c in rng.LOG1P_P)
+S0, S1, S2 = (tl.constexpr(c) for c in rng.SIN_S)
+C0, C1, C2 = (tl.constexpr(c) for c in rng.COS_C)
+ANGLE_SCALE = tl.constexpr(rng.ANGLE_SCALE)
 
 
 @triton.jit
@@ -38,9 +47,9 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
-def chain_words(seed_lo, seed_hi, elem, chain, step, stream):
-    """Philox words for counters (elem [BLOCK], chain, step, stream); chain/step/stream scalars of any int type."""
-    c0 = elem.to(tl.uint32)
+def chain_words(seed_lo, seed_hi, quad, chain, step, stream):
+    """Philox words for counters (quad [BLOCK / 4], chain, step, stream); chain/step/stream scalars of any int type."""
+    c0 = quad.to(tl.uint32)
     zero = tl.zeros_like(c0)
     c1 = zero + chain.to(tl.uint32)
     c2 = zero + step.to(tl.uint32)
@@ -53,6 +62,19 @@ def chain_words(seed_lo, seed_hi, elem, chain, step, stream):
 
 
 @triton.jit
+def _block_words(seed_lo, seed_hi, start, chain, step, stream, BLOCK: tl.constexpr):
+    """The four words of the calls that cover elements start .. start + BLOCK - 1."""
+    quad = start // 4 + tl.arange(0, BLOCK // 4)
+    return chain_words(seed_lo, seed_hi, quad, chain, step, stream)
+
+
+@triton.jit
+def _interleave4(a, b, c, d):
+    """[N] x 4 -> [4N] in element order a0 b0 c0 d0 a1 ..."""
+    return tl.reshape(tl.join(tl.join(a, c), tl.join(b, d)), (4 * a.shape[0],))
+
+
+@triton.jit
 def uint32_to_uniform(w):
     """uint32 word -> float32 in [0, 1) (as rng.uint32_to_uniform / Triton's uint_to_uniform_float)."""
     s = w.to(tl.int32, bitcast=True)
@@ -61,16 +83,43 @@ def uint32_to_uniform(w):
 
 
 @triton.jit
-def chain_randn(seed_lo, seed_hi, elem, chain, step, stream):
-    """Standard normals = rng.chain_randn at these counters."""
-    w0, w1, _, _ = chain_words(seed_lo, seed_hi, elem, chain, step, stream)
-    u1 = tl.maximum(uint32_to_uniform(w0), 1.0e-7)
-    u2 = uint32_to_uniform(w1)
-    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(u2 * TWO_PI)
+def radius(w):
+    """sqrt(-2 ln u), u = rng.open_uniform(w), ln by rng.neg2_log's polynomial."""
+    u = w.to(tl.float32) * WORD_SCALE + WORD_HALF
+    bits = u.to(tl.int32, bitcast=True) - SQRT_HALF_BITS
+    e = (bits >> 23).to(tl.float32)
+    f = ((bits & MANTISSA_MASK) + SQRT_HALF_BITS).to(tl.float32, bitcast=True) - 1.0
+    p = ((((((f * P6 + P5) * f + P4) * f + P3) * f + P2) * f + P1) * f + P0)
+    log1p = f + (f * f) * (p * f - 0.5)
+    return tl.sqrt((e * LN2 + log1p) * -2.0)
 
 
 @triton.jit
-def chain_rand(seed_lo, seed_hi, elem, chain, step, stream):
-    """Uniforms = rng.chain_rand at these counters."""
-    w0, _, _, _ = chain_words(seed_lo, seed_hi, elem, chain, step, stream)
-    return uint32_to_uniform(w0)
+def cos_sin(w):
+    """(cos t, sin t), t = 2 pi w / 2^32 (rng.cos_sin)."""
+    k = (w + 0x20000000) >> 30
+    a = (w << 2).to(tl.int32, bitcast=True).to(tl.float32) * ANGLE_SCALE
+    x = a * a
+    sin_a = a + (a * x) * ((x * S2 + S1) * x + S0)
+    cos_a = (((x * C2 + C1) * x + C0) * x - 0.5) * x + 1.0
+    odd = (k & 1) != 0
+    c = tl.where(odd, sin_a, cos_a)
+    s = tl.where(odd, cos_a, sin_a)
+    return tl.where(((k + 1) & 2) != 0, -c, c), tl.where((k & 2) != 0, -s, s)
+
+
+@triton.jit
+def chain_randn(seed_lo, seed_hi, start, chain, step, stream, BLOCK: tl.constexpr):
+    """Standard normals of elements start .. start + BLOCK - 1 = rng.chain_randn at these counters."""
+    w0, w1, w2, w3 = _block_words(seed_lo, seed_hi, start, chain, step, stream, BLOCK)
+    r_a, r_b = radius(w0), radius(w2)
+    cos_a, sin_a = cos_sin(w1)
+    cos_b, sin_b = cos_sin(w3)
+    return _interleave4(r_a * cos_a, r_a * sin_a, r_b * cos_b, r_b * sin_b)
+
+
+@triton.jit
+def chain_rand(seed_lo, seed_hi, start, chain, step, stream, BLOCK: tl.constexpr):
+    """Uniforms of elements start .. start + BLOCK - 1 = rng.chain_rand at these counters."""
+    w0, w1, w2, w3 = _block_words(seed_lo, seed_hi, start, chain, step, stream, BLOCK)
+    return _interleave4(uint32_to_uniform(w0), uint32_to_uniform(w1), uint32_to_uniform(w2), uint32_to_uniform(w3))

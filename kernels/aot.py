@@ -5,10 +5,12 @@ each launched `_..._kernel` with `triton.compile` for `GPUTarget("cuda", arch, 3
 (Triton ships ptxas; no GPU is needed), in every variant its launcher can produce, so that compile errors
 show up in CI and not in the first GPU minutes:
 
-    python -m dmcmc_fast.kernels.aot [--arch 80,90] [--kernel NAME] [--jobs N]
+    python -m dmcmc_fast.kernels.aot [--arch 80,90] [--kernel NAME] [--dtype fp32] [--jobs N] [--ptx-json PATH]
 
 One line per (kernel, variant, arch) with OK/FAIL and seconds, then `compiled K of K`; exit status 1, and
-the compiler's error for each failure, when any fails.
+the compiler's error for each failure, when any fails. `--ptx-json` also writes, per compiled variant, its PTX
+instruction count per thread and per element (`ptx_instructions`; bench/ptx_counts.py makes the table of
+bench/RESULTS.md from it, tests/test_kernels_aot.py checks ceilings on it).
 
 Where the signatures come from: a variant calls the kernel's own launcher (`..._triton`) on small CPU
 tensors with the kernel swapped for a recorder, so the arguments are exactly what the launcher computes
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import os
 import sys
@@ -165,14 +168,16 @@ class Variant:
         return f"{self.kernel}[{','.join([self.dtype, self.case, *on])}]"
 
 
-def variants(kernels=None) -> list[Variant]:
-    """Every variant of VARIANTS, in table order; `kernels`: substrings of "module.function" to keep."""
+def variants(kernels=None, dtypes=None) -> list[Variant]:
+    """Every variant of VARIANTS, in table order; `kernels`: substrings of "module.function" to keep; `dtypes`:
+    the state dtypes to keep (names of DTYPES)."""
     out = []
     for kernel, (_, switches) in VARIANTS.items():
         if kernels and not any(k in kernel for k in kernels):
             continue
         for dtype, case, values in itertools.product(DTYPES, CASES, itertools.product(*switches.values())):
-            out.append(Variant(kernel, dtype, case, tuple(zip(switches, values))))
+            if not dtypes or dtype in dtypes:
+                out.append(Variant(kernel, dtype, case, tuple(zip(switches, values))))
     return out
 
 
@@ -236,15 +241,40 @@ def compile_variant(v: Variant, arch: int):
     return compiled
 
 
+def ptx_instructions(ptx: str) -> int:
+    """Instructions in a kernel's PTX text, as one thread executes them written out: every statement line
+    (ending in ';', predicated ones included) that is no directive (`.reg`, `.loc`, ...), label or comment.
+    A static count: a loop body counts once (only gibbs' kernels loop)."""
+    count = 0
+    for line in ptx.splitlines():
+        line = line.split("//")[0].strip()
+        if line.endswith(";") and not line.startswith("."):
+            count += 1
+    return count
+
+
+def ptx_row(v: Variant, arch: int, compiled) -> dict:
+    """One variant's PTX count: instructions per thread, and per element where the kernel's BLOCK elements
+    are spread over its threads (BLOCK / (32 num_warps) elements each; None for BLOCK below a warp group)."""
+    _, _, kwargs = launch_args(v)
+    threads = 32 * compiled.metadata.num_warps
+    block = kwargs.get("BLOCK")
+    per_thread = ptx_instructions(compiled.asm["ptx"])
+    elements = block / threads if block and block >= threads else None
+    return {"variant": v.name, "kernel": v.kernel, "dtype": v.dtype, "case": v.case, "arch": arch,
+            "ptx_instructions": per_thread, "block": block, "threads": threads, "elements_per_thread": elements,
+            "per_element": per_thread / elements if elements else None}
+
+
 def _job(job):
-    """Worker: (variant, arch) -> (ok, seconds, error text)."""
+    """Worker: (variant, arch) -> (ok, seconds, error text, ptx row or None)."""
     v, arch = job
     t0 = time.perf_counter()
     try:
-        compile_variant(v, arch)
-        return True, time.perf_counter() - t0, ""
+        compiled = compile_variant(v, arch)
+        return True, time.perf_counter() - t0, "", ptx_row(v, arch, compiled)
     except Exception as e:
-        return False, time.perf_counter() - t0, _error_text(e)
+        return False, time.perf_counter() - t0, _error_text(e), None
 
 
 def _error_text(e: BaseException) -> str:
@@ -290,21 +320,29 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="80,90", help="compute capabilities, comma-separated (default 80,90)")
     p.add_argument("--kernel", action="append", help="only kernels whose 'module.function' contains NAME "
                    "(repeatable)", metavar="NAME")
+    p.add_argument("--dtype", action="append", choices=list(DTYPES), help="only these state dtypes (repeatable)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8),
                    help="compile processes (default: the CPU count, at most 8)")
+    p.add_argument("--ptx-json", metavar="PATH", help="write each compiled variant's PTX instruction counts "
+                   "(a JSON list of rows, see ptx_row)")
     a = p.parse_args(argv)
     archs = [int(s) for s in a.arch.split(",") if s.strip()]
-    jobs = [(v, arch) for v in variants(a.kernel) for arch in archs]
+    jobs = [(v, arch) for v in variants(a.kernel, a.dtype) for arch in archs]
     if not jobs:
         p.error(f"no kernel matches {a.kernel}; kernels: {', '.join(VARIANTS)}")
     for note in drop_masking_env():
         print(note, file=sys.stderr)
-    t0, failures = time.perf_counter(), []
+    t0, failures, rows = time.perf_counter(), [], []
     with ProcessPoolExecutor(max(1, a.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        for (v, arch), (ok, secs, err) in zip(jobs, pool.map(_job, jobs)):
+        for (v, arch), (ok, secs, err, row) in zip(jobs, pool.map(_job, jobs)):
             print(f"{'OK  ' if ok else 'FAIL'} {secs:6.2f}s  sm_{arch}  {v.name}", flush=True)
             if not ok:
                 failures.append((v, arch, err))
+            else:
+                rows.append(row)
+    if a.ptx_json:
+        with open(a.ptx_json, "w") as f:
+            json.dump(rows, f, indent=1)
     for v, arch, err in failures:
         print(f"\n--- FAIL sm_{arch} {v.name}\n{err.rstrip()}")
     print(f"{time.perf_counter() - t0:.1f}s wall, {a.jobs} processes, triton {triton_version()}")

@@ -53,7 +53,7 @@ def _gibbs_kernel(logits_ptr, prior_ptr, level_sigma_ptr, idx_ptr, sigma_out_ptr
         if HAS_PRIOR:
             score += tl.load(prior_ptr + row.to(tl.int64) * prior_row_stride + cols, mask=mask).to(COMPUTE)
         if SAMPLE:
-            u = chain_rand(seed_lo, seed_hi, cols, chain, step, stream)
+            u = chain_rand(seed_lo, seed_hi, start, chain, step, stream, BLOCK)
             score -= tl.log(-tl.log(u))
         score = tl.where(mask, score, float("-inf"))
         v, i = tl.max(score, axis=0, return_indices=True)

@@ -54,7 +54,8 @@ def _churn_kernel(x_ptr, out_ptr, sigma_ptr, gamma_ptr, s_noise_ptr, chain_ptr, 
     row, cols, mask, offs = row_tile(n, BLOCK)
     g = tl.load(gamma_ptr + row)
     scale = tl.load(s_noise_ptr + row) * tl.load(sigma_ptr + row) * tl.sqrt(g * (2.0 + g))
-    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    z = chain_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                    stream, BLOCK)
     x = tl.load(x_ptr + offs, mask=mask).to(g.dtype)
     tl.store(out_ptr + offs, (x + scale * z).to(out_ptr.dtype.element_ty), mask=mask)
 

@@ -30,7 +30,8 @@ def _langevin_kernel(x_ptr, d_ptr, out_ptr, sigma_ptr, eta_ptr, chain_ptr, step_
     sigma = tl.load(sigma_ptr + row)
     eta = tl.load(eta_ptr + row)
     drift = 0.5 * eta / (sigma * sigma)
-    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    z = chain_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                    stream, BLOCK)
     x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
     d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)
     out = x + drift * (d - x) + tl.sqrt(eta) * z
@@ -44,7 +45,8 @@ def _mild_kernel(x_ptr, v_ptr, d_ptr, x_out_ptr, v_out_ptr, sigma_ptr, alpha_ptr
     sigma = tl.load(sigma_ptr + row)
     alpha = tl.load(alpha_ptr + row)
     gamma = tl.load(gamma_ptr + row)
-    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    z = chain_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                    stream, BLOCK)
     x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
     v = tl.load(v_ptr + offs, mask=mask).to(sigma.dtype)
     d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)

@@ -6,9 +6,8 @@ stand alone: the prior sample N(0, sigma_max^2 I) of every run, DLG's initialisa
 noise / momentum of the underdamped samplers, and the per-step noise of the reverse-SDE integrators.
 The torch reference is hundreds of int64 elementwise ops per draw, i.e. hundreds of kernel launches on
 a GPU; the kernel is one, and draws the same numbers (counter = (element, chain, step, stream)). On the
-CPU the Philox words come from the C++ extension (`csrc/philox.cpp`, one tight loop; 14x faster than the
-torch reference at [256, 784]) and go through the reference's own `rng.box_muller`, so a CPU draw is
-bit-identical to the reference; without the extension the reference itself runs.
+CPU the draws come from the C++ extension (`csrc/philox.cpp`, one tight loop over the reference's own float32
+operations), bit-identical to the reference; without the extension the reference itself runs.
 """
 from __future__ import annotations
 
@@ -31,7 +30,8 @@ from ._philox import chain_randn as philox_randn
 @triton.jit
 def _randn_kernel(out_ptr, chain_ptr, step_ptr, n, seed_lo, seed_hi, stream, BLOCK: tl.constexpr):
     row, cols, mask, offs = row_tile(n, BLOCK)
-    z = philox_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    z = philox_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                     stream, BLOCK)
     tl.store(out_ptr + offs, z.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -48,16 +48,19 @@ def chain_randn_triton(seed: int, chain_ids: torch.Tensor, step, shape, stream: 
 
 @functools.lru_cache(maxsize=None)
 def _ext(name: str):
-    """`dmcmc_fast._C.<name>`, or None where the extension was not built or predates that function."""
+    """`dmcmc_fast._C.<name>`, or None where the extension was not built, predates that function, or draws
+    another stream than `rng.STREAM_VERSION` (a build from before the stream changed: rebuild with setup.sh)."""
     try:
         from dmcmc_fast import _C
     except ImportError:
+        return None
+    if getattr(_C, "philox_stream", lambda: 1)() != rng.STREAM_VERSION:
         return None
     return getattr(_C, name, None)
 
 
 def _cpp():
-    """The extension's Philox words (philox_uniform), or None: the switch between it and the torch reference."""
+    """The extension's Philox uniforms (philox_uniform), or None: the switch between it and the torch reference."""
     return _ext("philox_uniform")
 
 
@@ -84,11 +87,8 @@ def _chain_randn(seed: int, chain_ids, step, shape, stream, device, dtype, backe
     if choose_backend(ids, backend) == "triton":
         return chain_randn_triton(seed, ids, steps, shape, stream, dtype)
     if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
-        normal = _ext("philox_normal")
-        if normal is not None:  # box_muller's own ATen ops, called from C++: bit-identical, no Python per op
-            return in_dtype(normal(seed, ids, steps, math.prod(shape), stream).view(ids.shape[0], *shape), dtype)
-        u = _cpp()(seed, ids, steps, math.prod(shape), stream, 2).view(2, ids.shape[0], *shape)
-        return in_dtype(rng.box_muller(u[0], u[1]), dtype)  # the reference's own float32 math: bit-identical
+        normal = _ext("philox_normal")  # the reference's float32 operations in C++: bit-identical
+        return in_dtype(normal(seed, ids, steps, math.prod(shape), stream).view(ids.shape[0], *shape), dtype)
     return rng.chain_randn(seed, ids, steps, shape, stream=stream, device=device, dtype=dtype)
 
 
@@ -132,7 +132,7 @@ def chain_rand(seed: int, chain_ids, step, shape, stream: int = 0, device=None, 
     reference (the Triton kernels draw their uniforms inside, e.g. the Gibbs kernel's Gumbel-max)."""
     ids, steps, shape = _rows(seed, chain_ids, step, shape, device)
     if ids.device.type == "cpu" and backend != "torch" and _cpp() is not None:
-        return _cpp()(seed, ids, steps, math.prod(shape), stream, 1).view(ids.shape[0], *shape)
+        return _cpp()(seed, ids, steps, math.prod(shape), stream).view(ids.shape[0], *shape)
     return rng.chain_rand(seed, ids, steps, shape, stream=stream, device=device)
 
 

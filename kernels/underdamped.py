@@ -29,7 +29,8 @@ def _baoab_limit_kernel(x_ptr, d_ptr, xi_ptr, x_out_ptr, xi_out_ptr, sigma_ptr, 
     row, cols, mask, offs = row_tile(n, BLOCK)
     sigma = tl.load(sigma_ptr + row)
     h = tl.load(h_ptr + row)
-    xi = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    xi = chain_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                     stream, BLOCK)
     x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
     d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)
     xi_prev = tl.load(xi_ptr + offs, mask=mask).to(sigma.dtype)
@@ -48,7 +49,8 @@ def _obabo_kernel(x_ptr, v_ptr, d_ptr, x_out_ptr, v_out_ptr, sigma_ptr, h_ptr, f
     c = tl.exp(-0.5 * tl.load(friction_ptr + row) * h)
     q = tl.sqrt(1.0 - c * c)
     kick = 0.5 * h / (sigma * sigma)
-    z = chain_randn(seed_lo, seed_hi, cols, tl.load(chain_ptr + row), tl.load(step_ptr + row), stream)
+    z = chain_randn(seed_lo, seed_hi, tl.program_id(1) * BLOCK, tl.load(chain_ptr + row), tl.load(step_ptr + row),
+                    stream, BLOCK)
     x = tl.load(x_ptr + offs, mask=mask).to(sigma.dtype)
     v = tl.load(v_ptr + offs, mask=mask).to(sigma.dtype)
     d = tl.load(d_ptr + offs, mask=mask).to(sigma.dtype)

@@ -2,21 +2,28 @@
 # The one command a lent GPU runs first: install the carried wheels, build the C++ extension against the
 # image's torch, compile the Triton kernels ahead of time, run the CUDA tests, then benchmark the kernels,
 # the engine and the throughput against the usual samplers. Every stage has its own time limit, so one
-# failing or hanging stage still lets the others run and report; the limits add up to 8 minutes.
+# failing or hanging stage still lets the others run and report; the limits add up to 8 minutes. The aot stage
+# compiles every kernel variant for the device's arch once, up front, on all cores, into the Triton cache the
+# later stages launch from.
 #
 #   bash scripts/gpu_check.sh              # on the GPU machine, from the repository root
+#   bash scripts/gpu_check.sh --quick      # the three headline figures in at most 3 minutes: kernel GB/s against
+#                                          # the device copy, time per NFE over the graphed bare forward at batch
+#                                          # 1 and 256, samples/s against k-diffusion and diffusers at batch 16
 #   bash scripts/gpu_check.sh --dry-run    # anywhere, on the CPU at tiny sizes (CI runs it: the script can't rot)
 #   bash scripts/gpu_check.sh --sim        # the GPU run's own commands at tiny sizes on a simulated CUDA device
 #                                          # (tests/sim_cuda.py: CUDA branches, graphs, Triton on device tensors;
 #                                          # CI runs it: what would break at first contact breaks here first)
-#   bash scripts/gpu_check.sh --only env,wheels,build,cuda-tests   # a subset (a fresh machine needs
-#                                          # env,wheels,build again before the others)
+#   bash scripts/gpu_check.sh --only cuda-tests,bench-engine   # chosen stages again on a warm machine (a fresh
+#                                          # machine needs env,wheels,build before the others); with --quick too
 #
 # Results go to $OUT when it is set (the device tool brings back at most 8 files), else to
 # bench/results/gpu_check-<time>/: summary.md and summary.json (stage, status, seconds, limit, note),
 # gpu_check.log (everything every stage printed), results.md (the benchmarks' markdown sections) and
 # results.tar.gz (per-stage logs, the benchmarks' JSON/markdown/plots, JUnit XML of the tests).
-# These are rewritten after every stage, so a run cut short still brings back what it did.
+# These are rewritten every $GPU_CHECK_FLUSH_S seconds (default 10) while a stage runs (its row says
+# "running") and after every stage, and the benchmarks write each row as they measure it, so a stage cut
+# off at its limit, or the whole call cut off, still brings back what was done.
 # Status: pass, FAIL (exit code), TIMEOUT, skip (with a note), missing (a module not written yet).
 # Python: $PYTHON, else python3 on the PATH (on the GPU image, /opt/torch/.venv/bin/python3).
 # Wheels: scripts/fetch_wheels.sh fills .whl/ on a machine with a package registry; carry .whl along.
@@ -27,11 +34,13 @@ CMD=$(echo "bash scripts/gpu_check.sh $*" | sed 's/ *$//')
 
 DRY=0
 SIM=0
+QUICK=0
 ONLY=""
 while [ $# -gt 0 ]; do
     case $1 in
         --dry-run) DRY=1 ;;
         --sim) SIM=1 ;;
+        --quick) QUICK=1 ;;
         --only) ONLY=${2:-}; shift ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -41,13 +50,32 @@ done
 
 [ "$DRY" = 1 ] && [ "$SIM" = 1 ] && { echo "gpu_check.sh: --dry-run or --sim, not both" >&2; exit 2; }
 
-# name:limit_s (the order they run in); the limits add up to 480 s (x SCALE: the simulated device is slow)
+# name:limit_s (the order they run in) on the GPU; the limits add up to 480 s (x SCALE in the CPU rehearsals).
+# No GPU has run this yet: the limits are twice the cold-machine times estimated from what this CPU measures
+# (README, "On a GPU": the C++ build, the AOT compile per variant, the kernel tests' compiles); each run's
+# summary.json records every stage's seconds, which set them after the first GPU run.
 STAGES=(env:20 wheels:20 build:90 aot:40 cuda-tests:40 kernel-tests:60 bench-kernels-fp32:35
         bench-kernels-bf16:30 bench-engine:55 bench-throughput:90)
-SCALE=$( [ "$SIM" = 1 ] && echo 4 || echo 1)
-TOTAL_S=${GPU_CHECK_TOTAL_S:-$((480 * SCALE))}
+# --quick: what the three headline figures need, limits adding up to 180 s
+QUICK_STAGES=(env:15 wheels:15 build:60 bench-kernels-fp32:25 bench-engine:30 bench-throughput:35)
+[ "$QUICK" = 1 ] && STAGES=("${QUICK_STAGES[@]}")
+# The CPU rehearsals run on shared 2-core machines: their limits are generous multiples of the GPU's, sized from
+# measured times. --dry-run x3 (at load 8 on 2 cores: aot 17-20 s of 40, cuda-tests 16-22 s of 40 before it
+# collected only the gpu-marked files); --sim x8 (the simulated device is slow: at load 12-14 on 2 cores,
+# cuda-tests, bench-engine and bench-throughput ran past the 160, 220 and 360 s that x4 gave).
+SCALE=$( [ "$SIM" = 1 ] && echo 8 || { [ "$DRY" = 1 ] && echo 3 || echo 1; })
+BUDGET_S=0
+for s in "${STAGES[@]}"; do BUDGET_S=$((BUDGET_S + ${s##*:})); done
+TOTAL_S=${GPU_CHECK_TOTAL_S:-$((BUDGET_S * SCALE))}
+FLUSH_S=${GPU_CHECK_FLUSH_S:-10}
+if [ -n "$ONLY" ]; then  # every name must be a stage of this run
+    for name in ${ONLY//,/ }; do
+        printf '%s\n' "${STAGES[@]%%:*}" | grep -qx -- "$name" \
+            || { echo "gpu_check.sh: --only: no stage '$name' in this run; stages: ${STAGES[*]%%:*}" >&2; exit 2; }
+    done
+fi
 
-export ROOT DRY SIM PYTHONUNBUFFERED=1
+export ROOT DRY SIM QUICK PYTHONUNBUFFERED=1
 export PY=${PYTHON:-python3}
 export SITE=${GPU_CHECK_SITE:-/tmp/gpu_check_site}
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -166,10 +194,16 @@ stage_aot() {
         echo "dmcmc_fast.kernels.aot does not exist (yet)" | tee "$NOTE"
         return 78
     fi
-    # Ahead-of-time compilation needs no GPU (Triton ships ptxas): the dry run compiles one kernel's variants
-    local extra=()
-    light && extra=(--kernel karras_step._euler --jobs 2)
-    env -u TRITON_INTERPRET "$PY" -m dmcmc_fast.kernels.aot --arch 90 "${extra[@]}" 2>&1 | tee "$WORK/logs/aot.out"
+    # Ahead-of-time compilation needs no GPU (Triton ships ptxas). On the GPU: every variant for the device's arch,
+    # on every core, into the Triton cache (the default one, which the later stages' launches read: a launch whose
+    # specialisation a variant covers loads its cubin instead of compiling). The light runs compile one kernel's
+    # fp32 variants.
+    local arch=90 extra=(--kernel karras_step._euler --dtype fp32 --jobs 1)
+    if ! light; then
+        arch=$("$PY" -c "import torch; c = torch.cuda.get_device_capability(); print(c[0] * 10 + c[1])") || arch=90
+        extra=(--jobs "$(nproc 2>/dev/null || echo 8)")
+    fi
+    env -u TRITON_INTERPRET "$PY" -m dmcmc_fast.kernels.aot --arch "$arch" "${extra[@]}" 2>&1 | tee "$WORK/logs/aot.out"
     local rc=${PIPESTATUS[0]}
     grep -o 'compiled [0-9]* of [0-9]*' "$WORK/logs/aot.out" | tail -1 >"$NOTE"
     return "$rc"
@@ -180,8 +214,12 @@ _pytest_note() {  # the last line of pytest's output, without its '=' rule
         | sed 's/^=* *//; s/ *=*$//' >"$NOTE"
 }
 
-stage_cuda_tests() {  # every test marked gpu (they skip without CUDA)
-    "$DPY" -m pytest -q -rs -m gpu -p no:cacheprovider --junitxml="$RESULTS/cuda-tests.xml" tests/ 2>&1 \
+stage_cuda_tests() {  # every test marked gpu (they skip without CUDA), from the files that mark any (collecting
+    # only those takes seconds, not the whole suite's imports; tests/test_gpu_check.py keeps the grep complete)
+    local files
+    files=$(grep -lE 'mark\.gpu|requires_cuda' tests/test_*.py | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    "$DPY" -m pytest -q -rs -m gpu -p no:cacheprovider --junitxml="$RESULTS/cuda-tests.xml" $files 2>&1 \
         | tee "$WORK/logs/cuda-tests.out"
     local rc=${PIPESTATUS[0]}
     _pytest_note "$WORK/logs/cuda-tests.out"
@@ -198,9 +236,10 @@ stage_kernel_tests() {  # tests on the `device` fixture: compiled Triton vs the 
     local args=(-q -rs -p no:cacheprovider -m "not gpu and not slow")
     if [ "$DRY" = 1 ]; then  # on the CPU these run in the normal suite (interpreter): only collect them here
         args+=(--collect-only)
-    else  # many Triton compilations: spread them over processes where pytest-xdist is there
+    else  # many Triton compilations: spread them over processes where pytest-xdist is there, a file per worker
+        # (the tests of one kernel sit in one file: a worker compiles what a concurrent one would compile again)
         args+=(--junitxml="$RESULTS/kernel-tests.xml")
-        [ "$SIM" = 0 ] && "$PY" -c "import xdist" 2>/dev/null && args+=(-n 8)
+        [ "$SIM" = 0 ] && "$PY" -c "import xdist" 2>/dev/null && args+=(-n 8 --dist loadfile)
     fi
     # shellcheck disable=SC2086
     "$DPY" -m pytest "${args[@]}" $files 2>&1 | tee "$WORK/logs/kernel-tests.out"
@@ -213,6 +252,7 @@ _bench_kernels() {
     local dtype=$1 extra=()
     [ "$DRY" = 1 ] && extra=(--cpu-smoke --kernels euler_step block_min_update gibbs_block_min_M1000)
     [ "$SIM" = 1 ] && extra=(--batch 4 --dim 4096 --reps 2)
+    [ "$QUICK" = 1 ] && ! light && extra=(--reps 30)
     "$DPY" -m bench.kernels --dtype "$dtype" --out "$RESULTS/kernels.jsonl" --md "$RESULTS/kernels.md" "${extra[@]}" \
         2>&1 | tee "$WORK/logs/kernels-$dtype.out"
     local rc=${PIPESTATUS[0]}
@@ -226,6 +266,8 @@ stage_bench_engine() {
     local extra=(--max-seconds 35)
     [ "$DRY" = 1 ] && extra=(--cpu-smoke)
     [ "$SIM" = 1 ] && extra=(--batches 1 --nfe 3 --reps 2 --runs 1 --batches-per-call 2)
+    # --quick: heun's time per NFE over the graphed bare forward at batch 1 and 256
+    [ "$QUICK" = 1 ] && ! light && extra=(--samplers heun --batches 1 256 --reps 10 --runs 1 --max-seconds 15)
     "$DPY" -m bench.engine --out "$RESULTS/engine.jsonl" --md "$RESULTS/engine.md" "${extra[@]}" 2>&1 \
         | tee "$WORK/logs/engine.out"
     local rc=${PIPESTATUS[0]}
@@ -241,6 +283,9 @@ stage_bench_throughput() {
     elif [ "$SIM" = 1 ]; then  # the GPU run's models and baselines, at one tiny cell each
         args=(--models cifar-unet,gmm-mnist --kinds heun --batches 1 --nfe 3 --reps 2 --warmup 0 --budget 1
               --compile-models gmm-mnist --no-plot)
+    elif [ "$QUICK" = 1 ]; then  # samples/s against the baselines (k-diffusion, diffusers among them) at batch 16
+        args=(--models cifar-unet --kinds heun --batches 16 --nfe 35 --reps 3 --warmup 1 --budget 2
+              --compile-models none --max-seconds 20 --no-plot)
     else  # the CIFAR UNet (network-bound), then the analytic model (sampler overhead), which is also run
         # under torch.compile (compiling the UNet's step takes minutes: not in this budget)
         args=(--models cifar-unet,gmm-mnist --kinds heun --batches 1,16,256 --nfe 35 --reps 10 --warmup 1
@@ -265,13 +310,16 @@ _json_str() {  # a JSON string literal
 }
 
 _kind() {  # how this run met a device, for the summary's title
+    [ "$QUICK" = 1 ] && printf '(quick) '
     if [ "$DRY" = 1 ]; then echo '(dry run, CPU) '; elif [ "$SIM" = 1 ]; then echo '(simulated CUDA on the CPU) '; fi
 }
 
 _secs() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }
 
-write_summary() {
+write_summary() {  # [a row of the stage running now]: summary.md/.json, results.md, results.tar.gz in $RES
     local total_ms=$((($(date +%s%N) - T_START) / 1000000)) line stage status secs limit note first=1 md
+    local rows=("${SUMMARY[@]}") tag=$BASHPID  # this writer's temporary names (the flusher is another process)
+    [ $# -gt 0 ] && rows+=("$1")
     {
         echo "# gpu_check $(_kind)— $STAMP"
         echo
@@ -280,17 +328,18 @@ write_summary() {
         echo
         echo "| stage | status | seconds | limit s | note |"
         echo "|---|---|---|---|---|"
-        for line in "${SUMMARY[@]}"; do
+        for line in "${rows[@]}"; do
             IFS=$'\t' read -r stage status secs limit note <<<"$line"
             echo "| $stage | $status | $secs | $limit | ${note//|/\\|} |"
         done
-    } >"$RES/summary.md"
+    } >"$RES/summary.md.tmp$tag"
     {
-        printf '{"dry_run": %s, "sim": %s, "time": %s, "device": %s, "total_s": %s, "limit_s": %s, "stages": [' \
+        printf '{"dry_run": %s, "sim": %s, "quick": %s, "time": %s, "device": %s, "total_s": %s, "limit_s": %s, "stages": [' \
             "$( [ "$DRY" = 1 ] && echo true || echo false)" "$( [ "$SIM" = 1 ] && echo true || echo false)" \
+            "$( [ "$QUICK" = 1 ] && echo true || echo false)" \
             "$(_json_str "$STAMP")" "$(_json_str "${DEVICE:-unknown}")" \
             "$(_secs "$total_ms")" "$TOTAL_S"
-        for line in "${SUMMARY[@]}"; do
+        for line in "${rows[@]}"; do
             IFS=$'\t' read -r stage status secs limit note <<<"$line"
             [ $first = 1 ] || printf ', '
             first=0
@@ -298,14 +347,17 @@ write_summary() {
                 "$(_json_str "$status")" "$secs" "$limit" "$(_json_str "$note")"
         done
         printf ']}\n'
-    } >"$RES/summary.json"
-    : >"$RES/results.md"
+    } >"$RES/summary.json.tmp$tag"
+    : >"$RES/results.md.tmp$tag"
     for md in kernels.md engine.md throughput/throughput.md; do
-        [ -f "$RESULTS/$md" ] && cat "$RESULTS/$md" >>"$RES/results.md"
+        [ -f "$RESULTS/$md" ] && cat "$RESULTS/$md" >>"$RES/results.md.tmp$tag"
     done
-    cp "$RES/summary.md" "$WORK/summary.md"
-    tar czf "$RES/results.tar.gz.tmp" -C "$WORK" logs results summary.md 2>/dev/null \
-        && mv "$RES/results.tar.gz.tmp" "$RES/results.tar.gz"
+    cp "$RES/summary.md.tmp$tag" "$WORK/summary.md"
+    mv "$RES/summary.md.tmp$tag" "$RES/summary.md"  # each file replaced whole: a reader never sees half of one
+    mv "$RES/summary.json.tmp$tag" "$RES/summary.json"
+    mv "$RES/results.md.tmp$tag" "$RES/results.md"
+    tar czf "$RES/results.tar.gz.tmp$tag" -C "$WORK" logs results summary.md 2>/dev/null \
+        && mv "$RES/results.tar.gz.tmp$tag" "$RES/results.tar.gz" || rm -f "$RES/results.tar.gz.tmp$tag"
 }
 
 run_stage() {  # name limit
@@ -325,10 +377,23 @@ run_stage() {  # name limit
     : >"$NOTE"
     say ""
     say "=== [$name] (limit ${limit} s) $(date +%H:%M:%S)"
-    local t0
+    local t0 flusher
     t0=$(date +%s%N)
+    (  # the results so far, with this stage's row "running", every FLUSH_S seconds until the stage ends
+        n=0
+        while [ ! -e "$WORK/flush.stop" ]; do
+            sleep 1
+            n=$((n + 1))
+            [ $((n % FLUSH_S)) = 0 ] && [ ! -e "$WORK/flush.stop" ] \
+                && write_summary "$name	running	$(_secs $((($(date +%s%N) - t0) / 1000000)))	$limit	partial results so far"
+        done
+    ) &
+    flusher=$!
     timeout -k 5 "$limit" bash -c "$fn" </dev/null 2>&1 | tee -a "$LOG" "$WORK/logs/$name.log"
     local rc=${PIPESTATUS[0]} ms=$((($(date +%s%N) - t0) / 1000000)) status note
+    touch "$WORK/flush.stop"  # the flusher finishes the write it is in (if any) and stops
+    wait "$flusher"
+    rm -f "$WORK/flush.stop"
     case $rc in
         0) status=pass ;;
         77) status=skip ;;
@@ -346,7 +411,7 @@ run_stage() {  # name limit
     write_summary
 }
 
-say "gpu_check $( [ "$DRY" = 1 ] && echo '--dry-run ')$( [ "$SIM" = 1 ] && echo '--sim ')in $ROOT with $PY;" \
+say "gpu_check $( [ "$QUICK" = 1 ] && echo '--quick ')$( [ "$DRY" = 1 ] && echo '--dry-run ')$( [ "$SIM" = 1 ] && echo '--sim ')in $ROOT with $PY;" \
     "results in $RES; work files in $WORK"
 for s in "${STAGES[@]}"; do
     run_stage "${s%%:*}" "${s##*:}"

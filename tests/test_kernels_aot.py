@@ -6,6 +6,7 @@ launches reach what the table claims (dtypes, both BLOCK ends, the int specialis
 every variant compiles to a cubin for both targets (a subprocess started without TRITON_INTERPRET).
 """
 import importlib
+import json
 import os
 import pkgutil
 import subprocess
@@ -72,17 +73,62 @@ def test_launches_reach_the_claimed_variants():
             assert "i64" in ints["seed_lo"], kernel
 
 
-def test_every_variant_compiles_for_sm80_and_sm90():
-    """The real compiler (ptxas included) on every variant, as CI runs it; TRITON_INTERPRET unset."""
+# PTX instructions per thread (kernels.aot.ptx_instructions) at the n = 784 launch (BLOCK 1024, 8 elements per
+# thread; gibbs' selection at M = 1000), the most over every dtype, switch and arch: about 10% over what
+# bench/ptx_counts.py measured (bench/RESULTS.md), so a change that adds real work to a kernel fails here.
+PTX_CEILINGS = {
+    "langevin._langevin_kernel": 570, "langevin._mild_kernel": 630, "underdamped._baoab_limit_kernel": 610,
+    "underdamped._obabo_kernel": 690, "karras_step._euler_kernel": 120, "karras_step._heun_kernel": 160,
+    "karras_step._churn_kernel": 540, "deis._deis_kernel": 200, "gibbs._gibbs_kernel": 1260,
+    "gibbs._block_min_kernel": 70, "noise._randn_kernel": 500,
+}
+RANDN_BEFORE = 1671  # noise._randn_kernel, sm_90 fp32 n = 784, at commit 61fdea4 (one normal per Philox call)
+
+
+def test_every_variant_compiles_for_sm80_and_sm90(tmp_path):
+    """The real compiler (ptxas included) on every variant, as CI runs it; TRITON_INTERPRET unset. Its PTX
+    stays under the ceilings, and the Philox normal kernel at most a third of its count before issue 34."""
     env = {k: v for k, v in os.environ.items() if k not in aot.MASKING_ENV}
-    proc = subprocess.run([sys.executable, "-m", "dmcmc_fast.kernels.aot", "--arch", ",".join(map(str, ARCHS))],
-                          env=env, capture_output=True, text=True, timeout=900)
+    ptx_json = tmp_path / "ptx.json"
+    proc = subprocess.run([sys.executable, "-m", "dmcmc_fast.kernels.aot", "--arch", ",".join(map(str, ARCHS)),
+                           "--ptx-json", str(ptx_json)], env=env, capture_output=True, text=True, timeout=900)
     k = len(aot.variants()) * len(ARCHS)
     lines = proc.stdout.strip().splitlines()
     tail = "\n".join(lines[-60:]) + "\n" + proc.stderr[-3000:]
     assert proc.returncode == 0, tail
     assert lines[-1] == f"compiled {k} of {k}", tail
     assert sum(line.startswith("OK") for line in lines) == k, tail
+    rows = json.loads(ptx_json.read_text())
+    assert len(rows) == k
+    measured = {}
+    for r in rows:
+        if r["case"] == ("n2" if r["kernel"] == "gibbs._gibbs_kernel" else "n784"):
+            assert r["elements_per_thread"] == 8, r
+            measured[r["kernel"]] = max(measured.get(r["kernel"], 0), r["ptx_instructions"])
+    assert set(measured) == set(PTX_CEILINGS) == set(aot.VARIANTS)
+    over = {name: (n, PTX_CEILINGS[name]) for name, n in measured.items() if n > PTX_CEILINGS[name]}
+    assert not over, f"PTX instructions per thread over the ceiling (measured, ceiling): {over}"
+    randn = next(r for r in rows if r["variant"] == "noise._randn_kernel[fp32,n784]" and r["arch"] == 90)
+    assert randn["ptx_instructions"] * 3 <= RANDN_BEFORE, randn
+
+
+def test_ptx_instruction_count_reads_statements_only():
+    """Directives, labels, comments and braces are no instructions; predicated statements are."""
+    ptx = """.version 8.7
+.visible .entry k(
+	.param .u64 k_param_0
+)
+{
+	.reg .pred 	%p<3>;
+	// begin inline asm
+	mov.u32 	%r1, %tid.x;  // a comment
+$L__BB0_1:
+	@%p1 st.global.b32 	[%rd1], { %r1 };
+	mul.hi.u32 	%r2, %r1, -766435501;
+	.loc	1 10 5
+	ret;
+}"""
+    assert aot.ptx_instructions(ptx) == 4
 
 
 GPU_IMAGE_TRITON = os.path.join(os.path.dirname(sys.executable), "..", "triton-gpu-image")

@@ -65,6 +65,20 @@ def test_time_ms_runs_setup_before_every_call():
 def test_gpu_bench_small():
     results = Path(bench_kernels.__file__).parent / "results"
     before = {p: p.stat().st_mtime_ns for p in results.glob("kernels.*")}
-    rows = bench_kernels.main(["--batch", "8", "--dim", "4096", "--reps", "10", "--out", "", "--md", ""])
+    # small: on the simulated device (gpu_check --sim) every launch runs in the Triton interpreter
+    rows = bench_kernels.main(["--batch", "2", "--dim", "1024", "--reps", "3", "--out", "", "--md", ""])
     assert len(rows) == 12 and all(r["fused_gbs"] > 0 for r in rows)
     assert {p: p.stat().st_mtime_ns for p in results.glob("kernels.*")} == before  # committed results untouched
+
+
+def test_a_section_is_rewritten_in_place_and_keeps_what_came_before(tmp_path):
+    """bench.Section: the benchmarks rewrite their markdown section after every row (a run cut off at a stage limit
+    keeps its rows); an earlier section of the same file (the fp32 run before the bf16 one) stays as it was."""
+    from bench import Section
+    md = tmp_path / "k.md"
+    md.write_text("## fp32\nrow 1\n")
+    section = Section(str(md))
+    section.write("## bf16\nrow 1\nrow 2\n")
+    section.write("## bf16\nrow 1\n")  # shorter: the old tail goes
+    assert md.read_text() == "## fp32\nrow 1\n## bf16\nrow 1\n"
+    Section("").write("nothing")  # no path: writes nothing, raises nothing

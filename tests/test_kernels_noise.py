@@ -61,6 +61,35 @@ def test_cpu_draws_from_the_extension_are_bit_identical_to_the_reference(seed, b
                        rng.chain_randn(seed, ids, step, shape, stream=stream))
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 1023, 1025, 2501])
+def test_cpu_draws_across_the_extensions_chunks_are_bit_identical(n):
+    """The C++ draw makes its words 256 calls (1024 elements) at a time: rows shorter, equal and longer than that,
+    with a partial last call (n % 4 != 0), normals and uniforms, bit for bit the reference's; several chains."""
+    ids = torch.tensor([0, 7, 2**32 + 1])
+    steps = torch.tensor([3, 2**35, 11])
+    normal = noise._ext("philox_normal")
+    assert normal is not None, "dmcmc_fast._C predates the four-word stream: run bash scripts/setup.sh"
+    assert torch.equal(normal(SEEDS[2], ids, steps, n, rng.STREAM_SDE),
+                       rng.chain_randn(SEEDS[2], ids, steps, (n,), stream=rng.STREAM_SDE))
+    assert torch.equal(noise._cpp()(SEEDS[2], ids, steps, n, rng.STREAM_GIBBS),
+                       rng.chain_rand(SEEDS[2], ids, steps, (n,), stream=rng.STREAM_GIBBS))
+
+
+def test_an_extension_of_another_stream_is_not_used(monkeypatch):
+    """A build from before the stream changed (no philox_stream, or another version) draws other numbers: the
+    entry points fall back to the reference rather than use it."""
+    from dmcmc_fast import _C
+    assert _C.philox_stream() == rng.STREAM_VERSION == 2
+    noise._ext.cache_clear()
+    monkeypatch.setattr(_C, "philox_stream", lambda: 1)
+    try:
+        assert noise._cpp() is None and noise._ext("philox_normal") is None
+        ids = torch.arange(3)
+        assert torch.equal(noise.chain_randn(4, ids, 1, (5,)), rng.chain_randn(4, ids, 1, (5,)))
+    finally:
+        noise._ext.cache_clear()
+
+
 def test_cpu_draws_fall_back_to_the_reference_without_the_extension(monkeypatch):
     ids = torch.arange(3)
     monkeypatch.setattr(noise, "_cpp", lambda: None)
