@@ -83,6 +83,7 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
+    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
     run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
@@ -125,6 +126,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     what it created under `out_dir` (config.json, empty folders; one process only). `_resolved`: the
     façade's options, resolved and checked against this model and `nfe` when it was built (used as they
     are unless a grid `sigmas` resolves them anew)."""
+    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
     run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     return _Stream(run.batches(progress), run.cfg, run.graph_info)
@@ -289,6 +291,13 @@ class _Run:
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
             bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)
+
+
+def _default_grid(model, sampler: str, nfe, options: dict, sigmas):
+    """`sigmas`, else the grid of a model that has its own (a diffusers scheduler's; `dmcmc_fast.own_grid`)."""
+    from dmcmc_fast.own_grid import default_grid
+
+    return default_grid(model, sampler, nfe, options, sigmas)
 
 
 class _Count:

@@ -50,9 +50,21 @@ def _sampler_list() -> str:
     return "\n".join(lines)
 
 
+def _model_flags(p: argparse.ArgumentParser, required: bool):
+    """`--model` (a built-in name, a diffusers folder or module:callable; `dmcmc_fast.models.resolve`) and
+    `--scheduler`."""
+    from dmcmc_fast.models.builtin import BUILTIN_MODELS
+
+    p.add_argument("--model", required=required, default=None,
+                   help=f"a built-in model ({', '.join(sorted(BUILTIN_MODELS))}); a folder saved by diffusers (a "
+                        "pipeline folder, or a UNet folder with --scheduler); or module:callable returning a "
+                        "denoiser, an nn.Module with .parametrisation, or a diffusers pipeline")
+    p.add_argument("--scheduler", default=None, help="with a diffusers UNet: the folder of its scheduler "
+                                                     "(scheduler_config.json) or of a pipeline")
+
+
 def build_parser(sampler: str | None = None):
     """The CLI's parser; `sample` takes the options of `sampler` (None: none, and its help lists the samplers)."""
-    from dmcmc_fast.models.builtin import BUILTIN_MODELS
     from dmcmc_fast.samplers import all_samplers
 
     p = argparse.ArgumentParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
@@ -62,7 +74,7 @@ def build_parser(sampler: str | None = None):
     s = sub.add_parser("sample", help="draw samples from a model", description=what.replace("%", "%%"),
                        epilog=None if sampler else _sampler_list(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--model", required=True, help=f"built-in model: {', '.join(sorted(BUILTIN_MODELS))}")
+    _model_flags(s, required=True)
     s.add_argument("--sampler", required=True, help="the sampler (list: `dmcmc-fast sample --help`; its options: "
                                                     "`dmcmc-fast sample --sampler NAME --help`)")
     s.add_argument("--nfe", type=int, required=True, help="model evaluations per sample (budget, >= 1)")
@@ -121,16 +133,18 @@ def cmd_train(a) -> int:
 def cmd_sample(a) -> int:
     from dmcmc_fast.api import SampleOutput, merge_shards, sample, save_samples
     from dmcmc_fast.distributed import barrier, init_from_env
-    from dmcmc_fast.models.builtin import load_model
+    from dmcmc_fast.models.resolve import resolve_model
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {a.device}: no CUDA device is available here; use --device cpu")
     rank, world, device = init_from_env(a.device)
-    model = load_model(a.model, modes=a.modes, std=a.std)
+    model = resolve_model(a.model, a.scheduler, modes=a.modes, std=a.std)
     if hasattr(model, "to"):  # a built-in network goes where --device says (api.sample moves nothing itself)
         model = model.to(device)
     opts = {k: getattr(a, k) for k in a.sampler_opts if getattr(a, k) is not None}
     cfg = {"model": a.model, "model_options": {"modes": a.modes, "std": a.std}}
+    if a.scheduler is not None:
+        cfg["scheduler"] = a.scheduler
     out = sample(model, a.sampler, a.num, a.nfe, seed=a.seed, batch_size=a.batch_size, device=device,
                  out_dir=a.out, resume=a.resume, progress=not a.no_progress, config=cfg,
                  rank=rank, world_size=world, graph=a.graph, **opts)
@@ -140,7 +154,7 @@ def cmd_sample(a) -> int:
             return 0
         x, nfe, meta = merge_shards(a.out, a.num)
         out = SampleOutput(x, nfe, out.config, out.graph, meta)
-    path = save_samples(out, a.out, model.data_range)
+    path = save_samples(out, a.out, getattr(model, "data_range", (-1.0, 1.0)))
     summary = {"samples": path, "num": int(out.samples.shape[0]), "nfe_mean": float(out.nfe.double().mean()),
                "nfe_max": float(out.nfe.max()) if out.nfe.is_floating_point() else int(out.nfe.max())}
     if "nfe_block" in out.meta:  # DLG: the amortised NFE per sample is block NFE + initialisation share

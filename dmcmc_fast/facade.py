@@ -47,6 +47,7 @@ class Sampler:
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
         self._runs: dict[tuple, api._Run] = {}  # the checked runs of plain in-memory calls (`sample`)
+        self._own_grid = callable(getattr(model, "own_sigmas", None))  # its grid is resolved per call (api.sample)
 
     def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
@@ -57,7 +58,7 @@ class Sampler:
                callback=None, sigmas=None, x_T=None) -> api.SampleOutput:
         """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""
         inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
-        if out_dir is None and not self.progress and self.spec.kind != "blocks" and \
+        if out_dir is None and not self.progress and self.spec.kind != "blocks" and not self._own_grid and \
                 model_kwargs is None and callback is None and sigmas is None and x_T is None:
             return self._run(n).collect()
         return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
