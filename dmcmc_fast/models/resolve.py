@@ -63,8 +63,8 @@ def resolve_model(spec: str, scheduler: str | None = None, *, modes: int | None 
         return _from_folder(spec, sched)
     if ":" in spec and not os.path.exists(spec):
         return as_denoiser(_from_callable(spec), sched, f"--model {spec}")
-    what = "a file, not a folder" if os.path.isfile(spec) else "no built-in name, folder or module:callable"
-    raise ValueError(f"--model {spec!r} is {what}; expected {_forms()}")
+    what = "a file, not a folder" if os.path.isfile(spec) else "not a built-in name, a folder or module:callable"
+    raise ValueError(f"unknown model {spec!r} ({what}); expected {_forms()}")
 
 
 # ---- folders saved by diffusers ----
