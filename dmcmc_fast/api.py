@@ -71,6 +71,9 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
 
     `model_kwargs`, `callback`, `sigmas`, `x_T`: your own conditioning, per-step callback, grid and start
     (module docstring). `progress`: a bar in NFE, moved by every model call (DLG: per finished batch).
+    `out_dir`: every batch saved as a shard (resumable), and at the end `samples.npz` and `grid.png` as the CLI
+    writes them (`save_samples`; under torchrun the CLI's rank 0 writes them after `merge_shards`).
+    A diffusers model's default grid is its scheduler's own (`dmcmc_fast.own_grid`).
 
     `device`: where to sample, default where the model's weights are (the CPU for analytic models); a
     network on another device is an error, never moved behind the caller's back.
@@ -88,7 +91,10 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
         return run.collect()
-    return _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
+    out = _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
+    if out_dir is not None and world_size == 1:  # what the CLI writes: samples.npz and grid.png beside the shards
+        save_samples(out, out_dir, getattr(model, "data_range", (-1.0, 1.0)))
+    return out
 
 
 def _output(batches: list, run: "_Run") -> SampleOutput:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 
@@ -154,7 +155,8 @@ def cmd_sample(a) -> int:
             return 0
         x, nfe, meta = merge_shards(a.out, a.num)
         out = SampleOutput(x, nfe, out.config, out.graph, meta)
-    path = save_samples(out, a.out, getattr(model, "data_range", (-1.0, 1.0)))
+    path = save_samples(out, a.out, getattr(model, "data_range", (-1.0, 1.0))) if world > 1 else \
+        os.path.join(a.out, "samples.npz")  # one process: api.sample wrote it
     summary = {"samples": path, "num": int(out.samples.shape[0]), "nfe_mean": float(out.nfe.double().mean()),
                "nfe_max": float(out.nfe.max()) if out.nfe.is_floating_point() else int(out.nfe.max())}
     if "nfe_block" in out.meta:  # DLG: the amortised NFE per sample is block NFE + initialisation share

@@ -77,11 +77,15 @@ class Sampler:
             self._runs.pop(next(iter(self._runs)))
         return run
 
-    def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
-               callback=None, sigmas=None, x_T=None):
-        """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done."""
+    def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, batch_size: int | None = None,
+               model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None):
+        """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done; `batch_size`: the
+        samples per batch of this call (default the object's)."""
         inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
-        return api.stream(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
+        kw = self._kw(out_dir, resume, inputs)
+        if batch_size is not None:
+            kw["batch_size"] = batch_size
+        return api.stream(self.model, self.sampler_name, n, self.nfe, **kw)
 
     def __repr__(self):
         return f"{type(self).__name__}(nfe={self.nfe}, seed={self.seed}, {self.options})"
