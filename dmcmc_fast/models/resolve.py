@@ -88,7 +88,8 @@ def _diffusers_class(folder: str, config_name: str):
 
 def _load_part(folder: str, config_name: str):
     """A diffusers model or scheduler from its saved folder, never from the network."""
-    return _diffusers_class(folder, config_name).from_pretrained(folder, local_files_only=True)
+    quiet = {"low_cpu_mem_usage": False} if config_name == "config.json" else {}  # no "install accelerate" notice
+    return _diffusers_class(folder, config_name).from_pretrained(folder, local_files_only=True, **quiet)
 
 
 def load_scheduler(folder: str):
