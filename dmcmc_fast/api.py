@@ -508,7 +508,7 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[s
     if os.path.exists(cfg_path) and resume:
         with open(cfg_path) as f:
             old = json.load(f)
-        new = json.loads(json.dumps(cfg))
+        new = json.loads(json.dumps(cfg, default=_json_value))
         if old != new:
             diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(_differences(old, new).items()))
             raise ValueError(f"--resume: {cfg_path} was written by a different run configuration ({diff}); "
@@ -521,9 +521,14 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[s
         if not os.path.exists(cfg_path):
             created.append(cfg_path)
         with open(cfg_path + ".tmp", "w") as f:
-            json.dump(cfg, f, indent=2)
+            json.dump(cfg, f, indent=2, default=_json_value)
         os.replace(cfg_path + ".tmp", cfg_path)
     return created
+
+
+def _json_value(value) -> str:
+    """A configuration value JSON cannot hold (an object given as an option, e.g. DLG's classifier): its type."""
+    return f"<{type(value).__module__}.{type(value).__qualname__} object>"
 
 
 def _remove_created(created: list[str], parts_dir: str | None):
@@ -564,7 +569,7 @@ def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: 
     path = os.path.join(out_dir, "samples.npz")
     lo, hi = data_range
     shards.save_npz_atomic(path, samples=out.samples.clamp(lo, hi).numpy(), nfe=out.nfe.numpy(),
-                           config=np.array(json.dumps(out.config)), **out.meta)
+                           config=np.array(json.dumps(out.config, default=_json_value)), **out.meta)
     if grid and out.samples.ndim == 4:
         from dmcmc_fast.images import save_grid
 

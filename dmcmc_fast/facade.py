@@ -97,7 +97,8 @@ def _doc(spec: SamplerSpec) -> str:
              f"progress=False, graph='auto', **options)`; `dmcmc-fast sample --sampler {spec.name}`.", "",
              "Options (keyword arguments; None or omitted: the default):"]
     for o in spec.options:
-        lines.append(f"    {o.name} ({o.type.__name__}, {o.accepts()}, default {o.default!r}): {o.help}")
+        takes = o.accepts() + (f"; or {o.objects}" if o.objects else "")
+        lines.append(f"    {o.name} ({o.type.__name__}, {takes}, default {o.default!r}): {o.help}")
     if spec.model_range:
         lines.append("sigma_min / sigma_max default to the model's own noise range where it declares one.")
     return "\n".join(lines)
