@@ -104,6 +104,11 @@ def build_parser(sampler: str | None = None):
                                                       "statistics .npz (default mnist)")
     e.add_argument("--no-features", action="store_true", help="skip the MNIST-feature Fréchet distance and "
                                                               "class balance (computed for 1x28x28 samples)")
+    e.add_argument("--data", default=None, help="your data (as `train classifier --data` reads them): Fréchet "
+                                                "distance in pixel space, and with --classifier in its features")
+    e.add_argument("--classifier", default=None, help="with --data: a noise-level classifier trained on the data "
+                                                      "(`dmcmc-fast train classifier`), whose features FD uses")
+    _model_flags(e, required=False)
     t = sub.add_parser("train", help="train a component: `dmcmc-fast train classifier --data mnist ...`")
     t.add_argument("what", help="what to train (a module of dmcmc_fast.training, e.g. classifier)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (see `dmcmc-fast train WHAT --help`)")
@@ -198,12 +203,34 @@ def cmd_eval(a) -> int:
         from dmcmc_fast.eval.fid import fid
 
         report["fid"] = fid(samples, a.fid_ref, stats=reduced_gaussian_stats)
+    if a.data is not None or a.model is not None or a.classifier is not None:
+        report.update(_own_data(a, samples))
     if "chain" in meta and rank == 0:  # DLG: how the chains mix (needs each chain's samples in order: rank 0)
         report["mixing"] = _mixing(everything, meta, ref if a.ref is not None else None,
                                    net if not a.no_features and tuple(samples.shape[1:]) == (1, 28, 28) else None)
     if rank == 0:
         print(json.dumps(report, indent=2))
     return 0
+
+
+def _own_data(a, samples) -> dict:
+    """`eval --data [--model] [--classifier]`: the samples against your data (`dmcmc_fast.eval.own_data`), the data
+    scaled to the model's data range."""
+    from dmcmc_fast.distributed import reduced_gaussian_stats
+    from dmcmc_fast.eval.own_data import own_data_report
+    from dmcmc_fast.mcmc.classifier import load_classifier
+    from dmcmc_fast.models.resolve import resolve_model
+    from dmcmc_fast.training.classifier import load_data
+
+    if a.data is None:
+        raise ValueError("--model and --classifier compare the samples with your data: pass --data PATH (a folder of "
+                         "images, an .npz/.npy, a .pt tensor, or a built-in data set)")
+    model = resolve_model(a.model, a.scheduler) if a.model is not None else None
+    if model is not None and tuple(samples.shape[1:]) != tuple(model.shape):
+        raise ValueError(f"samples have shape {tuple(samples.shape[1:])}, --model {a.model} has {tuple(model.shape)}")
+    data, _ = load_data(a.data, data_range=tuple(getattr(model, "data_range", None) or (-1.0, 1.0)))
+    clf = load_classifier(a.classifier) if a.classifier is not None else None
+    return own_data_report(samples, data, clf, stats=reduced_gaussian_stats)
 
 
 def _mixing(samples, meta: dict, ref, net) -> dict:

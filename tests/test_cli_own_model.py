@@ -168,13 +168,19 @@ def test_errors_name_what_was_expected(mymodule, saved, capsys, model, extra, sa
     assert says in err and err.startswith("dmcmc-fast sample: error: "), err
 
 
-def test_dlg_from_the_cli_with_a_classifier_trained_on_the_folder_model(saved, tmp_path):
+def test_dlg_from_the_cli_with_a_classifier_trained_on_the_folder_model(saved, tmp_path, capsys):
     root, pipe = saved
     images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
     torch.save(images, tmp_path / "images.pt")
     clf = tmp_path / "clf.pt"
+    capsys.readouterr()
     assert main(["train", "classifier", "--model", str(root / "pipe"), "--data", str(tmp_path / "images.pt"),
                  "--out", str(clf), "--steps", "2", "--batch-size", "8", "--n-levels", "30", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    summary, card = json.loads(out), (tmp_path / "clf.md").read_text()
+    # 2 steps miss the targets: a warning says so, and the summary's verdict is the card's
+    assert summary["target"]["met"] is False and "warning: the classifier misses its card's targets" in err
+    assert f"mean |error| {summary['target']['max_mean_abs']:.1f} levels" in card and "are not met" in card
     ck = torch.load(clf, weights_only=True)
     d = dmcmc_fast.from_diffusers(pipe)
     assert ck["shape"] == [1, 8, 8]  # the model's range is the classifier's levels
@@ -214,3 +220,40 @@ def test_facade_stream_takes_a_batch_size():
     joined = torch.cat([b.samples for b in heun.stream(5, batch_size=2)])
     # sample i is chain i, whatever the batch (up to the mixture's GEMM rounding, which depends on the row count)
     torch.testing.assert_close(joined, heun.sample(5).samples, rtol=0, atol=1e-4)
+
+
+def test_eval_against_your_data_in_pixels_and_classifier_features(saved, tmp_path, capsys):
+    """`eval --model FOLDER --data PATH --classifier FILE`: the pixel-space and classifier-feature Fréchet
+    distances, each checked against the formula on the same arrays; samples of the data itself score ~0."""
+    from dmcmc_fast.eval.frechet import frechet_distance, gaussian_stats
+    from dmcmc_fast.mcmc.classifier import load_classifier
+
+    root, _ = saved
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=gen)
+    torch.save(images, tmp_path / "images.pt")
+    clf = tmp_path / "clf.pt"
+    assert main(["train", "classifier", "--model", str(root / "pipe"), "--data", str(tmp_path / "images.pt"),
+                 "--out", str(clf), "--steps", "2", "--batch-size", "8", "--n-levels", "30", "--no-progress"]) == 0
+    assert run_sample(tmp_path / "s", root / "pipe", sampler="euler", nfe="4") == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "s" / "samples.npz"), "--model", str(root / "pipe"), "--data",
+                 str(tmp_path / "images.pt"), "--classifier", str(clf)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    x = torch.from_numpy(load(tmp_path / "s")[0])
+    data = images.float() / 127.5 - 1
+    assert report["data"]["num"] == 40 and report["fd_pixels"] == pytest.approx(
+        frechet_distance(*gaussian_stats(x), *gaussian_stats(data)), rel=1e-6)
+    net = load_classifier(str(clf)).net
+    with torch.no_grad():
+        want = frechet_distance(*gaussian_stats(net.embed(x)), *gaussian_stats(net.embed(data)))
+    assert report["fd_classifier_features"] == pytest.approx(want, rel=1e-4)
+    # the data against themselves: 0 in both spaces
+    np.savez(tmp_path / "self.npz", samples=data.numpy(), nfe=np.zeros(40, np.int64))
+    assert main(["eval", str(tmp_path / "self.npz"), "--data", str(tmp_path / "images.pt"), "--classifier",
+                 str(clf)]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert abs(same["fd_pixels"]) < 1e-6 and abs(same["fd_classifier_features"]) < 1e-6
+    assert report["fd_pixels"] > 1.0  # an untrained UNet's samples are not the data
+    assert main(["eval", str(tmp_path / "self.npz"), "--classifier", str(clf)]) == 2
+    assert "pass --data PATH" in capsys.readouterr().err
