@@ -257,3 +257,33 @@ def test_eval_against_your_data_in_pixels_and_classifier_features(saved, tmp_pat
     assert report["fd_pixels"] > 1.0  # an untrained UNet's samples are not the data
     assert main(["eval", str(tmp_path / "self.npz"), "--classifier", str(clf)]) == 2
     assert "pass --data PATH" in capsys.readouterr().err
+
+
+def test_a_vp_module_declares_its_parametrisation_and_table(saved):
+    """parametrisation "eps" | "x0" | "v": a VP network net(x_vp, t) on its alphas_cumprod (or the --scheduler's):
+    D = x - sigma eps(x / sqrt(1 + sigma^2), t(sigma)), here with eps = x_vp / 2 (independent of t)."""
+    from dmcmc_fast.models.adapters import VPAdapter
+    from dmcmc_fast.models.resolve import load_scheduler
+
+    class Half(torch.nn.Module):
+        parametrisation, shape = "eps", (1, 2, 2)
+
+        def forward(self, x_vp, t):
+            return x_vp / 2
+
+    root, _ = saved
+    sched = load_scheduler(str(root / "sched"))
+    with pytest.raises(ValueError, match="give it an alphas_cumprod attribute"):
+        as_denoiser(Half())
+    d = as_denoiser(Half(), sched)
+    assert isinstance(d, VPAdapter) and d.prediction_type == "eps" and d.sigma_max == pytest.approx(157.4, rel=1e-3)
+    x, sigma = torch.randn(3, 1, 2, 2), torch.tensor([0.5, 2.0, 30.0])
+    s = sigma.reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(d(x, sigma), x - s * (x / torch.sqrt(1 + s * s)) / 2)
+    own = Half()
+    own.alphas_cumprod = sched.alphas_cumprod[:500]  # its own table wins over the scheduler's
+    assert as_denoiser(own, sched).sigma_max < d.sigma_max
+    with pytest.raises(ValueError, match="parametrisation must be one of denoiser, score, eps, x0, v"):
+        bad = Half()
+        bad.parametrisation = "epsilon"
+        as_denoiser(bad)
