@@ -28,6 +28,7 @@ import inspect
 
 from dmcmc_fast import api
 from dmcmc_fast.engine.graph import graph_mode
+from dmcmc_fast.own_grid import default_grid
 from dmcmc_fast.samplers import SamplerSpec, all_samplers, get_sampler
 
 
@@ -47,7 +48,9 @@ class Sampler:
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
         self._runs: dict[tuple, api._Run] = {}  # the checked runs of plain in-memory calls (`sample`)
-        self._own_grid = callable(getattr(model, "own_sigmas", None))  # its grid is resolved per call (api.sample)
+        # a diffusers model's own grid for this budget and these options (None: the sampler's), for `_run`;
+        # api.sample / stream find the same one
+        self._grid = default_grid(model, self.sampler_name, nfe, options)
 
     def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
@@ -58,7 +61,7 @@ class Sampler:
                callback=None, sigmas=None, x_T=None) -> api.SampleOutput:
         """`n` samples and the NFE each one cost (with `out_dir`: sharded on disk, resumable)."""
         inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
-        if out_dir is None and not self.progress and self.spec.kind != "blocks" and not self._own_grid and \
+        if out_dir is None and not self.progress and self.spec.kind != "blocks" and \
                 model_kwargs is None and callback is None and sigmas is None and x_T is None:
             return self._run(n).collect()
         return api.sample(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
@@ -69,7 +72,7 @@ class Sampler:
         draws."""
         key = (n, self.nfe, self.seed, self.batch_size, self.graph, api.sampling_device(self.model, self.device))
         run = self._runs.pop(key, None)
-        none = dict(model_kwargs=None, callback=None, sigmas=None, x_T=None)
+        none = dict(model_kwargs=None, callback=None, sigmas=self._grid, x_T=None)
         run = api._Run(self.model, self.sampler_name, n, self.nfe, self.seed, self.batch_size, self.device, None,
                        False, None, 0, 1, self.graph, none, {}, self.options) if run is None else run.again()
         self._runs[key] = run

@@ -90,3 +90,17 @@ def test_your_grid_or_range_still_wins(unet):
     seen.clear()  # the façade steps on the scheduler's grid too
     dmcmc_fast.Euler(d, nfe=4).sample(1, callback=cb)
     assert seen[0] == pytest.approx(float(d.own_sigmas(4)[0]), rel=1e-6)
+
+
+def test_the_facades_kept_run_steps_on_the_scheduler_grid_too(unet):
+    """The façade's plain `sample(n)` (a run checked once and kept) gives what api.sample gives on the
+    scheduler's grid, and differs from the Karras grid over the same range."""
+    d = dmcmc_fast.from_diffusers(unet, diffusers.DDIMScheduler(num_train_timesteps=T, clip_sample=False))
+    euler = dmcmc_fast.Euler(d, nfe=5)
+    first, again = euler.sample(2).samples, euler.sample(2).samples
+    ref = api.sample(d, "euler", num=2, nfe=5, progress=False).samples
+    torch.testing.assert_close(first, ref, rtol=0, atol=0)
+    torch.testing.assert_close(again, ref, rtol=0, atol=0)
+    g = d.own_sigmas(5)
+    karras = dmcmc_fast.Euler(d, nfe=5, sigma_max=float(g[0]), sigma_min=float(g[-2])).sample(2).samples
+    assert (karras - ref).abs().max() > 1e-3
