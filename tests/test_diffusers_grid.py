@@ -104,3 +104,10 @@ def test_the_facades_kept_run_steps_on_the_scheduler_grid_too(unet):
     g = d.own_sigmas(5)
     karras = dmcmc_fast.Euler(d, nfe=5, sigma_max=float(g[0]), sigma_min=float(g[-2])).sample(2).samples
     assert (karras - ref).abs().max() > 1e-3
+
+
+def test_more_levels_than_the_scheduler_has_is_an_error_naming_the_ways_out(unet):
+    d = dmcmc_fast.from_diffusers(unet, diffusers.DDPMScheduler(num_train_timesteps=20))
+    with pytest.raises(ValueError, match=r"DDPMScheduler.set_timesteps\(30\) refused .*pass sigmas= .*sigma_min"):
+        api.sample(d, "euler", num=1, nfe=30, progress=False)
+    assert api.sample(d, "euler", num=1, nfe=30, progress=False, sigma_min=d.sigma_min).nfe.tolist() == [30]

@@ -231,7 +231,12 @@ class DiffusersUNetAdapter(VPAdapter):
         ends above 0, at sigma(t=0), diffusers stops there instead). The sampling API uses it as the default grid
         (`dmcmc_fast.own_grid`)."""
         sched = copy.deepcopy(self.scheduler)
-        sched.set_timesteps(n)
+        try:
+            sched.set_timesteps(n)
+        except ValueError as err:  # e.g. more steps than the training table has
+            raise ValueError(f"the scheduler's own grid of {n} levels: {type(self.scheduler).__name__}.set_timesteps"
+                             f"({n}) refused ({err}); pass sigmas= (your own grid), or sigma_min/sigma_max (the "
+                             "sampler's grid over that range), or a smaller nfe") from None
         sig = getattr(sched, "sigmas", None)
         if sig is not None:
             levels = torch.unique_consecutive(torch.as_tensor(sig).detach().to("cpu", torch.float64))
