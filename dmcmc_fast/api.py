@@ -71,6 +71,9 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
 
     `model_kwargs`, `callback`, `sigmas`, `x_T`: your own conditioning, per-step callback, grid and start
     (module docstring). `progress`: a bar in NFE, moved by every model call (DLG: per finished batch).
+    `out_dir`: every batch saved as a shard (resumable), and at the end `samples.npz` and `grid.png` as the CLI
+    writes them (`save_samples`; under torchrun the CLI's rank 0 writes them after `merge_shards`).
+    A diffusers model's default grid is its scheduler's own (`dmcmc_fast.own_grid`).
 
     `device`: where to sample, default where the model's weights are (the CPU for analytic models); a
     network on another device is an error, never moved behind the caller's back.
@@ -83,11 +86,15 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
+    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
     run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
         return run.collect()
-    return _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
+    out = _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
+    if out_dir is not None and world_size == 1:  # what the CLI writes: samples.npz and grid.png beside the shards
+        save_samples(out, out_dir, getattr(model, "data_range", (-1.0, 1.0)))
+    return out
 
 
 def _output(batches: list, run: "_Run") -> SampleOutput:
@@ -125,6 +132,7 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     what it created under `out_dir` (config.json, empty folders; one process only). `_resolved`: the
     façade's options, resolved and checked against this model and `nfe` when it was built (used as they
     are unless a grid `sigmas` resolves them anew)."""
+    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
     run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
                dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
     return _Stream(run.batches(progress), run.cfg, run.graph_info)
@@ -301,6 +309,13 @@ class _Run:
             meta = {k: v for k, v in bt.meta.items() if k != "nfe"}
             bar.update(bt.stop - bt.start)
             yield SampleBatch(bt.start, bt.stop, bt.samples, torch.from_numpy(bt.meta["nfe"]), meta)
+
+
+def _default_grid(model, sampler: str, nfe, options: dict, sigmas):
+    """`sigmas`, else the grid of a model that has its own (a diffusers scheduler's; `dmcmc_fast.own_grid`)."""
+    from dmcmc_fast.own_grid import default_grid
+
+    return default_grid(model, sampler, nfe, options, sigmas)
 
 
 class _Count:
@@ -505,7 +520,7 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[s
     if os.path.exists(cfg_path) and resume:
         with open(cfg_path) as f:
             old = json.load(f)
-        new = json.loads(json.dumps(cfg))
+        new = json.loads(json.dumps(cfg, default=_json_value))
         if old != new:
             diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(_differences(old, new).items()))
             raise ValueError(f"--resume: {cfg_path} was written by a different run configuration ({diff}); "
@@ -518,9 +533,14 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[s
         if not os.path.exists(cfg_path):
             created.append(cfg_path)
         with open(cfg_path + ".tmp", "w") as f:
-            json.dump(cfg, f, indent=2)
+            json.dump(cfg, f, indent=2, default=_json_value)
         os.replace(cfg_path + ".tmp", cfg_path)
     return created
+
+
+def _json_value(value) -> str:
+    """A configuration value JSON cannot hold (an object given as an option, e.g. DLG's classifier): its type."""
+    return f"<{type(value).__module__}.{type(value).__qualname__} object>"
 
 
 def _remove_created(created: list[str], parts_dir: str | None):
@@ -561,7 +581,7 @@ def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: 
     path = os.path.join(out_dir, "samples.npz")
     lo, hi = data_range
     shards.save_npz_atomic(path, samples=out.samples.clamp(lo, hi).numpy(), nfe=out.nfe.numpy(),
-                           config=np.array(json.dumps(out.config)), **out.meta)
+                           config=np.array(json.dumps(out.config, default=_json_value)), **out.meta)
     if grid and out.samples.ndim == 4:
         from dmcmc_fast.images import save_grid
 

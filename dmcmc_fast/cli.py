@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 
@@ -50,9 +51,21 @@ def _sampler_list() -> str:
     return "\n".join(lines)
 
 
+def _model_flags(p: argparse.ArgumentParser, required: bool):
+    """`--model` (a built-in name, a diffusers folder or module:callable; `dmcmc_fast.models.resolve`) and
+    `--scheduler`."""
+    from dmcmc_fast.models.builtin import BUILTIN_MODELS
+
+    p.add_argument("--model", required=required, default=None,
+                   help=f"a built-in model ({', '.join(sorted(BUILTIN_MODELS))}); a folder saved by diffusers (a "
+                        "pipeline folder, or a UNet folder with --scheduler); or module:callable returning a "
+                        "denoiser, an nn.Module with .parametrisation, or a diffusers pipeline")
+    p.add_argument("--scheduler", default=None, help="with a diffusers UNet: the folder of its scheduler "
+                                                     "(scheduler_config.json) or of a pipeline")
+
+
 def build_parser(sampler: str | None = None):
     """The CLI's parser; `sample` takes the options of `sampler` (None: none, and its help lists the samplers)."""
-    from dmcmc_fast.models.builtin import BUILTIN_MODELS
     from dmcmc_fast.samplers import all_samplers
 
     p = argparse.ArgumentParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
@@ -62,7 +75,7 @@ def build_parser(sampler: str | None = None):
     s = sub.add_parser("sample", help="draw samples from a model", description=what.replace("%", "%%"),
                        epilog=None if sampler else _sampler_list(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--model", required=True, help=f"built-in model: {', '.join(sorted(BUILTIN_MODELS))}")
+    _model_flags(s, required=True)
     s.add_argument("--sampler", required=True, help="the sampler (list: `dmcmc-fast sample --help`; its options: "
                                                     "`dmcmc-fast sample --sampler NAME --help`)")
     s.add_argument("--nfe", type=int, required=True, help="model evaluations per sample (budget, >= 1)")
@@ -92,6 +105,11 @@ def build_parser(sampler: str | None = None):
                                                       "statistics .npz (default mnist)")
     e.add_argument("--no-features", action="store_true", help="skip the MNIST-feature Fréchet distance and "
                                                               "class balance (computed for 1x28x28 samples)")
+    e.add_argument("--data", default=None, help="your data (as `train classifier --data` reads them): Fréchet "
+                                                "distance in pixel space, and with --classifier in its features")
+    e.add_argument("--classifier", default=None, help="with --data: a noise-level classifier trained on the data "
+                                                      "(`dmcmc-fast train classifier`), whose features FD uses")
+    _model_flags(e, required=False)
     t = sub.add_parser("train", help="train a component: `dmcmc-fast train classifier --data mnist ...`")
     t.add_argument("what", help="what to train (a module of dmcmc_fast.training, e.g. classifier)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (see `dmcmc-fast train WHAT --help`)")
@@ -122,16 +140,18 @@ def cmd_train(a) -> int:
 def cmd_sample(a) -> int:
     from dmcmc_fast.api import SampleOutput, merge_shards, sample, save_samples
     from dmcmc_fast.distributed import barrier, init_from_env
-    from dmcmc_fast.models.builtin import load_model
+    from dmcmc_fast.models.resolve import resolve_model
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {a.device}: no CUDA device is available here; use --device cpu")
     rank, world, device = init_from_env(a.device)
-    model = load_model(a.model, modes=a.modes, std=a.std)
+    model = resolve_model(a.model, a.scheduler, modes=a.modes, std=a.std)
     if hasattr(model, "to"):  # a built-in network goes where --device says (api.sample moves nothing itself)
         model = model.to(device)
     opts = {k: getattr(a, k) for k in a.sampler_opts if getattr(a, k) is not None}
     cfg = {"model": a.model, "model_options": {"modes": a.modes, "std": a.std}}
+    if a.scheduler is not None:
+        cfg["scheduler"] = a.scheduler
     out = sample(model, a.sampler, a.num, a.nfe, seed=a.seed, batch_size=a.batch_size, device=device,
                  out_dir=a.out, resume=a.resume, progress=not a.no_progress, config=cfg,
                  rank=rank, world_size=world, graph=a.graph, **opts)
@@ -141,7 +161,8 @@ def cmd_sample(a) -> int:
             return 0
         x, nfe, meta = merge_shards(a.out, a.num)
         out = SampleOutput(x, nfe, out.config, out.graph, meta)
-    path = save_samples(out, a.out, model.data_range)
+    path = save_samples(out, a.out, getattr(model, "data_range", (-1.0, 1.0))) if world > 1 else \
+        os.path.join(a.out, "samples.npz")  # one process: api.sample wrote it
     summary = {"samples": path, "num": int(out.samples.shape[0]), "nfe_mean": float(out.nfe.double().mean()),
                "nfe_max": float(out.nfe.max()) if out.nfe.is_floating_point() else int(out.nfe.max())}
     if "nfe_block" in out.meta:  # DLG: the amortised NFE per sample is block NFE + initialisation share
@@ -183,12 +204,34 @@ def cmd_eval(a) -> int:
         from dmcmc_fast.eval.fid import fid
 
         report["fid"] = fid(samples, a.fid_ref, stats=reduced_gaussian_stats)
+    if a.data is not None or a.model is not None or a.classifier is not None:
+        report.update(_own_data(a, samples))
     if "chain" in meta and rank == 0:  # DLG: how the chains mix (needs each chain's samples in order: rank 0)
         report["mixing"] = _mixing(everything, meta, ref if a.ref is not None else None,
                                    net if not a.no_features and tuple(samples.shape[1:]) == (1, 28, 28) else None)
     if rank == 0:
         print(json.dumps(report, indent=2))
     return 0
+
+
+def _own_data(a, samples) -> dict:
+    """`eval --data [--model] [--classifier]`: the samples against your data (`dmcmc_fast.eval.own_data`), the data
+    scaled to the model's data range."""
+    from dmcmc_fast.distributed import reduced_gaussian_stats
+    from dmcmc_fast.eval.own_data import own_data_report
+    from dmcmc_fast.mcmc.classifier import load_classifier
+    from dmcmc_fast.models.resolve import resolve_model
+    from dmcmc_fast.training.classifier import load_data
+
+    if a.data is None:
+        raise ValueError("--model and --classifier compare the samples with your data: pass --data PATH (a folder of "
+                         "images, an .npz/.npy, a .pt tensor, or a built-in data set)")
+    model = resolve_model(a.model, a.scheduler) if a.model is not None else None
+    if model is not None and tuple(samples.shape[1:]) != tuple(model.shape):
+        raise ValueError(f"samples have shape {tuple(samples.shape[1:])}, --model {a.model} has {tuple(model.shape)}")
+    data, _ = load_data(a.data, data_range=tuple(getattr(model, "data_range", None) or (-1.0, 1.0)))
+    clf = load_classifier(a.classifier) if a.classifier is not None else None
+    return own_data_report(samples, data, clf, stats=reduced_gaussian_stats)
 
 
 def _mixing(samples, meta: dict, ref, net) -> dict:

@@ -28,6 +28,7 @@ import inspect
 
 from dmcmc_fast import api
 from dmcmc_fast.engine.graph import graph_mode
+from dmcmc_fast.own_grid import default_grid
 from dmcmc_fast.samplers import SamplerSpec, all_samplers, get_sampler
 
 
@@ -47,6 +48,9 @@ class Sampler:
         self.model, self.nfe, self.seed = model, nfe, seed
         self.device, self.batch_size, self.progress, self.graph = device, batch_size, progress, graph
         self._runs: dict[tuple, api._Run] = {}  # the checked runs of plain in-memory calls (`sample`)
+        # a diffusers model's own grid for this budget and these options (None: the sampler's), for `_run`;
+        # api.sample / stream find the same one
+        self._grid = default_grid(model, self.sampler_name, nfe, options)
 
     def _kw(self, out_dir, resume, inputs):
         return dict(seed=self.seed, batch_size=self.batch_size, device=self.device, out_dir=out_dir,
@@ -68,7 +72,7 @@ class Sampler:
         draws."""
         key = (n, self.nfe, self.seed, self.batch_size, self.graph, api.sampling_device(self.model, self.device))
         run = self._runs.pop(key, None)
-        none = dict(model_kwargs=None, callback=None, sigmas=None, x_T=None)
+        none = dict(model_kwargs=None, callback=None, sigmas=self._grid, x_T=None)
         run = api._Run(self.model, self.sampler_name, n, self.nfe, self.seed, self.batch_size, self.device, None,
                        False, None, 0, 1, self.graph, none, {}, self.options) if run is None else run.again()
         self._runs[key] = run
@@ -76,11 +80,15 @@ class Sampler:
             self._runs.pop(next(iter(self._runs)))
         return run
 
-    def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, model_kwargs: dict | None = None,
-               callback=None, sigmas=None, x_T=None):
-        """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done."""
+    def stream(self, n: int, out_dir: str | None = None, resume: bool = False, *, batch_size: int | None = None,
+               model_kwargs: dict | None = None, callback=None, sigmas=None, x_T=None):
+        """Finished `SampleBatch`es of `n` samples, in chain order, each as soon as it is done; `batch_size`: the
+        samples per batch of this call (default the object's)."""
         inputs = dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T)
-        return api.stream(self.model, self.sampler_name, n, self.nfe, **self._kw(out_dir, resume, inputs))
+        kw = self._kw(out_dir, resume, inputs)
+        if batch_size is not None:
+            kw["batch_size"] = batch_size
+        return api.stream(self.model, self.sampler_name, n, self.nfe, **kw)
 
     def __repr__(self):
         return f"{type(self).__name__}(nfe={self.nfe}, seed={self.seed}, {self.options})"
@@ -92,7 +100,8 @@ def _doc(spec: SamplerSpec) -> str:
              f"progress=False, graph='auto', **options)`; `dmcmc-fast sample --sampler {spec.name}`.", "",
              "Options (keyword arguments; None or omitted: the default):"]
     for o in spec.options:
-        lines.append(f"    {o.name} ({o.type.__name__}, {o.accepts()}, default {o.default!r}): {o.help}")
+        takes = o.accepts() + (f"; or {o.objects}" if o.objects else "")
+        lines.append(f"    {o.name} ({o.type.__name__}, {takes}, default {o.default!r}): {o.help}")
     if spec.model_range:
         lines.append("sigma_min / sigma_max default to the model's own noise range where it declares one.")
     return "\n".join(lines)

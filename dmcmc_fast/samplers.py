@@ -49,7 +49,8 @@ class Option:
     and within [lo, hi]; an int must be an integer (not a bool, not a float); a str one of `choices`.
     `default` omitted: the default of the keyword of the same name of the declaration's `defaults_from`.
     `keyword=False`: the option is not that keyword although it shares its name (e.g. DLG's n_den, where
-    0 means nfe - n_skip), so it keeps its own default."""
+    0 means nfe - n_skip), so it keeps its own default. `objects`: what Python objects it also takes (the
+    command line gives strings only), passed on unconverted and checked where they are used (DLG's classifier)."""
     name: str
     type: type
     default: Any = SIGNATURE
@@ -58,6 +59,7 @@ class Option:
     choices: tuple | None = None
     help: str = ""
     keyword: bool = True
+    objects: str = ""
 
     def range_text(self) -> str:
         return range_text(self.lo, self.hi)
@@ -73,6 +75,8 @@ class Option:
         sampler, the option, what it accepts and the value (`validate.fail`)."""
         if value is None:
             return self.default
+        if self.objects and not isinstance(value, (str, int, float, bool)):
+            return value  # a Python object (e.g. a classifier): checked where it is used
         if not _is_a(value, self.type):
             kind, accepts = _KIND.get(self.type, self.type.__name__), self.accepts()
             fail(f"option {self.name}", kind if accepts == kind else f"{kind}, {accepts}", value, sampler)

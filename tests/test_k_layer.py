@@ -19,17 +19,21 @@ F64 = torch.float64
 # float64; in float64 the two agree to ~1e-14
 TOL = dict(rtol=1e-5, atol=3e-5)
 TOL64 = dict(rtol=1e-10, atol=1e-10)
+CLASSIC = ["sample_lms", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpm_fast"]  # dmcmc_fast/k/classic.py
+HELPERS = ["get_sigmas_karras", "get_sigmas_exponential", "get_sigmas_polyexponential", "get_sigmas_vp", "to_d",
+           "get_ancestral_step", "default_noise_sampler", "append_zero"]
 SAMPLERS = ["sample_euler", "sample_heun", "sample_euler_ancestral", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
             "sample_dpmpp_3m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_dpm_adaptive"]
 
 
 @pytest.fixture(scope="module")
 def kd():
-    from bench.baselines import load_k_diffusion_sampling
+    """The real k-diffusion: scripts/setup.sh installs it and what its package imports (its import must work)."""
+    import importlib
 
-    mod = load_k_diffusion_sampling()
-    assert mod is not None, "k-diffusion is installed by scripts/setup.sh"
-    return mod
+    import k_diffusion  # noqa: F401
+
+    return importlib.import_module("k_diffusion.sampling")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,7 @@ def test_grids_match_kdiffusion(kd):
 
 def test_signatures_are_kdiffusions(kd):
     """Every parameter of k-diffusion's function, in order, with its default; ours may add keyword-only ones."""
-    for name in SAMPLERS + ["get_sigmas_karras", "get_sigmas_exponential"]:
+    for name in SAMPLERS + CLASSIC + HELPERS:
         theirs = list(inspect.signature(getattr(kd, name)).parameters.values())
         ours = list(inspect.signature(getattr(K, name)).parameters.values())
         assert [(p.name, p.default) for p in ours[:len(theirs)]] == [(p.name, p.default) for p in theirs], name
@@ -250,5 +254,121 @@ def test_errors(digits):
         K.sample_dpmpp_2s_ancestral(model, x, sigmas, eta=1.5, disable=True)
     with pytest.raises(ValueError, match="noise_sampler returned shape"):
         K.sample_euler_ancestral(model, x, sigmas, noise_sampler=lambda s, t: torch.randn(3), disable=True)
-    with pytest.raises(AttributeError, match="sample_lms has no counterpart"):
-        K.sample_lms  # noqa: B018
+    with pytest.raises(AttributeError, match="sample_nothing has no counterpart"):
+        K.sample_nothing  # noqa: B018
+
+
+# ---- the whole sampling module: names, the first samplers, the helpers, the Brownian tree ----
+
+def test_every_sampler_grid_and_helper_is_here_in_both_forms(kd):
+    import dmcmc_fast.k.sampling as sampling_module
+
+    names = [n for n in dir(kd) if n.startswith(("sample_", "get_sigmas_"))]
+    names += ["to_d", "get_ancestral_step", "default_noise_sampler", "BrownianTreeNoiseSampler", "append_zero"]
+    assert len(names) >= 22
+    for n in names:
+        assert callable(getattr(K, n)) and getattr(K.sampling, n) is getattr(K, n), n
+    assert K.sampling is sampling_module and set(names) <= set(K.__all__)
+
+
+@pytest.mark.parametrize("name,kw", [("sample_lms", {}), ("sample_lms", dict(order=2)), ("sample_dpm_2", {}),
+                                     ("sample_dpm_2", dict(s_churn=0.0, s_tmin=0.5))])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, TOL), (F64, TOL64)])
+def test_lms_and_dpm_2_match_kdiffusion(kd, digits, name, kw, dtype, tol):
+    x, sigmas = case(digits, dtype=dtype)
+    model, calls = k_model(digits), []
+    counted = lambda x, s, **a: calls.append(x.shape[0]) or model(x, s, **a)  # noqa: E731
+    ours = getattr(K.sampling, name)(counted, x, sigmas, disable=True, **kw)
+    torch.testing.assert_close(ours, getattr(kd, name)(model, x, sigmas, disable=True, **kw), **tol)
+    assert len(calls) == (10 if name == "sample_lms" else 2 * 10 - 1)  # LMS: N NFE; DPM-2: 2N - 1 on N levels
+
+
+def test_dpm_2_churn_matches_kdiffusion_on_the_same_global_noise(kd, digits):
+    """k-diffusion's DPM-2 draws torch.randn_like(x) at every step; churn at every step keeps the two aligned."""
+    x, sigmas = case(digits)
+    model, churn = k_model(digits), dict(s_churn=5.0, s_noise=1.003)
+    torch.manual_seed(4)
+    ref = kd.sample_dpm_2(model, x, sigmas, disable=True, **churn)
+    torch.manual_seed(4)
+    ours = K.sample_dpm_2(model, x, sigmas, disable=True, noise_sampler=lambda s, t: torch.randn_like(x), **churn)
+    torch.testing.assert_close(ours, ref, **TOL)
+    assert (ours - K.sample_dpm_2(model, x, sigmas, disable=True)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("kw", [{}, dict(eta=0.5, s_noise=1.1), dict(eta=3.0)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, TOL), (F64, TOL64)])
+def test_dpm_2_ancestral_matches_kdiffusion_given_the_noise_sampler(kd, digits, kw, dtype, tol):
+    x, sigmas = case(digits, dtype=dtype)
+    model = k_model(digits)
+    ref = kd.sample_dpm_2_ancestral(model, x, sigmas, disable=True, noise_sampler=seeded_noise(x), **kw)
+    ours = K.sampling.sample_dpm_2_ancestral(model, x, sigmas, disable=True, noise_sampler=seeded_noise(x), **kw)
+    torch.testing.assert_close(ours, ref, **tol)
+
+
+@pytest.mark.parametrize("n,kw", [(10, {}), (9, {}), (5, {}), (2, {}), (7, dict(eta=0.5, s_noise=1.1)),
+                                  (6, dict(eta=1.0))])
+def test_dpm_fast_matches_kdiffusion(kd, n, kw):
+    """k-diffusion's step times are float32 whatever x's dtype, its coefficients too: on a smooth model (one
+    Gaussian) float64 states agree to 1e-5. (On gmm-digits' 20 sharp modes a 2-step run moves by 6e-3 in
+    k-diffusion itself when sigma_max moves by 1e-6: rounding there is amplified past any tolerance.)"""
+    m = gaussian(0.3 * torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2)), 0.5)
+    x = 80.0 * torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(3), dtype=F64)
+    model, calls = k_model(m), []
+    counted = lambda x, s, **a: calls.append(x.shape[0]) or model(x, s, **a)  # noqa: E731
+    noise = {"noise_sampler": seeded_noise(x)} if kw else {}
+    ref = kd.sample_dpm_fast(model, x, 0.002, 80.0, n, disable=True, **noise, **kw)
+    noise = {"noise_sampler": seeded_noise(x)} if kw else {}
+    ours = K.sample_dpm_fast(counted, x, 0.002, 80.0, n, disable=True, **noise, **kw)
+    # the float32 step times (and, for eta > 0, k-diffusion's float32 sigma_down and t(sigma_down)) put the two
+    # 4.9e-5 apart at n = 5 and 3.4e-4 at n = 6, eta = 1 (4e-6 of the start's scale, 80; with 0 noise alike)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=5e-4)
+    assert len(calls) == n
+
+
+def test_brownian_tree_noise_is_kdiffusions(kd, digits):
+    x, sigmas = case(digits)
+    for seed in (7, [3, 1, 4, 1]):
+        ours, ref = K.BrownianTreeNoiseSampler(x, 0.002, 80.0, seed=seed), kd.BrownianTreeNoiseSampler(x, 0.002, 80.0,
+                                                                                                      seed=seed)
+        for s, s_next in ((sigmas[0], sigmas[1]), (sigmas[3], sigmas[5]), (sigmas[1], sigmas[2])):
+            a, b = ours(s, s_next), ref(s, s_next)
+            assert a.shape == x.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    model = k_model(digits)  # k-diffusion's SDE sampler with its own default noise equals ours given the same tree
+    ref = kd.sample_dpmpp_2m_sde(model, x, sigmas, disable=True,
+                                 noise_sampler=kd.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=9))
+    ours = K.sampling.sample_dpmpp_2m_sde(model, x, sigmas, disable=True,
+                                          noise_sampler=K.BrownianTreeNoiseSampler(x, sigmas[-2], sigmas[0], seed=9))
+    torch.testing.assert_close(ours, ref, **TOL)
+
+
+def test_helpers_and_grids_match_kdiffusion(kd):
+    g = torch.Generator().manual_seed(0)
+    x, den = torch.randn(3, 2, 2, generator=g), torch.randn(3, 2, 2, generator=g)
+    for sigma in (torch.tensor(0.7), torch.tensor([0.5, 1.0, 2.0])):
+        torch.testing.assert_close(K.to_d(x, sigma, den), kd.to_d(x, sigma, den), rtol=0, atol=0)
+    torch.testing.assert_close(K.to_d(x, 0.7, den), (x - den) / 0.7)  # a number too (k-diffusion: tensors only)
+    for a, b, eta in ((10.0, 5.0, 1.0), (2.0, 1.9, 0.5), (3.0, 0.0, 1.0), (1.0, 0.5, 0.0), (4.0, 1.0, 5.0)):
+        for ours, ref in zip(K.get_ancestral_step(a, b, eta), kd.get_ancestral_step(a, b, eta)):
+            assert float(ours) == pytest.approx(float(ref), rel=1e-12, abs=1e-15)
+        ta, tb = torch.tensor(a), torch.tensor(b)
+        for ours, ref in zip(K.get_ancestral_step(ta, tb, eta), kd.get_ancestral_step(ta, tb, eta)):
+            torch.testing.assert_close(torch.as_tensor(ours, dtype=torch.float32),
+                                       torch.as_tensor(ref, dtype=torch.float32))
+    torch.manual_seed(1)
+    a = K.default_noise_sampler(x)(1.0, 0.5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, kd.default_noise_sampler(x)(1.0, 0.5), rtol=0, atol=0)
+    torch.testing.assert_close(K.append_zero(x[0, 0]), kd.append_zero(x[0, 0]), rtol=0, atol=0)
+    for ours, ref in ((K.get_sigmas_polyexponential(9, 0.01, 50.0), kd.get_sigmas_polyexponential(9, 0.01, 50.0)),
+                      (K.get_sigmas_polyexponential(6, 0.1, 10.0, rho=2.5),
+                       kd.get_sigmas_polyexponential(6, 0.1, 10.0, rho=2.5))):
+        assert ours.dtype == ref.dtype and ours[-1] == 0
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    # VP: exp(.) - 1 (k-diffusion) loses float32 digits near t = eps_s; expm1 does not: ours is the closer to exact
+    ours, ref = K.get_sigmas_vp(12), kd.get_sigmas_vp(12)
+    t = torch.linspace(1, 1e-3, 12, dtype=F64)
+    exact = torch.sqrt(torch.expm1(19.9 * t ** 2 / 2 + 0.1 * t))
+    assert ours.shape == ref.shape == (13,) and ours[-1] == 0
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=0)
+    assert ((ours[:-1].double() - exact).abs() <= (ref[:-1].double() - exact).abs() + 1e-9).all()

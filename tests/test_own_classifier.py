@@ -216,3 +216,36 @@ def test_dlg_model_kwargs_need_one_row_per_chain():
                    **DLG_TINY)
     with pytest.raises(ValueError, match="^callback is not supported for dlg yet$"):
         api.stream(model, "dlg", num=2, nfe=4, classifier="exact", callback=print, **DLG_TINY)
+
+
+def test_classifier_can_be_an_object(tmp_path):
+    """`classifier=` takes the object `train_classifier` / `load_classifier` return (or any callable with
+    decreasing `.levels`): the same samples as its checkpoint path; bad objects are named."""
+    model = load_model("gmm-digits", modes=10)
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
+    clf = train_classifier(images, 30, model=model, steps=2, batch_size=8, progress=False)
+    clf.save(str(tmp_path / "clf.pt"))
+    by_path = api.sample(model, "dlg", num=4, nfe=3, chains=2, classifier=str(tmp_path / "clf.pt"), progress=False,
+                         **DLG_TINY)
+    by_object = api.sample(model, "dlg", num=4, nfe=3, chains=2, classifier=load_classifier(str(tmp_path / "clf.pt")),
+                           out_dir=str(tmp_path / "run"), progress=False, **DLG_TINY)
+    torch.testing.assert_close(by_object.samples, by_path.samples)
+    with np.load(tmp_path / "run" / "samples.npz") as z:  # the configuration names the object's type
+        assert "TrainedLevelClassifier object" in str(z["config"])
+    exact = make_classifier(model, "exact", 50, 0.02, 80.0, "cpu")  # the exact posterior, as an object, via the façade
+    import dmcmc_fast
+    out = dmcmc_fast.DLG(model, nfe=3, chains=2, classifier=exact, **DLG_TINY).sample(4)
+    assert out.samples.shape == (4, 1, 8, 8) and (out.meta["classifier_evals"] > 0).all()
+    for bad, says in [(42, "option classifier"), (lambda x: x, "with .levels"),
+                      (types_with_levels(torch.tensor([1.0, 2.0])), "strictly decreasing")]:
+        with pytest.raises(ValueError, match=says):
+            api.sample(model, "dlg", num=2, nfe=3, classifier=bad, progress=False, **DLG_TINY)
+
+
+def types_with_levels(levels):
+    class Bad:
+        def __call__(self, x):
+            return torch.zeros(x.shape[0], len(levels))
+    bad = Bad()
+    bad.levels = levels
+    return bad

@@ -237,6 +237,10 @@ def test_a_plain_half_precision_module_is_called_in_its_dtype():
 def test_the_models_noise_range_is_the_default_and_a_networks_bound(cond_unet):
     y = {"class_labels": torch.tensor([0, 1])}
     out = api.sample(cond_unet, "heun", num=2, nfe=3, progress=False, model_kwargs=y)
+    own = cond_unet.own_sigmas(2)  # the default grid is the scheduler's own (dmcmc_fast.own_grid)
+    assert out.config["options"]["sigma_max"] == pytest.approx(float(own[0]))
+    assert out.config["options"]["sigma_min"] == pytest.approx(float(own[1]))
+    out = api.sample(cond_unet, "heun", num=2, nfe=3, progress=False, model_kwargs=y, rho=7.0)  # Karras asked for
     assert out.config["options"]["sigma_min"] == pytest.approx(cond_unet.sigma_min)
     assert out.config["options"]["sigma_max"] == pytest.approx(cond_unet.sigma_max)
     with pytest.raises(ValueError, match=r"heun: sigma_max=80 \(given\) is above the model's noise range "

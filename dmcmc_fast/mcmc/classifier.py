@@ -77,11 +77,15 @@ class NoiseLevelNet(nn.Module):
         self.fc = nn.Linear(cin * h * w, n_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the last layer sees: the conv features, flattened `[B, F]` (also `eval`'s feature space)."""
         if self.input == "raw":
-            return self.fc(self.features(x).flatten(1))
+            return self.features(x).flatten(1)
         r = x.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-6).reshape(-1, 1, 1, 1)
         inp = torch.cat([x / r, torch.log(r).expand(-1, 1, *x.shape[2:])], dim=1)
-        return self.fc(self.features(inp).flatten(1))
+        return self.features(inp).flatten(1)
 
 
 class TrainedLevelClassifier:

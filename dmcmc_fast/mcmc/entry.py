@@ -18,8 +18,8 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.integrators import INTEGRATORS
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
-from dmcmc_fast.mcmc.classifier import (TRAIN_COMMAND, ExactLevelPosterior, checkpoint_path, classifier_for_shape,
-                                        level_sigmas, load_classifier)
+from dmcmc_fast.mcmc.classifier import (TRAIN_COMMAND, ExactLevelPosterior, TrainedLevelClassifier, check_classifier,
+                                        checkpoint_path, classifier_for_shape, level_sigmas, load_classifier)
 from dmcmc_fast.mcmc.dlg import DLGConfig
 from dmcmc_fast.mcmc.langevin import sample_ald, sample_langevin, sample_mild
 from dmcmc_fast.mcmc.underdamped import annealed_schedule, sample_baoab_limit, sample_obabo
@@ -135,7 +135,12 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
     - a checkpoint path (`dmcmc-fast train classifier --data PATH --out FILE`).
     A checkpoint brings its own levels (`n_levels`, `sigma_min`, `sigma_max` are not used) and is checked
     against the model when loaded: data shape, data range, levels within the model's noise range
-    (`mcmc.classifier.check_classifier`); the errors name the command that trains a fitting one."""
+    (`mcmc.classifier.check_classifier`); the errors name the command that trains a fitting one.
+    - an object: `classifier(x) -> logits [B, M]` with `levels`, a decreasing `[M]` tensor of sigmas (a
+      `TrainedLevelClassifier` from `train_classifier` / `load_classifier`, an `ExactLevelPosterior`, your own),
+      used as it is (on the sampling device; a `TrainedLevelClassifier` is checked against the model)."""
+    if not isinstance(which, str):
+        return _classifier_object(model, which)
     if which == "auto":
         which = "exact" if isinstance(model, GaussianMixture) else "trained"
     if which == "exact":
@@ -146,6 +151,21 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
                              "in Python)")
         return ExactLevelPosterior(model, level_sigmas(n_levels, sigma_min, sigma_max).to(device))
     return load_classifier(classifier_for_shape(model.shape) if which == "trained" else which, device, model=model)
+
+
+def _classifier_object(model, clf):
+    """A classifier given as an object, checked: callable, with decreasing positive `levels` (and, for a trained
+    one, its shape, data range and levels against the model: `check_classifier`)."""
+    levels = getattr(clf, "levels", None)
+    if not callable(clf) or not torch.is_tensor(levels) or levels.ndim != 1 or levels.numel() < 2:
+        raise ValueError(f"option classifier: expected 'auto', 'exact', 'trained', a checkpoint path, or an object "
+                         f"classifier(x) -> logits [B, M] with .levels (a 1-D tensor of M >= 2 decreasing sigmas); "
+                         f"got {type(clf).__name__}")
+    if not bool((levels > 0).all()) or not bool((levels[1:] < levels[:-1]).all()):
+        raise ValueError("option classifier: its .levels must be > 0 and strictly decreasing (highest sigma first)")
+    if isinstance(clf, TrainedLevelClassifier):
+        check_classifier(clf, model)
+    return clf
 
 
 def _integrator_options_ok(integrator: str, text: str) -> bool:
@@ -163,7 +183,9 @@ def _integrator_options_ok(integrator: str, text: str) -> bool:
     return True
 
 
-def _classifier_found(which: str) -> bool:
+def _classifier_found(which) -> bool:
+    if not isinstance(which, str):
+        return True  # an object: checked against the model by `make_classifier`
     if which not in ("auto", "exact", "trained"):
         try:
             checkpoint_path(which)
@@ -196,7 +218,8 @@ declare("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", facade="DLG", kind="blocks", 
            "(official code 50 for [0, 1])"),
     Option("n_levels", int, 1000, 2, 100_000, help="M, the number of geometric levels (exact classifier)"),
     Option("classifier", str, "auto", help="'auto' (exact for the analytic mixtures, else trained), 'exact' "
-           "(analytic models), 'trained' (committed checkpoint for the data shape) or a checkpoint path"),
+           "(analytic models), 'trained' (committed checkpoint for the data shape) or a checkpoint path",
+           objects="a classifier object: classifier(x) -> logits [B, M] with .levels [M] (decreasing sigmas)"),
     Option("gibbs", str, choices=("argmax", "sample"), help="Gibbs step: argmax or a draw"),
     Option("init_integrator", str, choices=INTEGRATOR_NAMES, help="initialisation integrator"),
     Option("init_integrator_options", str, "", keyword=False, help="JSON dict of its options ('': the paper's "

@@ -11,7 +11,10 @@
     v:      x0 = sqrt(abar) x_vp - sqrt(1 - abar) v   (v = sqrt(abar) eps - sqrt(1 - abar) x0)
   Its noise range is the table's: sigma_min = sigma(t=0), sigma_max = sigma(t=T-1).
 - `DiffusersUNetAdapter`: a diffusers `UNet2DModel` or `UNet2DConditionModel` plus its scheduler's
-  `alphas_cumprod` and `prediction_type`, via `VPAdapter` (`dmcmc_fast.from_diffusers` builds one).
+  `alphas_cumprod` and `prediction_type`, via `VPAdapter` (`dmcmc_fast.from_diffusers` builds one). Its
+  `own_sigmas(n)` is the scheduler's grid (`dmcmc_fast.own_grid`). A scheduler's step-time x0 clipping or
+  thresholding (`clip_sample`, on by default in DDPM and DDIM; `thresholding`) is the scheduler's, not the
+  model's: D is never clipped here.
 - `Guided`: classifier-free guidance around any denoiser that takes `model_kwargs` (EDM-style nets
   `D(x, sigma, class_labels=...)`); the adapters take the same option as `guidance_scale=` /
   `uncond_kwargs=`.
@@ -31,6 +34,8 @@ count stays per denoiser call). w = 1 is the conditional model, w = 0 the uncond
 default) is no guidance and one evaluation per NFE.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -209,7 +214,7 @@ class DiffusersUNetAdapter(VPAdapter):
         cfg = unet.config
         shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) \
             else (cfg.in_channels, *cfg.sample_size)
-        self.unet = unet
+        self.unet, self.scheduler = unet, scheduler
         super().__init__(None, scheduler.alphas_cumprod, shape, prediction_type=scheduler.config.prediction_type,
                          data_range=data_range, guidance_scale=guidance_scale, uncond_kwargs=uncond_kwargs)
         self.in_channels, self.out_channels = cfg.in_channels, getattr(cfg, "out_channels", cfg.in_channels)
@@ -217,6 +222,31 @@ class DiffusersUNetAdapter(VPAdapter):
             if self.out_channels != 2 * self.in_channels:
                 raise ValueError(f"the UNet predicts {self.out_channels} channels for {self.in_channels} input "
                                  "channels; expected the same number (or twice, with a learned variance)")
+
+    def own_sigmas(self, n: int) -> torch.Tensor:
+        """The scheduler's own grid of `n` noise levels, then 0 (float64 `[n + 1]`): what `set_timesteps(n)` gives
+        on a copy of it (its spacing, Karras or not, its timesteps). A scheduler with `sigmas` (Euler, Heun,
+        DPM-Solver, UniPC, ...) gives them (Heun's repeated inner levels once); one without (DDPM, DDIM, PNDM)
+        the table's sigma at each timestep. The last step, to 0, is the sampler's Tweedie step (where a scheduler
+        ends above 0, at sigma(t=0), diffusers stops there instead). The sampling API uses it as the default grid
+        (`dmcmc_fast.own_grid`)."""
+        sched = copy.deepcopy(self.scheduler)
+        try:
+            sched.set_timesteps(n)
+        except ValueError as err:  # e.g. more steps than the training table has
+            raise ValueError(f"the scheduler's own grid of {n} levels: {type(self.scheduler).__name__}.set_timesteps"
+                             f"({n}) refused ({err}); pass sigmas= (your own grid), or sigma_min/sigma_max (the "
+                             "sampler's grid over that range), or a smaller nfe") from None
+        sig = getattr(sched, "sigmas", None)
+        if sig is not None:
+            levels = torch.unique_consecutive(torch.as_tensor(sig).detach().to("cpu", torch.float64))
+            levels = levels[levels > 0]
+        else:
+            levels = self.sigmas[torch.as_tensor(sched.timesteps).to("cpu").long()]
+        if levels.numel() < n:
+            raise ValueError(f"{type(self.scheduler).__name__}.set_timesteps({n}) gave {levels.numel()} distinct "
+                             f"noise levels, fewer than {n}; pass sigmas= (your own grid) or sigma_min/sigma_max")
+        return torch.cat([levels[:n], levels.new_zeros(1)])
 
     def _net(self, x_vp, t, **model_kwargs):
         out = self.unet(x_vp, t, **model_kwargs).sample

@@ -636,9 +636,9 @@ def build_parser():
                    f"[N, C, H, W], or a built-in data set ({', '.join(sorted(builtin_data.LOADERS))})")
     p.add_argument("--out", required=True, help="checkpoint path (.pt); the card goes beside it as .md")
     p.add_argument("--key", default=None, help="the array of an .npz / the entry of a .pt dict (default: the first)")
-    p.add_argument("--data-range", default=(-1.0, 1.0), type=lambda s: _pair(s, "--data-range"),
+    p.add_argument("--data-range", default=None, type=lambda s: _pair(s, "--data-range"),
                    help="LO,HI: the model's data range; uint8 pixels map 0 -> LO, 255 -> HI, floats must lie "
-                        "within it (default -1,1; write --data-range=-1,1 when LO is negative)")
+                        "within it (default: --model's, else -1,1; write --data-range=-1,1 when LO is negative)")
     p.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="folder of images: 1 (grayscale) or 3 (RGB); default 1 if all are grayscale")
     p.add_argument("--size", default=None, type=lambda s: _pair(s, "--size", int),
@@ -650,10 +650,10 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=128, help="images per step (>= 1)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (> 0)")
     p.add_argument("--n-levels", type=int, default=M_LEVELS, help="M, the number of geometric levels (>= 2)")
-    p.add_argument("--sigma-min", type=float, default=0.002,
-                   help="lowest level (> 0); at least your model's sigma_min (default 0.002)")
-    p.add_argument("--sigma-max", type=float, default=80.0,
-                   help="highest level (> sigma-min); at most your model's sigma_max (default 80)")
+    p.add_argument("--sigma-min", type=float, default=None,
+                   help="lowest level (> 0); at least your model's sigma_min (default: --model's, else 0.002)")
+    p.add_argument("--sigma-max", type=float, default=None,
+                   help="highest level (> sigma-min); at most your model's sigma_max (default: --model's, else 80)")
     p.add_argument("--held-out", type=float, default=0.1, help="share of images kept out for the level error")
     p.add_argument("--calibrate", type=float, default=0.0,
                    help="share of images kept out to fit the argmax calibration, a per-level logit offset "
@@ -666,6 +666,11 @@ def build_parser():
     p.add_argument("--focus-share", type=float, default=0.5,
                    help="share of each batch whose levels are uniform over the levels in --focus, the rest "
                         "uniform over all levels (default 0.5; 0: the paper's uniform draw)")
+    p.add_argument("--model", default=None,
+                   help="your model, as `dmcmc-fast sample --model` takes it (a built-in name, a diffusers folder, "
+                        "module:callable): its shape, data range and noise range (the levels' default) are checked "
+                        "and used")
+    p.add_argument("--scheduler", default=None, help="with --model a diffusers UNet folder: its scheduler's folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1,
@@ -674,13 +679,34 @@ def build_parser():
     return p
 
 
+def _model_and_levels(a):
+    """`--model` resolved (None without one) and the levels: M geometric over the model's noise range, or over
+    --sigma-min/--sigma-max where given (they win over the model's)."""
+    if a.model is None:
+        if a.scheduler is not None:
+            raise ValueError("--scheduler goes with --model (a diffusers UNet folder)")
+        return None, a.n_levels
+    from dmcmc_fast.models.resolve import resolve_model
+
+    model = resolve_model(a.model, a.scheduler)
+    if a.sigma_min is None and a.sigma_max is None:
+        return model, a.n_levels  # train_classifier takes the model's range
+    lo = a.sigma_min if a.sigma_min is not None else getattr(model, "sigma_min", None) or 0.002
+    hi = a.sigma_max if a.sigma_max is not None else getattr(model, "sigma_max", None) or 80.0
+    return model, resolve_levels(a.n_levels, float(lo), float(hi))
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = build_parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    model, levels = _model_and_levels(a)
+    if a.data_range is None:
+        a.data_range = tuple(float(v) for v in getattr(model, "data_range", None) or (-1.0, 1.0))
     images, source = load_data(a.data, a.key, a.data_range, a.channels, a.size)
-    clf = train_classifier(images, a.n_levels, sigma_min=a.sigma_min, sigma_max=a.sigma_max, steps=a.steps,
+    clf = train_classifier(images, levels, model=model, sigma_min=a.sigma_min or 0.002, sigma_max=a.sigma_max or 80.0,
+                           steps=a.steps,
                            batch_size=a.batch_size, lr=a.lr, max_minutes=a.max_minutes, held_out=a.held_out,
                            calibrate=a.calibrate, input=a.input, focus=a.focus, focus_share=a.focus_share,
                            seed=a.seed, device=a.device, data_range=a.data_range, progress=not a.no_progress,
@@ -690,9 +716,14 @@ def main(argv=None) -> int:
     with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
         f.write(clf.card)
     e = clf.meta["level_error"]
+    target = clf.meta["level_error_by_band"]["target"]  # the card's verdict (per band where DLG chains live)
+    if not target["met"]:
+        print(f"dmcmc-fast train classifier: warning: the classifier misses its card's targets: "
+              f"{target_line(target)}; DLG's Gibbs step will pick noise levels that far off. Train longer "
+              f"(--steps, --max-minutes; {clf.meta['steps']} steps now) or on more images", file=sys.stderr)
     print(json.dumps({"checkpoint": a.out, "shape": list(clf.shape), "levels": [len(clf.levels), float(clf.levels[-1]),
                       float(clf.levels[0])], "steps": clf.meta["steps"], "minutes": clf.meta["minutes"],
                       "final_loss": clf.meta["final_loss"], "median_abs_level_error": e["median_abs"],
-                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": e["target"],
+                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": target,
                       "use": f"--sampler dlg --classifier {a.out}"}))
     return 0

@@ -1,7 +1,7 @@
 """k-diffusion's sampler API on this library's integrators: existing k-diffusion code swaps one import.
 
     # from k_diffusion import sampling as K          <- before
-    from dmcmc_fast import k as K                    # after: the same calls
+    from dmcmc_fast import k as K                    # after: the same calls (K.sampling.X works too)
     sigmas = K.get_sigmas_karras(32, 0.002, 80.0)    # 32 levels, then 0
     x = torch.randn(16, 3, 64, 64) * sigmas[0]
     x = K.sample_heun(model, x, sigmas, extra_args={"class_labels": y}, callback=preview)
@@ -38,7 +38,11 @@ Where it differs, and why:
   finished samples) gets those rows of every `extra_args` tensor whose leading dimension is the batch.
 - The per-step coefficients are float64 (k-diffusion: the grid's dtype), so float32 runs agree to ~1e-5.
 - `eta` of `sample_dpmpp_2s_ancestral` and `sample_dpmpp_sde` must be in [0, 1].
-Every other k-diffusion sampler (lms, dpm_2, dpm_fast, ...) is absent here; its name raises AttributeError.
+- `sample_lms`, `sample_dpm_2`, `sample_dpm_2_ancestral`, `sample_dpm_fast`: `dmcmc_fast/k/classic.py`.
+  The helpers (`to_d`, `get_ancestral_step`, `default_noise_sampler`, `BrownianTreeNoiseSampler`, the
+  `get_sigmas_*` grids, `append_zero`) are k-diffusion's, the Brownian tree on torchsde's `BrownianTree` as
+  k-diffusion builds it (so the same seed gives the same noise).
+`log_likelihood` and the `DPMSolver` / `PIDStepSizeController` classes have no counterpart here.
 """
 from __future__ import annotations
 
@@ -53,9 +57,11 @@ from dmcmc_fast.models.base import CountingDenoiser
 
 ADAPTIVE_MAX_NFE = 10_000  # sample_dpm_adaptive's default cap on model calls per sample
 
-__all__ = ["get_sigmas_exponential", "get_sigmas_karras", "sample_dpm_adaptive", "sample_dpmpp_2m",
+__all__ = ["BrownianTreeNoiseSampler", "append_zero", "default_noise_sampler", "get_ancestral_step",
+           "get_sigmas_exponential", "get_sigmas_karras", "get_sigmas_polyexponential", "get_sigmas_vp",
+           "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpm_adaptive", "sample_dpm_fast", "sample_dpmpp_2m",
            "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
-           "sample_euler", "sample_euler_ancestral", "sample_heun"]
+           "sample_euler", "sample_euler_ancestral", "sample_heun", "sample_lms", "to_d"]
 
 
 # ---------------- grids ----------------
@@ -70,6 +76,84 @@ def get_sigmas_exponential(n, sigma_min, sigma_max, device='cpu'):
     """n log-uniform levels from sigma_max down to sigma_min, then 0 (`[n + 1]`, as k-diffusion)."""
     s = schedules.geometric(n, float(sigma_min), float(sigma_max), append_zero_=True)
     return s.to(device=device, dtype=torch.get_default_dtype())
+
+
+def get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=1., device='cpu'):
+    """n levels whose log is a polynomial ramp of degree rho from log sigma_max to log sigma_min, then 0:
+    log sigma_i = log sigma_min + (1 - i/(n-1))^rho (log sigma_max - log sigma_min) (rho = 1: exponential)."""
+    ramp = torch.linspace(1, 0, n, device=device) ** rho
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    return append_zero(torch.exp(lo + ramp * (hi - lo)))
+
+
+def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device='cpu'):
+    """The continuous VP SDE's sigmas at n times from 1 down to eps_s, then 0: sigma(t) =
+    sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) (Song et al. 2021, linear beta(t) = beta_min + beta_d t)."""
+    t = torch.linspace(1, eps_s, n, device=device)
+    return append_zero(torch.sqrt(torch.expm1(beta_d * t ** 2 / 2 + beta_min * t)))
+
+
+def append_zero(x):
+    """`x` with a 0 appended (the grid's last level)."""
+    return torch.cat([x, x.new_zeros([1])])
+
+
+# ---------------- k-diffusion's helpers ----------------
+def to_d(x, sigma, denoised):
+    """The probability-flow ODE's derivative dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t) = t);
+    `sigma` a number, or a tensor broadcast over x's trailing dimensions."""
+    if torch.is_tensor(sigma) and sigma.ndim:
+        sigma = sigma.reshape(*sigma.shape, *([1] * (x.ndim - sigma.ndim)))
+    return (x - denoised) / sigma
+
+
+def get_ancestral_step(sigma_from, sigma_to, eta=1.):
+    """(sigma_down, sigma_up) of an ancestral step sigma_from -> sigma_to: a deterministic step to sigma_down, then
+    fresh noise of std sigma_up, with sigma_down^2 + sigma_up^2 = sigma_to^2 and sigma_up = eta sigma_to
+    sqrt(1 - sigma_to^2 / sigma_from^2) (at most sigma_to); eta = 0: (sigma_to, 0)."""
+    if not eta:
+        return sigma_to, 0.
+    up = eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
+    up = torch.minimum(torch.as_tensor(sigma_to), torch.as_tensor(up)) if torch.is_tensor(up) and up.ndim \
+        else min(sigma_to, up)
+    return (sigma_to ** 2 - up ** 2) ** 0.5, up
+
+
+def default_noise_sampler(x):
+    """k-diffusion's default noise: `noise_sampler(sigma, sigma_next)` -> torch.randn_like(x) (torch's global RNG)."""
+    return lambda sigma, sigma_next: torch.randn_like(x)
+
+
+class BrownianTreeNoiseSampler:
+    """Noise that is a Brownian motion's increment: `noise_sampler(sigma, sigma_next)` = (W(t1) - W(t0)) /
+    sqrt|t1 - t0| with t = transform(sigma), a standard normal shaped like x for any interval, consistent across
+    intervals (what k-diffusion's SDE samplers default to). One `torchsde.BrownianTree` over [transform(sigma_min),
+    transform(sigma_max)] for the batch under `seed` (an int; None: drawn from torch's global RNG), or one per
+    sample given a list of `x.shape[0]` seeds, built as k-diffusion builds them: the same seed gives
+    k-diffusion's noise. Needs torchsde."""
+
+    def __init__(self, x, sigma_min, sigma_max, seed=None, transform=lambda x: x):
+        try:
+            import torchsde
+        except ImportError:
+            raise ImportError("BrownianTreeNoiseSampler needs torchsde (pip install torchsde)") from None
+        self.transform = transform
+        t0, t1 = transform(torch.as_tensor(sigma_min)), transform(torch.as_tensor(sigma_max))
+        (t0, t1), self.sign = sorted((t0, t1)), (1 if t0 < t1 else -1)
+        if seed is None:
+            seed = torch.randint(0, 2 ** 63 - 1, []).item()
+        self.per_sample = isinstance(seed, (list, tuple))
+        if self.per_sample and len(seed) != x.shape[0]:
+            raise ValueError(f"seed: one per sample ({x.shape[0]}) or one int, got {len(seed)}")
+        w0 = torch.zeros_like(x[0] if self.per_sample else x)
+        self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in (seed if self.per_sample else [seed])]
+
+    def __call__(self, sigma, sigma_next):
+        t0, t1 = self.transform(torch.as_tensor(sigma)), self.transform(torch.as_tensor(sigma_next))
+        sign = self.sign * (1 if t0 < t1 else -1)
+        lo, hi = sorted((t0, t1))
+        w = torch.stack([tree(lo, hi) for tree in self.trees]) * sign
+        return (w if self.per_sample else w[0]) / (t1 - t0).abs().sqrt()
 
 
 # ---------------- the model, the grid, the callback ----------------
@@ -312,6 +396,9 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
     if return_info:
         return res.x, {"nfe": int(res.nfe.max()), "nfe_per_sample": res.nfe}
     return res.x
+
+
+from dmcmc_fast.k.classic import sample_dpm_2, sample_dpm_2_ancestral, sample_dpm_fast, sample_lms  # noqa: E402
 
 
 def __getattr__(name: str):
