@@ -17,24 +17,10 @@ from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, level_sigmas
 from dmcmc_fast.mcmc.dlg import DLGConfig, run_dlg
 from dmcmc_fast.models.base import CountingDenoiser
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture
+from rowwise import RowWise
 
 SIGMA_MAX = 20.0
 C, N_BLOCKS = 5, 3
-
-
-
-
-class RowWise:
-    """Evaluates `f` one row at a time: row values independent of the batch (attributes pass through)."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __call__(self, x, *per_row):
-        return torch.cat([self.f(x[i:i + 1], *(t[i:i + 1] for t in per_row)) for i in range(x.shape[0])])
 
 
 def _problem():

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dmcmc_fast import shards
 from dmcmc_fast.cli import main
@@ -24,9 +25,13 @@ RUNS = {  # sampler -> (its flags, shards written before the kill, shards the re
              "part_000000010_000000012.npz"]),
 }
 
-# Runs the CLI, but after the N-th shard is on disk it says so and blocks until the test kills it.
+# Runs the CLI, but after the N-th shard is on disk it says so and blocks until the test kills it. It computes
+# with the test process's thread count (argv[2]): the shards it writes are compared bit for bit with the test's
+# own, and a GEMM may round differently with another number of threads.
 STOP_AFTER_SHARDS = """
 import sys, time
+import torch
+torch.set_num_threads(int(sys.argv[2]))
 import dmcmc_fast.shards as shards
 save, n = shards.save_npz_atomic, int(sys.argv[1])
 def save_then_block(path, **arrays):
@@ -38,7 +43,7 @@ def save_then_block(path, **arrays):
         time.sleep(120)
 shards.save_npz_atomic = save_then_block
 from dmcmc_fast.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -47,7 +52,8 @@ def test_killed_run_resumes_without_recomputing(sampler, tmp_path, monkeypatch):
     flags, before_kill, after = RUNS[sampler]
     args = COMMON + flags
     killed, full = str(tmp_path / "killed"), str(tmp_path / "full")
-    proc = subprocess.Popen([sys.executable, "-c", STOP_AFTER_SHARDS, str(before_kill), *args, "--out", killed],
+    proc = subprocess.Popen([sys.executable, "-c", STOP_AFTER_SHARDS, str(before_kill), str(torch.get_num_threads()),
+                             *args, "--out", killed],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
