@@ -25,6 +25,26 @@ def _env(**extra):
     return env
 
 
+def _gpu_limits() -> dict:
+    """{stage: its time limit on the GPU} as scripts/gpu_check.sh declares them."""
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    decl = re.search(r"^STAGES=\((.*?)\)", text, re.S | re.M).group(1)
+    return {name: int(limit) for name, limit in (item.split(":") for item in decl.split())}
+
+
+def _scale(mode: str) -> int:
+    """The multiple of the GPU limits that gpu_check.sh gives a CPU rehearsal (`SCALE=`)."""
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    line = re.search(r"^SCALE=.*$", text, re.M).group(0)
+    sim, dry = re.search(r'"\$SIM" = 1 \] && echo (\d+)', line), re.search(r'"\$DRY" = 1 \] && echo (\d+)', line)
+    return int({"--sim": sim, "--dry-run": dry}[mode].group(1))
+
+
+def _timeout(mode: str) -> int:
+    """The test's own limit on a rehearsal: every stage's (scaled) limit, plus a minute."""
+    return sum(_gpu_limits().values()) * _scale(mode) + 60
+
+
 def _every_stage_passes(mode: str, out, timeout: int):
     """Run `gpu_check.sh <mode>` into `out`; every stage ran and passed. -> (summary, {stage: its row})."""
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", mode], cwd=ROOT, env=_env(OUT=str(out)),
@@ -40,10 +60,13 @@ def _every_stage_passes(mode: str, out, timeout: int):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the real thing: bash scripts/gpu_check.sh")
 def test_dry_run_passes_every_stage(tmp_path):
-    summary, got = _every_stage_passes("--dry-run", tmp_path, timeout=400)
+    summary, got = _every_stage_passes("--dry-run", tmp_path, timeout=_timeout("--dry-run"))
     assert summary["dry_run"] is True
     assert all(0 <= s["seconds"] <= s["limit_s"] for s in got.values())
-    assert sum(int(s["limit_s"]) for s in got.values()) <= 480  # the whole run fits 8 minutes
+    gpu = _gpu_limits()
+    assert list(gpu) == STAGES and sum(gpu.values()) == 480  # the GPU run fits 8 minutes
+    # the rehearsal's limits are a generous multiple of the GPU's (a loaded CPU is no reason to fail)
+    assert {k: int(s["limit_s"]) for k, s in got.items()} == {k: v * _scale("--dry-run") for k, v in gpu.items()}
     # what the device tool brings back: at most 8 files, flat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.log", "results.md", "results.tar.gz",
                                                           "summary.json", "summary.md"]
@@ -61,7 +84,7 @@ def test_dry_run_passes_every_stage(tmp_path):
 def test_sim_run_passes_every_stage_on_the_simulated_device(tmp_path):
     """The GPU run's own commands (the CUDA branches of the tests and benchmarks, not their CPU smoke twins) on
     the simulated CUDA device of tests/sim_cuda.py: what would break at first contact breaks here."""
-    summary, got = _every_stage_passes("--sim", tmp_path, timeout=1500)
+    summary, got = _every_stage_passes("--sim", tmp_path, timeout=_timeout("--sim"))
     assert summary["sim"] is True and summary["dry_run"] is False
     assert summary["device"].startswith("SimCuda")
     assert "passed" in got["cuda-tests"]["note"] and "passed" in got["kernel-tests"]["note"]  # run, not skipped
