@@ -498,7 +498,10 @@ def sampling_device(model, device) -> torch.device:
     where = model_device(model)
     if device is None:
         return where if where is not None else torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
     if where is not None and not same_device(where, device):
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {str(where)!r}: move the model "
                          f"first (model.to({str(device)!r})) or sample where it is (device={str(where)!r})")

@@ -132,8 +132,9 @@ def read_samples_npz(path: str) -> tuple[torch.Tensor, torch.Tensor, dict, dict]
             config = json.loads(str(z.pop("config")))
         except ValueError as err:
             raise ValueError(f"{what} {path}: its 'config' is not JSON ({_reason(err)})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{what} {path}: its 'config' must be a JSON object, got {type(config).__name__}")
+        if not isinstance(config, dict) or not isinstance(config.get("model_options", {}), dict):
+            raise ValueError(f"{what} {path}: its 'config' must be a JSON object (with 'model_options' an object), "
+                             f"got {json.dumps(config)[:60]}")
     meta = {k: v for k, v in z.items() if v.shape[:1] == samples.shape[:1]}  # per-sample books (DLG)
     books = ("chain", "block", "sigma")  # DLG's: the mixing report reads all three
     if any(k in meta for k in books) and not all(k in meta for k in books):
