@@ -270,6 +270,8 @@ class _Run:
                 yield batch
         except BaseException:  # a run that fails before its first shard leaves nothing it created
             _remove_created(self.created, self.parts_dir)
+            bar.leave = False  # the bar's line is cleared: the error (or Ctrl-C's line) stands alone
+            bar.close()
             raise
         bar.close()
 
@@ -505,6 +507,8 @@ def sampling_device(model, device) -> torch.device:
     if where is not None and not same_device(where, device):
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {str(where)!r}: move the model "
                          f"first (model.to({str(device)!r})) or sample where it is (device={str(where)!r})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be the CPU or a CUDA device ('cpu', 'cuda', 'cuda:1'), got {str(device)!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}, but no CUDA device is available here; use device='cpu'")
     return device
