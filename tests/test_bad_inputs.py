@@ -220,7 +220,8 @@ def test_a_ddpm_range_takes_levels_from_0_01_and_a_refusal_shows_the_difference(
     with pytest.raises(ValueError, match=r"levels in \[0\.0098, 157\], outside the model's noise range "
                                          r"\[0\.01, 157\.4\]"):
         check_classifier(_levels(0.0098, 157.0), net)
-    with pytest.raises(ValueError, match=r"levels in \[0\.01, 158\], outside the model's noise range \[0\.01, 157\.4\]"):
+    with pytest.raises(ValueError, match=r"levels in \[0\.01, 158\], outside the model's noise range "
+                                         r"\[0\.01, 157\.4\]"):
         check_classifier(_levels(0.01, 158.0), net)
     with pytest.raises(ValueError, match=r"sigma_min=0\.00999 \(given\) is below the model's noise range "
                                          r"\[0\.01, 157\.4\]"):  # 4 digits would print both as 0.01

@@ -20,7 +20,7 @@ import torch
 
 from dmcmc_fast import data
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, IdealDenoiser
-from dmcmc_fast.validate import check_int, is_real
+from dmcmc_fast.validate import check_int, check_real
 
 DEFAULT_STD = 0.05
 
@@ -80,8 +80,8 @@ def load_model(name: str, **options):
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown model {name!r}; built-in models are: {', '.join(sorted(BUILTIN_MODELS))}")
     std, modes = options.get("std"), options.get("modes")
-    if std is not None and not (is_real(std) and std >= 0):
-        raise ValueError(f"std must be >= 0, got {std!r}")
+    if std is not None:  # data live in [-1, 1]: a component std beyond 1000 only makes the mixture's numbers overflow
+        check_real("std", std, 0.0, 1e3)
     if modes is not None:
         check_int("modes", modes, 1)
     return BUILTIN_MODELS[name](**{k: v for k, v in options.items() if v is not None})
