@@ -4,9 +4,11 @@ equality through a BLAS call whose row count differs; GEMM rounding depends on t
 `RowWise(f)` evaluates `f` one row at a time, so a row's value cannot depend on the batch it was packed into.
 `rowwise_dlg(monkeypatch, mixture)`: a mixture whose denoiser runs row by row (`chunk=1`) and, for every DLG run
 of the test, its exact noise-level classifier wrapped in `RowWise`: what a chain computes then depends on its
-own rows alone, on any CPU.
+own rows alone, on any CPU. `same_threads_env()`: the environment for a subprocess whose results are compared
+bit for bit with this process's (the same intra-op thread count).
 """
 import copy
+import os
 
 from dmcmc_fast.engine import dlg_run
 
@@ -39,3 +41,11 @@ def rowwise_dlg(monkeypatch, mixture):
     made = dlg_run.make_classifier
     monkeypatch.setattr(dlg_run, "make_classifier", lambda *a, **k: RowWise(made(*a, **k)))
     return rowwise_mixture(mixture)
+
+
+def same_threads_env() -> dict:
+    """os.environ with this process's intra-op thread count (OMP_NUM_THREADS), for a subprocess (torchrun ranks)
+    whose shards are compared bit for bit with this process's: a GEMM may round differently with other threads."""
+    import torch
+
+    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))

@@ -226,3 +226,14 @@ def test_a_ddpm_range_takes_levels_from_0_01_and_a_refusal_shows_the_difference(
     with pytest.raises(ValueError, match=r"sigma_min=0\.00999 \(given\) is below the model's noise range "
                                          r"\[0\.01, 157\.4\]"):  # 4 digits would print both as 0.01
         api.resolve_options(net, "heun", {"sigma_min": 0.00999})
+
+
+def test_ctrl_c_during_eval_is_one_line_and_status_130(samples_file, monkeypatch, capsys):
+    import dmcmc_fast.eval
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dmcmc_fast.eval, "frechet_distance", interrupted)
+    assert main(["eval", str(samples_file), "--ref", "gmm-digits"]) == 130
+    assert capsys.readouterr().err == "dmcmc-fast eval: interrupted\n"

@@ -17,7 +17,7 @@ from dmcmc_fast.engine.runner import stream_dlg
 from dmcmc_fast.mcmc.classifier import ExactLevelPosterior, level_sigmas
 from dmcmc_fast.mcmc.dlg import DLGConfig
 from dmcmc_fast.models.builtin import load_model
-from rowwise import rowwise_dlg
+from rowwise import rowwise_dlg, same_threads_env
 
 SMALL = dict(n_skip=2, n_levels=50, init_nfe=8, n_init=1)
 
@@ -129,7 +129,7 @@ def test_two_ranks_split_the_chains_and_equal_one_process(tmp_path):
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "dmcmc_fast.cli", "--", *args, "--out", str(tmp_path / "two")],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=same_threads_env())
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
     for k in ("samples", "nfe", "chain", "block", "sigma", "nfe_init_share"):

@@ -29,8 +29,9 @@ RUNS = {  # sampler -> (its flags, shards written before the kill, shards the re
 # with the test process's thread count (argv[2]): the shards it writes are compared bit for bit with the test's
 # own, and a GEMM may round differently with another number of threads.
 STOP_AFTER_SHARDS = """
-import sys, time
-import torch
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even where the test runs
+import torch                                               # in the background (which ignores SIGINT)
 torch.set_num_threads(int(sys.argv[2]))
 import dmcmc_fast.shards as shards
 save, n = shards.save_npz_atomic, int(sys.argv[1])
