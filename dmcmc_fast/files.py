@@ -64,9 +64,10 @@ def read_npz(path: str, what: str, needs: tuple[str, ...] = ()) -> dict:
     """{name: array} of the `.npz` archive `path`, read whole and without pickles; it must hold `needs`."""
     _check_file(path, what)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError(f"{what} {path}: a single .npy array, not an .npz archive")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{what} {path}: a single .npy array, not an .npz archive")
+        with z:
             arrays = {k: z[k] for k in z.files}
     except ValueError as err:
         if str(err).startswith(f"{what} {path}"):

@@ -73,6 +73,8 @@ def test_the_frechet_distance_refuses_non_finite_statistics():
     (lambda f, p: _with(f, p, samples=np.array(["a"] * 6)), ["'samples' must be a numeric array"]),
     (lambda f, p: _with(f, p, config=np.array("{not json")), ["its 'config' is not JSON"]),
     (lambda f, p: _with(f, p, chain=np.zeros(6, np.int64)), ["has DLG books chain but not block, sigma"]),
+    (lambda f, p: (np.save(str(p) + ".npy", np.zeros(3)), os.replace(str(p) + ".npy", p), str(p))[2],
+     ["a single .npy array, not an .npz archive"]),
     (lambda f, p: str(p.parent / "nowhere.npz"), ["no such file"]),
     (lambda f, p: str(p.parent), ["is a folder, not a file"]),
 ])
