@@ -141,8 +141,8 @@ class _Run:
                  resume: bool, config, rank: int, world_size: int, graph: str, inputs: dict, options: dict,
                  resolved: dict | None = None):
         spec = get_sampler(sampler)
-        check_model(model)
         check_int("num", num, 1)
+        check_model(model)
         inputs = _check_inputs(spec, model, num, **inputs)
         check_int("nfe", nfe, 1, 100_000)
         if resolved is not None and "sigmas" not in inputs:
