@@ -36,11 +36,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dmcmc_fast import shards
+from dmcmc_fast.files import check_out_dir
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import CountingDenoiser, model_device, run_located, same_device
 from dmcmc_fast.samplers import SampleRequest, SamplerSpec, all_samplers, get_sampler, run_sampler
-from dmcmc_fast.validate import check_int
+from dmcmc_fast.validate import check_int, distinct, inside_range
 
 
 @dataclass
@@ -149,6 +150,7 @@ class _Run:
                  resolved: dict | None = None):
         spec = get_sampler(sampler)
         check_int("num", num, 1)
+        check_model(model)
         inputs = _check_inputs(spec, model, num, **inputs)
         check_int("nfe", nfe, 1, 100_000)
         if resolved is not None and "sigmas" not in inputs:
@@ -188,12 +190,18 @@ class _Run:
             self.parts_dir = os.path.join(out_dir, "parts")
 
         batch_size = min(batch_size, -(-num // world_size))  # under torchrun every rank gets work if there is any
-        self.mine = [start for j, start in enumerate(range(0, num, batch_size)) if j % world_size == rank]
+        self.mine = range(rank * batch_size, num, world_size * batch_size)  # batches j = rank, rank + world, ...
         self.spec, self.model, self.inputs, self.opts, self.cfg = spec, model, inputs, opts, cfg
         self.num, self.nfe, self.seed, self.batch_size, self.device = num, nfe, seed, batch_size, device
         self.graph, self.label = graph, f"{sampler}" + (f" [rank {rank}]" if world_size > 1 else "")
         self._chain_ids: dict[int, torch.Tensor] = {}  # batch start -> its chain ids (`request`)
         self.start(fetch=True)
+
+    def mine_samples(self) -> int:
+        """How many samples this process draws: its batches are full but the run's last one."""
+        if not self.mine:
+            return 0
+        return (len(self.mine) - 1) * self.batch_size + min(self.num, self.mine[-1] + self.batch_size) - self.mine[-1]
 
     def start(self, fetch: bool):
         """Before the run draws: with `fetch`, the network through its graph wrapper (captured anew if its tensors
@@ -273,7 +281,7 @@ class _Run:
         elif self.blocks is not None:
             bar = tqdm(total=self.blocks.size(), desc=self.label, unit="sample")
         else:  # in NFE (sample-evaluations), moved by every model call
-            bar = tqdm(total=self.nfe * sum(min(self.num, s + self.batch_size) - s for s in self.mine),
+            bar = tqdm(total=self.nfe * self.mine_samples(),
                        desc=self.label, unit="NFE", unit_scale=True)
         try:
             for batch in (self._block_batches(bar, first_soon) if self.blocks is not None
@@ -282,11 +290,13 @@ class _Run:
                 yield batch
         except BaseException:  # a run that fails before its first shard leaves nothing it created
             _remove_created(self.created, self.parts_dir)
+            bar.leave = False  # the bar's line is cleared: the error (or Ctrl-C's line) stands alone
+            bar.close()
             raise
         bar.close()
 
     def _chain_batches(self, bar, progress: bool):  # one sample per chain: batch j holds chains start..stop-1
-        done, total = 0, sum(min(self.num, s + self.batch_size) - s for s in self.mine)
+        done, total = 0, self.mine_samples()
         for start in self.mine:
             stop = min(self.num, start + self.batch_size)
             before = bar.n
@@ -400,11 +410,13 @@ def resolve_options(model, sampler: str, options: dict, sigmas: torch.Tensor | N
                              f"{source.get('sigma_max', 'the default')})") from None
         raise
     if lo is not None and hi is not None and model_device(model) is not None:  # a network: its range bounds
-        for name, bad, side in (("sigma_max", opts["sigma_max"] > hi * (1 + 1e-6), "above"),
-                                ("sigma_min", opts["sigma_min"] < lo * (1 - 1e-6), "below")):
-            if bad:
-                raise ValueError(f"{sampler}: {name}={opts[name]:.6g} ({source.get(name, 'the default')}) is "
-                                 f"{side} the model's noise range [{lo:.6g}, {hi:.6g}] that the network was "
+        for name, bad, side in (("sigma_max", not inside_range(lo, opts["sigma_max"], lo, hi), "above"),
+                                ("sigma_min", not inside_range(opts["sigma_min"], hi, lo, hi), "below")):
+            if bad:  # up to validate.RANGE_RTOL; each figure with the digits that tell it from the range's end
+                given, end = distinct(opts[name], lo if side == "below" else hi)
+                span = f"[{end}, {distinct(hi, lo)[0]}]" if side == "below" else f"[{distinct(lo, hi)[0]}, {end}]"
+                raise ValueError(f"{sampler}: {name}={given} ({source.get(name, 'the default')}) is "
+                                 f"{side} the model's noise range {span} that the network was "
                                  f"trained; pass {name} within it (or set model.{name} if the network is valid "
                                  "beyond it)")
     return opts
@@ -420,6 +432,20 @@ def _model_range(model) -> tuple[float | None, float | None]:
         raise ValueError(f"the model declares the noise range sigma_min={lo}, sigma_max={hi}; it must satisfy "
                          "0 < sigma_min < sigma_max < inf")
     return lo, hi
+
+
+def check_model(model):
+    """A model is a callable denoiser `D(x, sigma)` with `shape`, the shape of one sample (a tuple of ints >= 1):
+    the sampler draws its start noise in that shape."""
+    if not callable(model):
+        raise ValueError(f"model must be a callable denoiser D(x, sigma), got {type(model).__name__}")
+    shape = getattr(model, "shape", None)
+    ok = isinstance(shape, (tuple, list, torch.Size)) and len(shape) >= 1 and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    if not ok:
+        got = "no attribute shape" if shape is None else f"shape={shape!r}"[:60]
+        raise ValueError(f"model {type(model).__name__} must have `shape`, the shape of one sample as a tuple of "
+                         f"ints >= 1 (e.g. model.shape = (1, 28, 28)); it has {got}")
 
 
 def _takers(what: str) -> str:
@@ -501,10 +527,15 @@ def sampling_device(model, device) -> torch.device:
     where = model_device(model)
     if device is None:
         return where if where is not None else torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
     if where is not None and not same_device(where, device):
         raise ValueError(f"device={str(device)!r}, but the model's weights are on {str(where)!r}: move the model "
                          f"first (model.to({str(device)!r})) or sample where it is (device={str(where)!r})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be the CPU or a CUDA device ('cpu', 'cuda', 'cuda:1'), got {str(device)!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}, but no CUDA device is available here; use device='cpu'")
     return device
@@ -514,6 +545,7 @@ def _check_resumable(out_dir: str, cfg: dict, resume: bool, rank: int) -> list[s
     """Refuse to mix runs: an existing `out_dir` needs `resume=True` and the same configuration.
     (batch_size is not part of a run's identity: samples depend on (seed, chain id) only.)
     -> the paths this call created (folders, config.json), for `_remove_created`."""
+    check_out_dir(out_dir, "out_dir")
     parts_dir = os.path.join(out_dir, "parts")
     cfg_path = os.path.join(out_dir, "config.json")
     created = [d for d in (out_dir, parts_dir) if not os.path.isdir(d)]
@@ -590,9 +622,9 @@ def save_samples(out: SampleOutput, out_dir: str, data_range=(-1.0, 1.0), grid: 
 
 
 def load_samples(path: str, with_meta: bool = False):
-    """(samples, nfe, config) of a samples.npz; with `with_meta`, also its per-sample books (DLG)."""
-    with np.load(path) as z:
-        samples, nfe = torch.from_numpy(z["samples"]), torch.from_numpy(z["nfe"])
-        config = json.loads(str(z["config"])) if "config" in z else {}
-        meta = {k: z[k] for k in z.files if k not in ("samples", "nfe", "config")}
+    """(samples, nfe, config) of a samples.npz; with `with_meta`, also its per-sample books (DLG). A file that is
+    not such an archive is one line naming it and what is wrong (`files.read_samples_npz`)."""
+    from dmcmc_fast.files import read_samples_npz
+
+    samples, nfe, config, meta = read_samples_npz(path)
     return (samples, nfe, config, meta) if with_meta else (samples, nfe, config)

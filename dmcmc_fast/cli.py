@@ -64,11 +64,18 @@ def _model_flags(p: argparse.ArgumentParser, required: bool):
                                                      "(scheduler_config.json) or of a pipeline")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`dmcmc-fast sample: error: ...`), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser(sampler: str | None = None):
     """The CLI's parser; `sample` takes the options of `sampler` (None: none, and its help lists the samplers)."""
     from dmcmc_fast.samplers import all_samplers
 
-    p = argparse.ArgumentParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
+    p = _OneLineParser(prog="dmcmc-fast", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
     what = f"{sampler}: {all_samplers()[sampler].help}" if sampler else "draw samples from a model"
@@ -91,6 +98,8 @@ def build_parser(sampler: str | None = None):
     s.add_argument("--modes", type=int, default=None, help="model option: number of mixture modes / images")
     s.add_argument("--std", type=float, default=None, help="model option: mixture component std (>= 0)")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-size-check", action="store_true", help="start even where the run's memory or disk need "
+                                                                "(checked first) exceeds what is free here")
     s.set_defaults(sampler_opts=_sampler_flags(s, sampler) if sampler else [])
 
     e = sub.add_parser("eval", help="evaluate samples.npz against a reference model and the real data")
@@ -146,6 +155,7 @@ def cmd_sample(a) -> int:
         raise ValueError(f"--device {a.device}: no CUDA device is available here; use --device cpu")
     rank, world, device = init_from_env(a.device)
     model = resolve_model(a.model, a.scheduler, modes=a.modes, std=a.std)
+    _check_before_work(a, model)
     if hasattr(model, "to"):  # a built-in network goes where --device says (api.sample moves nothing itself)
         model = model.to(device)
     opts = {k: getattr(a, k) for k in a.sampler_opts if getattr(a, k) is not None}
@@ -173,6 +183,16 @@ def cmd_sample(a) -> int:
     return 0
 
 
+def _check_before_work(a, model):
+    """`sample`'s checks before any work: --out can be a folder, the run fits this machine's memory and disk."""
+    from dmcmc_fast.files import check_out_dir
+    from dmcmc_fast.sizes import check_fits
+
+    check_out_dir(a.out)
+    if not a.no_size_check and isinstance(a.num, int) and a.num >= 1 and hasattr(model, "shape"):
+        check_fits(a.num, model.shape, a.out)
+
+
 def cmd_eval(a) -> int:
     from dmcmc_fast.api import load_samples
     from dmcmc_fast.distributed import all_reduce_sum, init_from_env, reduced_gaussian_stats
@@ -181,6 +201,7 @@ def cmd_eval(a) -> int:
 
     rank, world, _ = init_from_env("cpu")
     everything, nfe, cfg, meta = load_samples(a.samples, with_meta=True)
+    _check_finite(everything, a.samples)
     samples, nfe = everything[rank::world], nfe[rank::world]  # each rank reduces its own slice
     n = int(all_reduce_sum(torch.tensor(float(samples.shape[0]), dtype=torch.float64)))
     report = {"num": n, "nfe_mean": float(all_reduce_sum(nfe.double().sum())) / n}
@@ -234,6 +255,13 @@ def _own_data(a, samples) -> dict:
     return own_data_report(samples, data, clf, stats=reduced_gaussian_stats)
 
 
+def _check_finite(samples, path: str):
+    """Non-finite samples are one line (how many, the first indices); their statistics would hang scipy's sqrtm."""
+    from dmcmc_fast.files import finite_rows
+
+    finite_rows(samples, path)
+
+
 def _mixing(samples, meta: dict, ref, net) -> dict:
     """DLG's mixing diagnostics; the label of a sample is its nearest mode (analytic --ref) or, for MNIST
     shapes, the feature net's predicted digit."""
@@ -276,13 +304,44 @@ def main(argv=None) -> int:
         return 2
     try:
         return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train}[a.cmd](a)
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError) as err:
-        print(f"dmcmc-fast {a.cmd}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"dmcmc-fast {a.cmd}: {_interrupted(a)}", file=sys.stderr)
+        return 130
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError, OSError,
+            MemoryError) as err:
+        print(f"dmcmc-fast {a.cmd}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug of ours: one line all the same, the traceback on request
+        if os.environ.get("DMCMC_TRACEBACK"):
+            raise
+        print(f"dmcmc-fast {a.cmd}: internal error: {type(err).__name__}: {_one_line(err)} (please report it; "
+              "DMCMC_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
     finally:
         from dmcmc_fast.distributed import shutdown
 
         shutdown()
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line (an OSError's with its file)."""
+    if isinstance(err, OSError) and err.filename is not None and not str(err).startswith(str(err.filename)):
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err)
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip()) or type(err).__name__
+
+
+def _interrupted(a) -> str:
+    """What Ctrl-C leaves: for `sample`, the samples in finished shards (kept) and how to go on."""
+    if a.cmd != "sample":
+        return "interrupted"
+    from dmcmc_fast.shards import finished_samples
+
+    done = finished_samples(a.out)
+    if done == 0 and not os.path.isdir(a.out):
+        return f"interrupted after 0 of {a.num} samples; nothing was written"
+    return f"interrupted after {done} of {a.num} samples; continue with --resume (the same command, --out {a.out})"
 
 
 if __name__ == "__main__":

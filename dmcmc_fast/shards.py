@@ -26,8 +26,26 @@ def shard_path(parts_dir: str, start: int, stop: int) -> str:
 
 def load_shard(path: str) -> tuple[torch.Tensor, dict]:
     """(samples, {name: array}) of one shard; the dict holds `nfe` and any per-sample books."""
-    with np.load(path) as z:
-        return torch.from_numpy(z["samples"]), {k: z[k] for k in z.files if k != "samples"}
+    from dmcmc_fast.files import read_npz
+
+    z = read_npz(path, "shard", needs=("samples", "nfe"))
+    return torch.from_numpy(z.pop("samples")), z
+
+
+def finished_samples(out_dir: str) -> int:
+    """How many samples the finished shards of `out_dir/parts` hold (0 where there are none)."""
+    parts_dir = os.path.join(out_dir, "parts")
+    if not os.path.isdir(parts_dir):
+        return 0
+    total = 0
+    for n in os.listdir(parts_dir):
+        if n.startswith("part_") and n.endswith(".npz") and not n.endswith(".tmp.npz"):
+            try:
+                start, stop = (int(v) for v in n[len("part_"):-len(".npz")].split("_"))
+            except ValueError:  # not one of ours
+                continue
+            total += stop - start
+    return total
 
 
 def merge_shards(out_dir: str, num: int) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -95,3 +95,32 @@ def check_choice(name: str, value, choices, sampler: str = ""):
     if value not in tuple(choices):
         fail(name, f"one of {', '.join(map(str, choices))}", value, sampler)
     return value
+
+
+# A noise range bounds what a network was trained on. Its ends are compared with this relative tolerance: a tenth
+# of the step between DLG's 1000 geometric levels over [0.01, 157] (1%), so a range that a conversion rounds
+# (a DDPM's 0.0100013 against a classifier's 0.01) is the same range, and any real excess is not.
+RANGE_RTOL = 1e-3
+
+
+def inside_range(lo: float, hi: float, range_lo: float, range_hi: float, rtol: float = RANGE_RTOL) -> bool:
+    """[lo, hi] within [range_lo, range_hi] up to a relative `rtol` at each end."""
+    return lo >= range_lo * (1 - rtol) and hi <= range_hi * (1 + rtol)
+
+
+def distinct(a: float, b: float, digits: int = 4, rtol: float = RANGE_RTOL) -> tuple[str, str]:
+    """`a` and `b` with `digits` significant digits, or with more where they differ by more than `rtol` (relative)
+    and would print alike: 0.0098 and 0.01, not 0.01 and 0.01; 0.0020000001 and 0.002 (equal up to `rtol`) stay
+    0.002 and 0.002."""
+    same = abs(a - b) <= rtol * max(abs(a), abs(b))
+    for d in range(digits, 18):
+        sa, sb = f"{a:.{d}g}", f"{b:.{d}g}"
+        if sa != sb or same:
+            return sa, sb
+    return repr(a), repr(b)
+
+
+def ranges_text(lo: float, hi: float, range_lo: float, range_hi: float) -> tuple[str, str]:
+    """`[lo, hi]` and `[range_lo, range_hi]`, each end with the digits that tell it from the other's."""
+    (a, c), (b, d) = distinct(lo, range_lo), distinct(hi, range_hi)
+    return f"[{a}, {b}]", f"[{c}, {d}]"

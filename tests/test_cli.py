@@ -71,7 +71,8 @@ def test_resume_reuses_finished_shards(tmp_path):
     (["--model", "gmm-digits", "--sampler", "heun", "--nfe", "0"], r"nfe must be an integer in \[1, 100000\]"),
     (["--model", "gmm-digits", "--sampler", "heun", "--nfe", "5", "--num", "0"], r"num must be an integer in \[1"),
     (["--model", "gmm-digits", "--sampler", "heun", "--nfe", "5", "--rho", "-1"], r"option rho must be in \[0.1, 100.0\]"),
-    (["--model", "gmm-digits", "--sampler", "heun", "--nfe", "5", "--std", "-1"], "std must be >= 0"),
+    (["--model", "gmm-digits", "--sampler", "heun", "--nfe", "5", "--std", "-1"],
+     r"std must be a number in \[0.0, 1000.0\], got -1"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, match):
     assert main(["sample", *argv, "--out", str(tmp_path / "o"), "--no-progress"]) == 2

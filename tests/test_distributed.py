@@ -10,13 +10,14 @@ import torch
 from dmcmc_fast.cli import main
 from dmcmc_fast.distributed import reduced_gaussian_stats, sufficient_stats
 from dmcmc_fast.eval import gaussian_stats
+from rowwise import same_threads_env
 
 ARGS = ["sample", "--model", "gmm-digits", "--modes", "40", "--sampler", "heun", "--nfe", "7", "--num", "22",
         "--batch-size", "4", "--seed", "5", "--device", "cpu", "--no-progress"]
 
 
 def _run(cmd, cwd):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=same_threads_env())
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 

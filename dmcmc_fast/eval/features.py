@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmcmc_fast.eval.frechet import frechet_distance, gaussian_stats
+from dmcmc_fast.files import load_weights, read_checkpoint
 
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints")
 DEFAULT_CHECKPOINT = os.path.join(CHECKPOINT_DIR, "mnist-features.pt")
@@ -57,9 +58,9 @@ def load_feature_net(path: str = DEFAULT_CHECKPOINT, device="cpu") -> FeatureNet
     if not os.path.exists(path):
         raise FileNotFoundError(f"MNIST feature network {path} is missing; train it with "
                                 f"`dmcmc-fast train features --out {path}`")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_checkpoint(path, "MNIST feature network", needs=("config", "state_dict"))
     net = FeatureNet(**ck["config"])
-    net.load_state_dict(ck["state_dict"])
+    load_weights(net, ck["state_dict"], path, "MNIST feature network")
     net.card = ck.get("card", {})
     net.sha = file_hash(path)
     return net.to(device).eval().requires_grad_(False)

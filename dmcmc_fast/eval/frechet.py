@@ -32,6 +32,10 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
         raise ValueError(f"means must be [d] and covariances [d, d] alike, got {mu1.shape}, {cov1.shape}, "
                          f"{mu2.shape}, {cov2.shape}")
+    for name, v in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not np.isfinite(v).all():  # sqrtm of a NaN matrix does not return (LAPACK loops, deaf to Ctrl-C)
+            raise ValueError(f"Fréchet distance: {name} is not finite ({int((~np.isfinite(v)).sum())} of {v.size} "
+                             "values are NaN or Inf): the samples it was computed from are not all finite")
     with warnings.catch_warnings():  # a singular product is handled below, not printed
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(cov1 @ cov2)

@@ -68,6 +68,8 @@ def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heu
     its noise from `noise` (per-chain Philox, fused into the churn kernel, unless it has a `sampler`).
     `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
     churned state the model saw) when churning."""
+    if steps == 0:  # a one-point grid without the step to 0 (nfe=1, final_tweedie=0): nothing to integrate
+        return x
     noise = NO_NOISE if noise is None else noise
     table = sigmas if gamma is None else gamma
     plan = derived(table, lambda: ("edm", steps, heun, s_noise, x.ndim, x.dtype, x.device, choose_backend(x)),

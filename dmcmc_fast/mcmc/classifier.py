@@ -41,7 +41,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dmcmc_fast.files import load_weights, read_checkpoint
 from dmcmc_fast.schedules import geometric
+from dmcmc_fast.validate import inside_range, ranges_text
 
 M_LEVELS = 1000
 TRAIN_COMMAND = "dmcmc-fast train classifier --data PATH --out FILE"  # what the errors below tell users to run
@@ -281,10 +283,9 @@ def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevel
     key = (os.path.abspath(path), os.path.getmtime(path), str(torch.device(device)))
     clf = _LOADED.get(key)
     if clf is None:  # read once per file version and device (a DLG run loads it on every call)
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        levels = levels_from_spec(ck["levels"])
-        net = NoiseLevelNet(tuple(ck["shape"]), len(levels), input=ck.get("input", "rms"))
-        net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+        ck = read_checkpoint(path, "noise-level classifier", needs=("levels", "shape", "state_dict"))
+        levels, net = _described_net(ck, path)
+        load_weights(net, {k: v.float() for k, v in ck["state_dict"].items()}, path, "noise-level classifier")
         clf = TrainedLevelClassifier(net, levels, ck.get("card", ""), ck.get("data_range", (-1.0, 1.0)),
                                      ck.get("meta", {}), source=path, logit_offset=ck.get("logit_offset")).to(device)
         _LOADED[key] = clf
@@ -294,6 +295,17 @@ def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevel
 
 
 _LOADED: dict = {}  # load_classifier's classifiers by (path, mtime, device): read-only, shared
+
+
+def _described_net(ck: dict, path: str):
+    """(levels, an untrained NoiseLevelNet) as checkpoint `ck` describes them; a description that does not make
+    one is one line naming the file."""
+    try:
+        levels = levels_from_spec(ck["levels"])
+        return levels, NoiseLevelNet(tuple(int(s) for s in ck["shape"]), len(levels), input=ck.get("input", "rms"))
+    except Exception as err:  # levels or shape of another kind of file
+        raise ValueError(f"noise-level classifier {path}: its levels or shape do not describe a classifier "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 def check_classifier(clf: TrainedLevelClassifier, model):
@@ -321,10 +333,10 @@ def check_classifier(clf: TrainedLevelClassifier, model):
         warnings.warn(f"noise-level classifier {src}: the model declares no sigma_min/sigma_max, so its levels "
                       f"[{lo_c:.4g}, {hi_c:.4g}] are not checked against the model's noise range", stacklevel=2)
         return
-    if lo_c >= lo * (1 - 1e-5) and hi_c <= hi * (1 + 1e-5):
+    if inside_range(lo_c, hi_c, lo, hi):  # up to a tenth of a level step (validate.RANGE_RTOL)
         return
-    msg = (f"noise-level classifier {src} has levels in [{lo_c:.4g}, {hi_c:.4g}], outside the model's noise range "
-           f"[{lo:.4g}, {hi:.4g}]")
+    levels_text, range_text = ranges_text(lo_c, hi_c, lo, hi)
+    msg = f"noise-level classifier {src} has levels in {levels_text}, outside the model's noise range {range_text}"
     if model_device(model) is None:  # analytic: exact at every sigma
         warnings.warn(msg + " (an analytic model is exact there: DLG runs, but the chains may visit levels the "
                       "model was not meant for)", stacklevel=2)

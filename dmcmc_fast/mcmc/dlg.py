@@ -299,8 +299,15 @@ class DLGState:
 
     @staticmethod
     def load(path: str, device="cpu") -> "DLGState":
-        d = torch.load(path, map_location=device, weights_only=True)
-        return DLGState(**d)
+        from dmcmc_fast.files import read_checkpoint
+
+        what = "DLG resume state"
+        d = read_checkpoint(path, what, needs=("x", "sigma", "step"), device=device)
+        try:
+            return DLGState(**d)
+        except TypeError as err:  # fields of another version or file
+            raise ValueError(f"{what} {path}: not a DLG chain state ({err}); remove it to start those chains "
+                             "anew") from None
 
 
 @dataclass

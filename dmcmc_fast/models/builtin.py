@@ -20,6 +20,7 @@ import torch
 
 from dmcmc_fast import data
 from dmcmc_fast.models.gaussian_mixture import GaussianMixture, IdealDenoiser
+from dmcmc_fast.validate import check_int, check_real
 
 DEFAULT_STD = 0.05
 
@@ -78,6 +79,9 @@ def load_model(name: str, **options):
     """A built-in model by name; options (e.g. `modes`, `std`) go to its builder."""
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown model {name!r}; built-in models are: {', '.join(sorted(BUILTIN_MODELS))}")
-    if "std" in options and options["std"] is not None and not options["std"] >= 0:
-        raise ValueError(f"std must be >= 0, got {options['std']}")
+    std, modes = options.get("std"), options.get("modes")
+    if std is not None:  # data live in [-1, 1]: a component std beyond 1000 only makes the mixture's numbers overflow
+        check_real("std", std, 0.0, 1e3)
+    if modes is not None:
+        check_int("modes", modes, 1)
     return BUILTIN_MODELS[name](**{k: v for k, v in options.items() if v is not None})

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dmcmc_fast.files import load_weights, read_checkpoint
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import bcast, network_dtype
 
@@ -172,10 +173,14 @@ def save_checkpoint(path: str, denoiser: EDMDenoiser, card: dict):
 
 def load_checkpoint(path: str, name: str = "edm", device="cpu") -> EDMDenoiser:
     """An `EDMDenoiser` in eval mode with frozen weights; `.card` holds how it was made."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_checkpoint(path, "network", needs=("config", "state_dict"))
     cfg = ck["config"]
-    net = UNet(**cfg["net"])
-    net.load_state_dict(ck["state_dict"])
+    try:
+        net = UNet(**cfg["net"])
+    except Exception as err:  # a config of another kind of network
+        raise ValueError(f"network {path}: its config does not describe a UNet ({type(err).__name__}: {err})"[:300]) \
+            from None
+    load_weights(net, ck["state_dict"], path, "network")
     d = EDMDenoiser(net, cfg["sigma_data"], cfg["shape"], cfg["sigma_min"], cfg["sigma_max"],
                     cfg["data_range"], name=name)
     d.card = ck.get("card", {})
