@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import textwrap
+import warnings
 
 import torch
 
@@ -230,6 +231,7 @@ def main(argv=None) -> int:
         print(f"dmcmc-fast sample: error: sampler {a.sampler} does not take option(s) {', '.join(flags)}; its "
               f"options: {takes} (`dmcmc-fast sample --sampler {a.sampler} --help`)", file=sys.stderr)
         return 2
+    shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train}[a.cmd](a)
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, FloatingPointError) as err:
@@ -238,7 +240,13 @@ def main(argv=None) -> int:
     finally:
         from dmcmc_fast.distributed import shutdown
 
+        warnings.formatwarning = shown
         shutdown()
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI shows it: one line, `dmcmc-fast: warning: ...` (e.g. DLG's chains did not mix)."""
+    return f"dmcmc-fast: warning: {message}\n"
 
 
 if __name__ == "__main__":

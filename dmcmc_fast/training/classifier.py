@@ -689,10 +689,11 @@ def main(argv=None) -> int:
     clf.save(a.out)
     with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
         f.write(clf.card)
-    e = clf.meta["level_error"]
+    e, target = clf.meta["level_error"], clf.meta["level_error_by_band"]["target"]  # the card's verdict
+    use = f"--sampler dlg --classifier {a.out}" + ("" if target["met"] else " --allow-weak-classifier 1 (it misses "
+                                                  "its targets: DLG refuses it without this)")
     print(json.dumps({"checkpoint": a.out, "shape": list(clf.shape), "levels": [len(clf.levels), float(clf.levels[-1]),
                       float(clf.levels[0])], "steps": clf.meta["steps"], "minutes": clf.meta["minutes"],
                       "final_loss": clf.meta["final_loss"], "median_abs_level_error": e["median_abs"],
-                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": e["target"],
-                      "use": f"--sampler dlg --classifier {a.out}"}))
+                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": target, "use": use}))
     return 0
