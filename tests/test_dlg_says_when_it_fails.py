@@ -14,7 +14,7 @@ from dmcmc_fast import api
 from dmcmc_fast.cli import main
 from dmcmc_fast.mcmc.classifier import check_targets, load_classifier
 from dmcmc_fast.mcmc.dlg import n_skip_for_budget
-from dmcmc_fast.mcmc.dlg_watch import LABEL_CHAINS, MIN_PAIRS, DLGMixingWarning, MixingWatch
+from dmcmc_fast.mcmc.dlg_watch import LABEL_CHAINS, MIN_PAIRS, MIN_SAMPLES, DLGMixingWarning, MixingWatch
 from dmcmc_fast.models.builtin import load_model
 
 TINY_DLG = ["--nfe", "4", "--num", "44", "--chains", "2", "--n-skip", "1", "--init-nfe", "2", "--n-init", "1",
@@ -104,10 +104,14 @@ def test_the_watch_flags_a_block_sigma_pinned_at_the_top_after_the_first_half():
     w = MixingWatch(80.0)
     w.add(x, chain, block, sigma)
     assert w.warning() is None
-    w = MixingWatch(80.0, lambda rows: np.zeros(len(rows), int), "class")  # one block: no pair to count switches in
-    w.add(x[:4], chain[:4], block[:4], np.full(4, 80.0))
-    assert w.warning().startswith("dlg: the chains did not mix: 100% of the 4 samples of block 0 denoised from the "
-                                  "top level sigma 80 (median block sigma 80); try ")
+    x, chain, block, sigma = _books(MIN_SAMPLES, 1, 80.0)  # one block of MIN_SAMPLES chains: no pair to count
+    w = MixingWatch(80.0, lambda rows: np.zeros(len(rows), int), "class")
+    w.add(x, chain, block, sigma)
+    assert w.warning().startswith(f"dlg: the chains did not mix: 100% of the {MIN_SAMPLES} samples of block 0 "
+                                  "denoised from the top level sigma 80 (median block sigma 80); try ")
+    w = MixingWatch(80.0)
+    w.add(x[1:], chain[1:], block[1:], sigma[1:])  # too few samples to judge
+    assert w.warning() is None
 
 
 def test_the_watch_counts_switches_within_each_chain_in_block_order():

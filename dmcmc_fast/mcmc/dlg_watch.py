@@ -9,8 +9,8 @@ sample order, so a chain's blocks arrive in order) and `warning()` says, in one 
   the nearest mode of an analytic mixture, or the predicted digit of the project's MNIST feature net for
   1x28x28 data; no label elsewhere), over at least `MIN_PAIRS` pairs of the first `LABEL_CHAINS` chains; or
 - at least `TOP_SHARE` of the samples of the later half of the blocks were denoised from the classifier's
-  top level (block sigma pinned there: the Gibbs step never lowers it; the first half is left out, where a
-  chain may still sit at its initialisation's level),
+  top level, over at least `MIN_SAMPLES` samples (block sigma pinned there: the Gibbs step never lowers it;
+  the first half is left out, where a chain may still sit at its initialisation's level),
 
 with the figures and what to try. Measured on unet-mnist with the committed classifier (bench/RESULTS.md,
 "DLG vs the integrator alone"), the chains switch digit in about half of their consecutive samples and
@@ -26,6 +26,7 @@ import torch
 
 TOP_SHARE = 0.9  # share of samples denoised from the top level above which the block sigma is "pinned"
 MIN_PAIRS = 20  # consecutive pairs needed before "no switch" is read as "did not mix"
+MIN_SAMPLES = 20  # samples (of the later half of the blocks) needed before the block sigma is read as pinned
 LABEL_CHAINS = 64  # the switches are counted on chains 0..63 (a label costs a feature-net call per sample)
 
 
@@ -85,7 +86,7 @@ class MixingWatch:
         first = max(self.by_block) // 2 + (max(self.by_block) > 0)  # the later half: blocks first..last
         later = [self.by_block[b] for b in sorted(self.by_block) if b >= first]
         n, at_top = sum(v[0] for v in later), sum(v[1] for v in later)
-        pinned = at_top >= TOP_SHARE * n
+        pinned = n >= MIN_SAMPLES and at_top >= TOP_SHARE * n
         stuck = self.label is not None and self.pairs >= MIN_PAIRS and self.switches == 0
         if not (pinned or stuck):
             return None
