@@ -1,8 +1,9 @@
 """The paper's claim on our trained model: DLG(heun) at ~11 NFE per sample against Heun alone at 11, over
 several seeds, with bootstrap intervals.
 
-    # issue 32: five unseen seeds, DLG's defaults (n_skip from the budget) and each n_skip, at 10 and 20 NFE
-    python -m bench.dlg_vs_alone --seeds 11,12,13,14,15 --nfe 10,20 --n-skips 1,2,3,5 --num 800 --chains 40
+    # issue 32 (bench/RESULTS.md): five unseen seeds, Heun alone and DLG with n_skip 3 (the default at 10), 2, 1
+    python -m bench.dlg_vs_alone --num 400 --chains 20 --seeds 11,12,13,14,15 --nfe 10 --n-skips 3,2,1,5 \
+        --boot 200 --resume      # --resume: keep the runs already in --out (one per seed and row)
     # the quality map of every solver, alone and as DLG's denoiser, at 10 and 20 NFE (issue 19):
     python -m bench.dlg_vs_alone --integrators heun,deis,dpmpp_2m_sde,... --nfe 10,20 --seeds 0 \
         --out bench/results/quality_map.json --md bench/results/quality_map.md
@@ -65,9 +66,8 @@ def rows_for(a) -> list[tuple[str, str, int, dict]]:
 
 def label(r: dict) -> str:
     """The row's name; a DLG row whose n_skip is the default for its budget says so."""
-    k = r["options"].get("n_skip", n_skip_for_budget(r["nfe_budget"]) if r["sampler"] == "dlg" else None)
-    if r["sampler"] == "dlg" and k == n_skip_for_budget(r["nfe_budget"]):
-        return f"{r['row'].split(',')[0]}, n_skip {k} (the default)"
+    if r["sampler"] == "dlg" and is_default(r):
+        return f"{r['row'].split(',')[0]}, n_skip {n_skip_for_budget(r['nfe_budget'])} (the default)"
     return r["row"]
 
 
@@ -91,6 +91,19 @@ def summarise(rows: list[dict]) -> None:
         both = r["mean_draws"] is not None and alone["mean_draws"] is not None
         r["vs_alone_ci90"] = interval(r["mean_draws"] - alone["mean_draws"]) if both else None
         r["seeds_better"] = sum(s["fd"] < t["fd"] for s, t in zip(r["seeds"], alone["seeds"]))
+    for r in rows:  # each DLG row against the row of its budget and integrator that has the default n_skip
+        default = next((d for d in rows if d["sampler"] == "dlg" and d["nfe_budget"] == r["nfe_budget"] and
+                        d["options"].get("integrator") == r["options"].get("integrator") and is_default(d)), None)
+        if r["sampler"] != "dlg" or default is None or default is r:
+            continue
+        r["vs_default"] = r["fd_mean"] - default["fd_mean"]
+        both = r["mean_draws"] is not None and default["mean_draws"] is not None
+        r["vs_default_ci90"] = interval(r["mean_draws"] - default["mean_draws"]) if both else None
+
+
+def is_default(r: dict) -> bool:
+    """A DLG row run with the n_skip the library picks for its budget (given or left to the library)."""
+    return r["options"].get("n_skip", n_skip_for_budget(r["nfe_budget"])) == n_skip_for_budget(r["nfe_budget"])
 
 
 def _ci(v) -> str:
@@ -103,13 +116,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
              f"- command: `{meta['command']}`; {meta['num']} samples per run, seeds {meta['seeds']}; "
              "MNIST-feature FD (lower is better), in brackets a 90% interval (per seed: a bootstrap over chains, "
              f"{meta['boot']} draws; mean: over seeds and chains); \"vs alone\": the DLG row's mean FD minus the "
-             "alone row's at the same budget, with its interval, and the seeds on which DLG was lower. DLG: "
+             "alone row's at the same budget, with its interval, and the seeds on which DLG was lower; \"vs "
+             "default\": a DLG row's mean FD minus the default n_skip's row's. DLG: "
              f"{meta['chains']} chains, {', '.join(meta['integrators'])} denoising, the block budget per sample + "
              "the initialisation's share, the committed classifier; switch: the share of a chain's consecutive "
              "samples whose predicted digit differs; block sigma: median level denoised from. Alone: the block "
              "budget + 1 NFE from sigma_max to sigma_min 0.02.\n",
-             "| run | NFE per sample | feature FD per seed | mean | vs alone (seeds better) | class TV | switch | "
-             "block sigma |", "|---|---|---|---|---|---|---|---|"]
+             "| run | NFE per sample | feature FD per seed | mean | vs alone (seeds better) | vs default | class TV | "
+             "switch | block sigma |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fds = ", ".join(f"{s['fd']:.1f}{_ci(s.get('fd_ci90'))}" for s in r["seeds"])
         tv = statistics.mean(s["class_tv"] for s in r["seeds"])
@@ -119,8 +133,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         sw = (f"{statistics.mean(s['class_switch_rate'] for s in r['seeds']):.3f}"
               if r["sampler"] == "dlg" else "")
         bs = (f"{statistics.mean(s['block_sigma_median'] for s in r['seeds']):.2f}" if r["sampler"] == "dlg" else "")
+        vd = f"{r['vs_default']:+.1f}{_ci(r.get('vs_default_ci90'))}" if "vs_default" in r else ""
         lines.append(f"| {label(r)} | {nfe:.2f} | {fds} | {r['fd_mean']:.1f}{_ci(r.get('fd_mean_ci90'))} | {vs} | "
-                     f"{tv:.3f} | {sw} | {bs} |")
+                     f"{vd} | {tv:.3f} | {sw} | {bs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +196,8 @@ def main(argv=None) -> list[dict]:
         row = {"row": name, "sampler": sampler, "nfe_budget": nfe, "options": opts, "seeds": []}
         results.append(row)
         for seed in seeds:
-            row["seeds"].append(have.get(seed) or measure(model, net, ref, name, sampler, nfe, opts, seed, a.num, a.boot))
+            row["seeds"].append(have.get(seed) or measure(model, net, ref, name, sampler, nfe, opts, seed, a.num,
+                                                          a.boot))
             save(a, argv, results)  # after every run: a run cut short keeps what it measured (`--resume`)
     return results
 

@@ -46,14 +46,15 @@ def test_a_classifier_whose_card_says_targets_missed_is_refused_in_one_line(weak
 
 def test_the_override_runs_and_warns_in_one_line_that_the_chains_did_not_mix(weak, tmp_path):
     # as users run it (pytest would record the warning instead of printing it)
-    cli = subprocess.run([sys.executable, "-m", "dmcmc_fast.cli", "sample", "--model", "gmm-digits", "--sampler", "dlg",
-                          "--classifier", weak, "--allow-weak-classifier", "1", *TINY_DLG, "--out", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=600)
+    cli = subprocess.run([sys.executable, "-m", "dmcmc_fast.cli", "sample", "--model", "gmm-digits", "--sampler",
+                          "dlg", "--classifier", weak, "--allow-weak-classifier", "1", *TINY_DLG,
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr
     err = [line for line in cli.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("dmcmc-fast: warning: dlg: the chains did not mix: "), err
     # the 1-step classifier sends every chain to its top level, sigma 80, and keeps it there
-    assert "100% of the 22 samples of blocks 11-21 denoised from the top level sigma 80 (median block sigma 80)" in err[0]
+    assert ("100% of the 22 samples of blocks 11-21 denoised from the top level sigma 80 (median block sigma 80)"
+            in err[0])
     assert " mode switches in 42 consecutive pairs of 2 chains; try a noise-level classifier that meets its" in err[0]
     with np.load(tmp_path / "run" / "samples.npz") as z:
         assert (z["sigma"][z["block"] >= 11] == np.float32(80.0)).all()  # what the warning read

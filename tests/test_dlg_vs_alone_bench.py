@@ -51,3 +51,20 @@ def test_an_n_skip_sweep_marks_the_default_and_does_not_run_it_twice():
     assert [r[3].get("n_skip") for r in dlg_vs_alone.rows_for(a)] == [None, k + 1, None]  # + the defaults' row
     assert dlg_vs_alone.label({"row": "DLG(heun), n_skip 9", "sampler": "dlg", "nfe_budget": 10,
                                "options": {"n_skip": k}}) == f"DLG(heun), n_skip {k} (the default)"
+
+
+def test_summaries_compare_each_dlg_row_with_alone_and_with_the_default_n_skip():
+    k = n_skip_for_budget(10)
+
+    def row(sampler, fds, **opts):
+        return {"row": "r", "sampler": sampler, "nfe_budget": 10, "options": opts,
+                "seeds": [{"seed": i, "fd": f, "draws": [f - 1.0, f, f + 1.0]} for i, f in enumerate(fds)]}
+
+    rows = [row("heun", [10.0, 20.0]), row("dlg", [12.0, 14.0], integrator="heun"),
+            row("dlg", [30.0, 10.0], integrator="heun", n_skip=k + 1)]
+    dlg_vs_alone.summarise(rows)
+    alone, default, other = rows
+    assert default["vs_alone"] == pytest.approx(-2.0) and default["seeds_better"] == 1 and "vs_default" not in default
+    assert other["vs_alone"] == pytest.approx(5.0) and other["seeds_better"] == 1
+    assert other["vs_default"] == pytest.approx(7.0)
+    assert other["vs_default_ci90"] == pytest.approx(list(np.quantile([7.0, 7.0, 7.0], [0.05, 0.95])))

@@ -117,7 +117,8 @@ class DLGRun:
         self.model_kwargs = chain_kwargs(model_kwargs, self.chains, num)  # row c: chain c (module docstring)
         self.classifier = make_classifier(model, opts["classifier"], opts["n_levels"], opts["sigma_min"],
                                           opts["sigma_max"], device, bool(opts.get("allow_weak_classifier")))
-        self.watch = MixingWatch(float(self.classifier.levels.max()), *labeller(model), self.cfg.eta, self.cfg.init_nfe)
+        top = float(self.classifier.levels.max())
+        self.watch = MixingWatch(top, *labeller(model), self.cfg.eta, self.cfg.init_nfe)  # `_seen`, end of `batches`
         self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
         self.advice = get_sampler("dlg").divergence_advice(opts, nfe)  # what a diverged chain's error names
         self.net, self.parts_dir, self.first_soon = None, None, True

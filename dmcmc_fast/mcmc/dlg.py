@@ -180,10 +180,11 @@ class DLGConfig:
 def n_skip_for_budget(nfe: int) -> int:
     """The default n_skip (Langevin-Gibbs steps per block) for a block budget of `nfe` NFE: about a quarter of it,
     (nfe + 2) // 4, at least 1 and leaving the denoiser at least 1 NFE: 1 up to 5 NFE, 3 at 10, 5 at 20. Few
-    steps per block leave the denoiser most of a small budget: on unet-mnist at 10 NFE, n_skip 5 (the former
-    fixed default) gave about twice the feature FD of n_skip 3 (issue 32, seed 7), and n_skip 1-3 are within
-    each other's intervals over five seeds (bench/RESULTS.md, "DLG vs the integrator alone"). The paper sets
-    n_skip per budget too (its Fig. 6)."""
+    steps per block leave the denoiser most of a small budget: on unet-mnist at 10 NFE the former fixed
+    default, n_skip 5, gave feature FD 244.9 against 137.8 for n_skip 3 (issue 32, seed 7; the CLI's default
+    chains and 100), and over seeds 11-15 n_skip 1, 2 and 3 are within each other's intervals, 3 spending the whole
+    block with Heun (bench/RESULTS.md, "DLG vs the integrator alone"). The paper sets n_skip per budget too
+    (its Fig. 6)."""
     check_int("nfe", nfe, 1)
     return max(1, min(nfe - 1, (nfe + 2) // 4))
 
