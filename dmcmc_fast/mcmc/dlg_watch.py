@@ -15,7 +15,8 @@ sample order, so a chain's blocks arrive in order) and `warning()` says, in one 
 with the figures and what to try. Measured on unet-mnist with the committed classifier at a 10-NFE block
 (bench/RESULTS.md, "DLG vs the integrator alone", seeds 11-15), the chains change predicted digit in 33-47%
 of their consecutive samples and are denoised from a median sigma of about 3 (the top level is 80): far
-from both conditions. On gmm-mnist with the exact classifier (--nfe 10, 20 chains) they change mode in 48%.
+from both conditions. On gmm-mnist with the exact classifier (--nfe 10 --n-skip 5, 20 chains, 400 samples)
+they change mode in 48%.
 """
 from __future__ import annotations
 
