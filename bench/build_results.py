@@ -7,6 +7,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "quality_map.md",
             "quality_map_adaptive_default.md", "quality_map_adaptive.md", "dlg_new_classifier.md", "dlg_vs_alone.md",
+            "dlg_vs_alone_seeds_0_1.md",
             "dlg_mixing.md", "dlg_map_gmm.md", "classifier_bias.md", "host_overhead.md", "op_counts.md",
             "throughput.md", "rk45_batching.md", "launches.md", "launches_unet-mnist_b1.md", "launches_gmm-digits_b1.md",
             "launches_gmm-digits_b256.md", "ptx_counts.md", "philox_accuracy.md"]

@@ -172,7 +172,7 @@ class _Run:
             self.blocks = spec.resolve()(model, opts, num, nfe, seed, batch_size, device, rank, world_size,
                                          model_kwargs=inputs.get("model_kwargs"))  # per chain: checked there
             batch_size = self.blocks.group_size
-            opts = dict(opts, chains=self.blocks.chains, n_den=self.blocks.cfg.n_den)
+            opts = dict(opts, chains=self.blocks.chains, n_skip=self.blocks.cfg.n_skip, n_den=self.blocks.cfg.n_den)
         cfg = dict(config or {}, sampler=sampler, num=num, nfe=nfe, seed=seed, options=opts)
         if self.blocks is not None:  # a chain group's saved state is keyed by its chain range
             cfg["batch_size"] = batch_size

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 
 import torch
 
@@ -302,6 +303,7 @@ def main(argv=None) -> int:
         print(f"dmcmc-fast sample: error: sampler {a.sampler} does not take option(s) {', '.join(flags)}; its "
               f"options: {takes} (`dmcmc-fast sample --sampler {a.sampler} --help`)", file=sys.stderr)
         return 2
+    shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return {"sample": cmd_sample, "eval": cmd_eval, "train": cmd_train}[a.cmd](a)
     except KeyboardInterrupt:
@@ -320,6 +322,7 @@ def main(argv=None) -> int:
     finally:
         from dmcmc_fast.distributed import shutdown
 
+        warnings.formatwarning = shown
         shutdown()
 
 
@@ -342,6 +345,11 @@ def _interrupted(a) -> str:
     if done == 0 and not os.path.isdir(a.out):
         return f"interrupted after 0 of {a.num} samples; nothing was written"
     return f"interrupted after {done} of {a.num} samples; continue with --resume (the same command, --out {a.out})"
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI shows it: one line, `dmcmc-fast: warning: ...` (e.g. DLG's chains did not mix)."""
+    return f"dmcmc-fast: warning: {message}\n"
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ import torch
 from dmcmc_fast import shards
 from dmcmc_fast.engine.dlg_whole import DLGGraphs
 from dmcmc_fast.engine.graph import GraphedDenoiser
-from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, run_dlg
+from dmcmc_fast.mcmc.dlg import DLGConfig, DLGState, dlg_init, n_skip_for_budget, run_dlg
+from dmcmc_fast.mcmc.dlg_watch import MixingWatch, labeller
 from dmcmc_fast.mcmc.entry import make_classifier
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import CountingDenoiser, run_located
@@ -52,7 +53,7 @@ def resolve(opts: dict, num: int, nfe: int) -> tuple[DLGConfig, int]:
     if chains > num:
         raise ValueError(f"dlg: chains must be in [1, num={num}] (each chain yields at least one sample), "
                          f"got chains={chains}")
-    n_skip = opts["n_skip"]
+    n_skip = opts["n_skip"] or n_skip_for_budget(nfe)
     n_den = opts["n_den"] or nfe - n_skip
     if n_den < 1:
         raise ValueError(f"dlg: nfe (NFE per sample: n_skip + n_den) must be at least n_skip + 1 = {n_skip + 1}, "
@@ -117,7 +118,9 @@ class DLGRun:
         self.cfg, self.chains = resolve(opts, num, nfe)
         self.model_kwargs = chain_kwargs(model_kwargs, self.chains, num)  # row c: chain c (module docstring)
         self.classifier = make_classifier(model, opts["classifier"], opts["n_levels"], opts["sigma_min"],
-                                          opts["sigma_max"], device)
+                                          opts["sigma_max"], device, bool(opts.get("allow_weak_classifier")))
+        top = float(self.classifier.levels.max())
+        self.watch = MixingWatch(top, *labeller(model), self.cfg.eta, self.cfg.init_nfe)  # `_seen`, end of `batches`
         self.num, self.nfe, self.seed, self.device = num, nfe, seed, device
         self.advice = get_sampler("dlg").divergence_advice(opts, nfe)  # what a diverged chain's error names
         self.net, self.parts_dir, self.first_soon = None, None, True
@@ -153,7 +156,7 @@ class DLGRun:
                 if hi <= g0:
                     continue
                 if (g0, b) in ahead:  # computed (and written) with an earlier round of this group
-                    yield ahead.pop((g0, b))
+                    yield self._seen(ahead.pop((g0, b)))
                     continue
                 start, stop = b * self.chains + g0, b * self.chains + hi
                 if g0 not in states:
@@ -161,7 +164,7 @@ class DLGRun:
                 shard = shards.shard_path(self.parts_dir, start, stop) if self.parts_dir else None
                 if shard and os.path.exists(shard) and states[g0].blocks > b:  # done before the run was resumed
                     x, meta = shards.load_shard(shard)
-                    yield Batch(start, stop, x, meta)
+                    yield self._seen(Batch(start, stop, x, meta))
                     continue
                 if states[g0].blocks != b:
                     raise RuntimeError(f"{self._state_path(g0, g1)} holds chains {g0}..{g1 - 1} after "
@@ -176,7 +179,12 @@ class DLGRun:
                     if hi == g1:  # after a partial last round nothing follows
                         self._save_state(g0, g1, states[g0])
                 ahead.update({(g0, b + r): batch for r, batch in enumerate(done[1:], 1)})
-                yield done[0]
+                yield self._seen(done[0])
+        self.watch.warn()  # one line if the chains did not mix (`mcmc.dlg_watch`)
+
+    def _seen(self, batch: Batch) -> Batch:
+        self.watch.add(batch.samples, batch.meta["chain"], batch.meta["block"], batch.meta["sigma"])
+        return batch
 
     def _rounds_per_call(self, b: int, g0: int, g1: int, hi: int, calls: int) -> int:
         """How many rounds of group [g0, g1) from round b one `run_dlg` call runs: 1, 2, 4, ... with `first_soon`

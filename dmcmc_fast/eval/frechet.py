@@ -71,7 +71,18 @@ def fd_with_interval(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: 
     boot = 0) from a bootstrap over *chains* (`chain` [N]: rows of one chain are resampled together, which
     keeps their autocorrelation in the interval; give every row its own id for independent samples).
     Resamples repeat rows, which biases FD upward (its finite-sample bias grows as the distinct rows fall),
-    so the interval is the bootstrap's spread around its median, centred on the estimate."""
+    so the interval is the bootstrap's spread around its median, centred on the estimate (`fd_draws`)."""
+    fd, draws = fd_draws(x, chain, mu_ref, cov_ref, boot, seed)
+    if draws is None:
+        return fd, None
+    q05, q95 = np.quantile(draws, [0.05, 0.95])
+    return fd, [float(q05), float(q95)]
+
+
+def fd_draws(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: int, seed: int = 0):
+    """(FD, `boot` bootstrap replicates over chains centred on it: fd + draw - median(draws); None with boot = 0),
+    as `fd_with_interval` takes them. Replicate b of several independent runs can be averaged to bootstrap
+    their mean FD."""
     mu_ref, cov_ref = np.asarray(mu_ref, np.float64), np.asarray(cov_ref, np.float64)
     mu, cov = gaussian_stats(x)
     fd = frechet_distance(mu, cov, mu_ref, cov_ref)
@@ -93,6 +104,5 @@ def fd_with_interval(x: torch.Tensor, chain: np.ndarray, mu_ref, cov_ref, boot: 
     for _ in range(boot):
         pick = np.concatenate([by_chain[j] for j in rng.integers(0, len(ids), len(ids))])
         draws.append(fast_fd(*gaussian_stats(x[torch.from_numpy(pick)])))
-    q05, q50, q95 = np.quantile(draws, [0.05, 0.5, 0.95])
-    return fd, [float(fd + q05 - q50), float(fd + q95 - q50)]
-
+    draws = np.asarray(draws)
+    return fd, fd + draws - np.median(draws)

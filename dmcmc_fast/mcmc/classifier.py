@@ -344,6 +344,30 @@ def check_classifier(clf: TrainedLevelClassifier, model):
     raise ValueError(f"{msg}, on which the network was trained; {fix} --sigma-min {lo:g} --sigma-max {hi:g}")
 
 
+ALLOW_WEAK = "--allow-weak-classifier 1 (allow_weak_classifier=1 in Python)"  # what `check_targets` names
+
+
+def check_targets(clf, allow_weak: bool = False):
+    """Refuse a trained classifier whose own card says it misses its targets where DLG chains live (the verdict
+    `meta["level_error_by_band"]["target"]` that `dmcmc-fast train classifier` records: |bias| and mean |error|
+    per sigma band over 0.1-20): with it the Gibbs step cannot place the chains (a 1-step classifier keeps
+    every chain at the top level). One line naming the figures, how to train a better one and the override;
+    `allow_weak` runs anyway. A checkpoint without a verdict (older ones) passes."""
+    target = ((getattr(clf, "meta", None) or {}).get("level_error_by_band") or {}).get("target")
+    if allow_weak or not isinstance(target, dict) or target.get("met", True):
+        return
+    src = os.path.basename(clf.source) if os.path.exists(clf.source) else clf.source
+    lo, hi = target.get("sigma", ["?", "?"])
+    if target.get("n"):
+        facts = (f"worst band |bias| {target['max_abs_bias']:.1f} and mean |error| {target['max_mean_abs']:.1f} "
+                 f"levels, targets <= {target['bias_limit']:g} and <= {target['error_limit']:g}")
+    else:
+        facts = "no held-out image measured there"
+    raise ValueError(f"noise-level classifier {src}: its card says it misses its targets over sigma [{lo:g}, {hi:g}] "
+                     f"({facts}), so DLG's chains would not mix; train it longer ({TRAIN_COMMAND} with larger "
+                     f"--steps and --max-minutes) or pass {ALLOW_WEAK} to run anyway")
+
+
 def _number(v) -> float | None:
     """A declared attribute as a float (python, numpy or 0-d tensor number); None if absent or not a number."""
     if v is None or isinstance(v, bool):

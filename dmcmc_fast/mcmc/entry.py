@@ -19,7 +19,8 @@ from dmcmc_fast import rng
 from dmcmc_fast.integrators import INTEGRATORS
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.mcmc.classifier import (TRAIN_COMMAND, ExactLevelPosterior, TrainedLevelClassifier, check_classifier,
-                                        checkpoint_path, classifier_for_shape, level_sigmas, load_classifier)
+                                        check_targets, checkpoint_path, classifier_for_shape, level_sigmas,
+                                        load_classifier)
 from dmcmc_fast.mcmc.dlg import DLGConfig
 from dmcmc_fast.mcmc.langevin import sample_ald, sample_langevin, sample_mild
 from dmcmc_fast.mcmc.underdamped import annealed_schedule, sample_baoab_limit, sample_obabo
@@ -124,7 +125,8 @@ def obabo(req):
                         chain_ids=req.chain_ids, step0=1, callback=req.callback).x
 
 
-def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_max: float, device):
+def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_max: float, device,
+                    allow_weak: bool = False):
     """DLG's noise-level classifier (unconditional: it sees x only, never `model_kwargs`):
 
     - `auto` (the default): `exact` for an analytic mixture, else `trained` (an error naming the command that
@@ -135,7 +137,8 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
     - a checkpoint path (`dmcmc-fast train classifier --data PATH --out FILE`).
     A checkpoint brings its own levels (`n_levels`, `sigma_min`, `sigma_max` are not used) and is checked
     against the model when loaded: data shape, data range, levels within the model's noise range
-    (`mcmc.classifier.check_classifier`); the errors name the command that trains a fitting one.
+    (`mcmc.classifier.check_classifier`); the errors name the command that trains a fitting one. A checkpoint
+    whose card says it misses its targets is refused unless `allow_weak` (`mcmc.classifier.check_targets`).
     - an object: `classifier(x) -> logits [B, M]` with `levels`, a decreasing `[M]` tensor of sigmas (a
       `TrainedLevelClassifier` from `train_classifier` / `load_classifier`, an `ExactLevelPosterior`, your own),
       used as it is (on the sampling device; a `TrainedLevelClassifier` is checked against the model)."""
@@ -150,7 +153,9 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
                              f"on its data with: {TRAIN_COMMAND}, then pass --classifier FILE (classifier=FILE "
                              "in Python)")
         return ExactLevelPosterior(model, level_sigmas(n_levels, sigma_min, sigma_max).to(device))
-    return load_classifier(classifier_for_shape(model.shape) if which == "trained" else which, device, model=model)
+    clf = load_classifier(classifier_for_shape(model.shape) if which == "trained" else which, device, model=model)
+    check_targets(clf, allow_weak)
+    return clf
 
 
 def _classifier_object(model, clf):
@@ -206,7 +211,8 @@ declare("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", facade="DLG", kind="blocks", 
            "of chain i % C, so a chain yields about num / C samples"),
     Option("eta", float, lo=1e-12, hi=1e6, help="Langevin step: x += (eta/2) s(x, sigma) + sqrt(eta) z "
            "(paper 0.5 for data in [0, 1], x4 here)"),
-    Option("n_skip", int, lo=1, hi=100_000, help="Langevin-Gibbs steps per block"),
+    Option("n_skip", int, 0, 0, 100_000, keyword=False, help="Langevin-Gibbs steps per block (0: from the "
+           "budget, `mcmc.dlg.n_skip_for_budget`)"),
     Option("n_den", int, 0, 0, 100_000, keyword=False, help="denoising NFE per block, final Tweedie step "
            "included (0: nfe - n_skip)"),
     Option("integrator", str, choices=INTEGRATOR_NAMES, help="denoising integrator"),
@@ -220,6 +226,8 @@ declare("dlg", "dmcmc_fast.engine.dlg_run:DLGRun", facade="DLG", kind="blocks", 
     Option("classifier", str, "auto", help="'auto' (exact for the analytic mixtures, else trained), 'exact' "
            "(analytic models), 'trained' (committed checkpoint for the data shape) or a checkpoint path",
            objects="a classifier object: classifier(x) -> logits [B, M] with .levels [M] (decreasing sigmas)"),
+    Option("allow_weak_classifier", int, 0, 0, 1, help="1: run with a classifier whose card says it misses its "
+           "targets (refused by default: its chains do not mix)"),
     Option("gibbs", str, choices=("argmax", "sample"), help="Gibbs step: argmax or a draw"),
     Option("init_integrator", str, choices=INTEGRATOR_NAMES, help="initialisation integrator"),
     Option("init_integrator_options", str, "", keyword=False, help="JSON dict of its options ('': the paper's "

@@ -715,15 +715,16 @@ def main(argv=None) -> int:
     clf.save(a.out)
     with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
         f.write(clf.card)
-    e = clf.meta["level_error"]
-    target = clf.meta["level_error_by_band"]["target"]  # the card's verdict (per band where DLG chains live)
+    e, target = clf.meta["level_error"], clf.meta["level_error_by_band"]["target"]  # the card's verdict
     if not target["met"]:
         print(f"dmcmc-fast train classifier: warning: the classifier misses its card's targets: "
-              f"{target_line(target)}; DLG's Gibbs step will pick noise levels that far off. Train longer "
-              f"(--steps, --max-minutes; {clf.meta['steps']} steps now) or on more images", file=sys.stderr)
+              f"{target_line(target)}; DLG's Gibbs step will pick noise levels that far off and DLG refuses it "
+              f"without --allow-weak-classifier 1. Train longer (--steps, --max-minutes; {clf.meta['steps']} steps "
+              "now) or on more images", file=sys.stderr)
+    use = f"--sampler dlg --classifier {a.out}" + ("" if target["met"] else " --allow-weak-classifier 1 (it misses "
+                                                  "its targets: DLG refuses it without this)")
     print(json.dumps({"checkpoint": a.out, "shape": list(clf.shape), "levels": [len(clf.levels), float(clf.levels[-1]),
                       float(clf.levels[0])], "steps": clf.meta["steps"], "minutes": clf.meta["minutes"],
                       "final_loss": clf.meta["final_loss"], "median_abs_level_error": e["median_abs"],
-                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": target,
-                      "use": f"--sampler dlg --classifier {a.out}"}))
+                      "mean_abs_level_error": e["mean_abs"], "level_bias": e["bias"], "target": target, "use": use}))
     return 0
