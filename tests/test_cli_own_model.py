@@ -187,9 +187,12 @@ def test_dlg_from_the_cli_with_a_classifier_trained_on_the_folder_model(saved, t
     assert ck["levels"]["sigma_min"] == pytest.approx(d.sigma_min) and ck["levels"]["sigma_max"] == pytest.approx(
         d.sigma_max)
     run = tmp_path / "dlg"
-    assert main(["sample", "--model", str(root / "pipe"), "--sampler", "dlg", "--classifier", str(clf), "--nfe", "2",
-                 "--num", "3", "--chains", "2", "--n-skip", "1", "--init-nfe", "2", "--n-init", "1",
-                 "--integrator", "euler", "--out", str(run), "--no-progress"]) == 0
+    args = ["sample", "--model", str(root / "pipe"), "--sampler", "dlg", "--classifier", str(clf), "--nfe", "2",
+            "--num", "3", "--chains", "2", "--n-skip", "1", "--init-nfe", "2", "--n-init", "1", "--integrator", "euler",
+            "--out", str(run), "--no-progress"]
+    assert main(args) == 2  # DLG refuses a classifier that misses its card's targets, in one line, nothing written
+    assert "misses its targets" in capsys.readouterr().err and not run.exists()
+    assert main(args + ["--allow-weak-classifier", "1"]) == 0
     with np.load(run / "samples.npz") as z:
         assert z["samples"].shape == (3, 1, 8, 8) and np.isfinite(z["samples"]).all()
         assert z["chain"].tolist() == [0, 1, 0] and (z["classifier_evals"] > 0).all()
