@@ -226,10 +226,14 @@ def test_classifier_can_be_an_object(tmp_path):
     images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
     clf = train_classifier(images, 30, model=model, steps=2, batch_size=8, progress=False)
     clf.save(str(tmp_path / "clf.pt"))
+    weak = dict(DLG_TINY, allow_weak_classifier=1)  # 2 steps miss the card's targets: refused by either route
+    for given in (str(tmp_path / "clf.pt"), load_classifier(str(tmp_path / "clf.pt"))):
+        with pytest.raises(ValueError, match="misses its targets"):
+            api.sample(model, "dlg", num=4, nfe=3, chains=2, classifier=given, progress=False, **DLG_TINY)
     by_path = api.sample(model, "dlg", num=4, nfe=3, chains=2, classifier=str(tmp_path / "clf.pt"), progress=False,
-                         **DLG_TINY)
+                         **weak)
     by_object = api.sample(model, "dlg", num=4, nfe=3, chains=2, classifier=load_classifier(str(tmp_path / "clf.pt")),
-                           out_dir=str(tmp_path / "run"), progress=False, **DLG_TINY)
+                           out_dir=str(tmp_path / "run"), progress=False, **weak)
     torch.testing.assert_close(by_object.samples, by_path.samples)
     with np.load(tmp_path / "run" / "samples.npz") as z:  # the configuration names the object's type
         assert "TrainedLevelClassifier object" in str(z["config"])

@@ -143,7 +143,7 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
       `TrainedLevelClassifier` from `train_classifier` / `load_classifier`, an `ExactLevelPosterior`, your own),
       used as it is (on the sampling device; a `TrainedLevelClassifier` is checked against the model)."""
     if not isinstance(which, str):
-        return _classifier_object(model, which)
+        return _classifier_object(model, which, allow_weak)
     if which == "auto":
         which = "exact" if isinstance(model, GaussianMixture) else "trained"
     if which == "exact":
@@ -158,9 +158,10 @@ def make_classifier(model, which: str, n_levels: int, sigma_min: float, sigma_ma
     return clf
 
 
-def _classifier_object(model, clf):
+def _classifier_object(model, clf, allow_weak: bool = False):
     """A classifier given as an object, checked: callable, with decreasing positive `levels` (and, for a trained
-    one, its shape, data range and levels against the model: `check_classifier`)."""
+    one, its shape, data range and levels against the model, `check_classifier`, and its card's targets unless
+    `allow_weak`, `check_targets`: as its checkpoint path would be)."""
     levels = getattr(clf, "levels", None)
     if not callable(clf) or not torch.is_tensor(levels) or levels.ndim != 1 or levels.numel() < 2:
         raise ValueError(f"option classifier: expected 'auto', 'exact', 'trained', a checkpoint path, or an object "
@@ -170,6 +171,7 @@ def _classifier_object(model, clf):
         raise ValueError("option classifier: its .levels must be > 0 and strictly decreasing (highest sigma first)")
     if isinstance(clf, TrainedLevelClassifier):
         check_classifier(clf, model)
+        check_targets(clf, allow_weak)
     return clf
 
 
