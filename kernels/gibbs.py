@@ -167,12 +167,12 @@ def _select_block_min_reference(logits, level_sigmas, log_prior, sample, seed, c
 
 
 def step_impls(x, backend=None):
-    """`(gibbs_select, block_min_update, gibbs_select_block_min)` as they dispatch for `x`'s device, for a loop that
-    chooses them once per run (no per-call dispatch or shape check); the third takes gibbs_select's arguments then
-    (x, best_x, best_sigma), and is one launch on Triton."""
+    """`(gibbs_select, gibbs_select_block_min)` as they dispatch for `x`'s device, for a loop that chooses them once
+    per run (no per-call dispatch or shape check); the second takes gibbs_select's arguments then (x, best_x,
+    best_sigma), and is one launch on Triton."""
     if choose_backend(x, backend) == "triton":
-        return gibbs_select_triton, block_min_update_triton, gibbs_select_triton
-    return gibbs_select_reference, block_min_update_reference, _select_block_min_reference
+        return gibbs_select_triton, gibbs_select_triton
+    return gibbs_select_reference, _select_block_min_reference
 
 
 def gibbs_select_block_min(logits, level_sigmas, x, best_x, best_sigma, log_prior=None, sample=False, seed=0,

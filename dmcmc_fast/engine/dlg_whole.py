@@ -20,20 +20,15 @@ and how to locate it (`graph="off"`).
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
 from dmcmc_fast.engine.graph import GraphedStep
-from dmcmc_fast.engine.whole_run import tables_read_by_address
+from dmcmc_fast.engine.whole_run import SEEN, new_tally, not_captured, tables_read_by_address, warn_not_captured
 from dmcmc_fast.mcmc.dlg import DLGState, run_dlg
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import ChainDiverged, CountingDenoiser
 
-log = logging.getLogger("dmcmc_fast.engine")
-
-SEEN = "seen once"
 STATE = ("x", "sigma", "nfe", "nfe_init", "classifier_evals", "classifier_evals_init", "nfe_last_init",
          "classifier_evals_last_init")
 
@@ -111,20 +106,22 @@ class CapturedBlocks:
 
 class DLGGraphs:
     """The captured blocks of one `DLGRun`, by (chain group, rows, rounds per call): a `CapturedBlocks`, `SEEN`,
-    or the reason it is not captured. `run` answers None where the eager path runs instead."""
+    or the reason it is not captured; `tally` is the run's account (`engine.whole_run.new_tally`). `run` answers
+    None where the eager path runs instead."""
 
     def __init__(self, dlg, network):
         self.dlg, self.network = dlg, network
         self.entries: dict = {}
-        self.replays = 0
+        self.tally = new_tally()
+        self.reason = self._reason_not()  # the run's options decide it once for every group
+        if self.reason is not None:
+            warn_not_captured(self.reason)
 
     def describe(self) -> dict:
-        """This run's captured blocks, their replays, and why any ran step by step (`engine.whole_run.new_tally`'s
-        form)."""
-        return {"replays": self.replays, "captured": sum(isinstance(v, CapturedBlocks) for v in self.entries.values()),
-                "not_captured": sorted({v for v in self.entries.values() if isinstance(v, str) and v != SEEN})}
+        """This run's captured blocks, their replays, and why any ran step by step."""
+        return dict(self.tally, captured=sum(isinstance(v, CapturedBlocks) for v in self.entries.values()))
 
-    def reason_not(self) -> str | None:
+    def _reason_not(self) -> str | None:
         cfg = self.dlg.cfg
         if cfg.restart_every:
             return "dlg: restart_every re-initialises chains inside a call (its own shape)"
@@ -135,13 +132,12 @@ class DLGGraphs:
     def run(self, g0: int, hi: int, n_rounds: int, state: DLGState):
         """(samples [n_rounds, B, ...], block sigmas [n_rounds, B] numpy, new state, NFE per block, classifier
         evaluations per block, the initialisation's NFE and evaluations per chain) or None (eager)."""
+        if self.reason is not None:
+            return not_captured(self.tally, self.reason)
         key = (g0, hi, n_rounds)
         entry = self.entries.get(key)
         if entry is None:
-            reason = self.reason_not()
-            self.entries[key] = SEEN if reason is None else reason
-            if reason is not None:
-                log.warning("whole-block CUDA graph not used: %s; the network alone runs as a graph", reason)
+            self.entries[key] = SEEN
             return None
         if entry == SEEN:
             ids = torch.arange(g0, hi, device=self.dlg.device)
@@ -150,12 +146,10 @@ class DLGGraphs:
             try:
                 entry = self.entries[key] = CapturedBlocks(self.dlg, self.network, n_rounds, ids, state, rows)
             except Exception as err:  # capture can fail in many ways: eager, say why
-                reason = f"dlg: capture failed ({type(err).__name__}: {err})"
-                self.entries[key] = reason
-                log.warning("whole-block CUDA graph not used: %s; the network alone runs as a graph", reason)
-                return None
+                entry = self.entries[key] = f"dlg: capture failed ({type(err).__name__}: {err})"
+                warn_not_captured(entry)
         if isinstance(entry, str):
-            return None
+            return not_captured(self.tally, entry)
         samples, sigma, new = entry(state)
-        self.replays += 1
+        self.tally["replays"] += 1
         return samples, sigma, new, entry.nfe_block, self.dlg.cfg.n_skip, entry.init_nfe, entry.init_evals

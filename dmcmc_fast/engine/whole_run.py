@@ -131,9 +131,9 @@ class WholeRunGraphs:
         eagerly instead (its key's first batch, not capturable, or a NaN/Inf to locate). `tally` counts this
         run's replays and the reasons its batches were not captured."""
         if req.callback is not None:
-            return _not(tally, f"{spec.name}: a callback runs on the host after every step")
+            return not_captured(tally, f"{spec.name}: a callback runs on the host after every step")
         if not spec.fixed_steps or spec.kind != "batch":
-            return _not(tally, f"{spec.name}: an adaptive solver (its step control reads the state)")
+            return not_captured(tally, f"{spec.name}: an adaptive solver (its step control reads the state)")
         key = batch_key(spec, opts, nfe, seed, req)
         entry = self.entries.get(key) if key is not None else f"{spec.name}: an option is not hashable"
         if entry is None:
@@ -149,9 +149,9 @@ class WholeRunGraphs:
             except Exception as err:  # capture of an arbitrary model can fail in many ways: eager, say why
                 entry = self.entries[key] = f"{spec.name}: capture failed ({type(err).__name__}: {err})"
             if isinstance(entry, str):
-                log.warning("whole-batch CUDA graph not used: %s; the network alone runs as a graph", entry)
+                warn_not_captured(entry)
         if isinstance(entry, str):
-            return _not(tally, entry)
+            return not_captured(tally, entry)
         try:
             x, counts = entry(req)
         except NonFiniteFinalState:
@@ -165,7 +165,13 @@ def new_tally(captured: int = 0) -> dict:
     return {"replays": 0, "not_captured": [], "captured": captured}
 
 
-def _not(tally: dict, reason: str):
+def not_captured(tally: dict, reason: str):
+    """`reason` in the run's tally (once); None, the answer of a batch that runs step by step."""
     if reason not in tally["not_captured"]:
         tally["not_captured"].append(reason)
     return None
+
+
+def warn_not_captured(reason: str):
+    """The log line of a kind of batch (or DLG's blocks) that will not be captured whole, once per kind."""
+    log.warning("whole CUDA graph not used: %s; the network alone runs as a graph", reason)

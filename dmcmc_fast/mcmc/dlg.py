@@ -238,7 +238,6 @@ class StepKernels(NamedTuple):
     check per call (the entry points of `dmcmc_fast.kernels` do both on every call)."""
     langevin: Callable  # langevin_step's implementation
     select: Callable  # gibbs_select's
-    block_min: Callable  # block_min_update's
     select_block_min: Callable  # gibbs_select_block_min's: the Gibbs step and the block minimum in one launch
 
 
