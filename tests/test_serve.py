@@ -1,0 +1,227 @@
+"""Continuous batching (`dmcmc_fast.Engine`, dmcmc_fast/serve.py): requests that share a running batch get the
+samples `api.sample` gives them alone — bit for bit through a row-wise model (tests/rowwise.py), to rounding
+through the batched mixture — with interleaved arrivals, cancellation midway, bad requests, model errors and
+close(); and the C++ slot books on their own."""
+import threading
+import time
+
+import pytest
+import torch
+
+import dmcmc_fast
+from dmcmc_fast import api
+from dmcmc_fast._C import SlotBooks
+from dmcmc_fast.models.builtin import load_model
+from dmcmc_fast.samplers import all_samplers
+from dmcmc_fast.serve import Engine, EngineClosed
+from rowwise import RowWise, rowwise_dlg, rowwise_mixture
+
+# NFE and options per sampler where the defaults do not fit a small budget (as tests/reference/make_reference.py)
+NFE = {"dlg": 8, "ald": 12, "mild": 12, "baoab_limit": 12, "obabo": 12, "rk45": 400, "dpm_adaptive": 60}
+OPTIONS = {"dlg": dict(chains=3, n_skip=3, init_nfe=5, n_init=2), "rk45": dict(rtol=1e-2, atol=1e-2),
+           "dpm_adaptive": dict(rtol=0.05)}
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return load_model("gmm-digits", modes=20)
+
+
+def _reference(model, sampler, num, nfe, seed, **kw):
+    return api.sample(model, sampler, num, nfe, seed=seed, progress=False, **kw)
+
+
+def _no_engine_threads():
+    return not [t for t in threading.enumerate() if t.name.startswith("dmcmc-")]
+
+
+def test_done_when_heun_with_interleaved_others_equals_api_sample(mixture):
+    """The issue's check: Engine(model, slots=8).submit("heun", num=3, nfe=9, seed=1) among interleaved others
+    returns api.sample(model, "heun", 3, 9, seed=1)'s samples and NFE, bit for bit (row-wise model)."""
+    model = rowwise_mixture(mixture)
+    engine = Engine(model, slots=8, background=False)
+    early = engine.submit("dpmpp_2m", num=4, nfe=20, seed=5)
+    for _ in range(3):  # dpmpp_2m runs alone for three calls, then heun and euler join midway
+        engine.step()
+    heun = engine.submit("heun", num=3, nfe=9, seed=1)
+    late = engine.submit("euler", num=2, nfe=15, seed=2)
+    engine.step()
+    shared = [row for row in engine.slot_table() if row[0] >= 0]
+    assert len(shared) == 8 and len({owner for owner, _, _ in shared}) >= 2  # every slot busy, requests mixed
+    engine.run_until_idle()
+    for fut, (s, n, nfe, seed) in ((heun, ("heun", 3, 9, 1)), (early, ("dpmpp_2m", 4, 20, 5)),
+                                   (late, ("euler", 2, 15, 2))):
+        ref, out = _reference(model, s, n, nfe, seed), fut.result(0)
+        assert torch.equal(out.samples, ref.samples), s
+        assert torch.equal(out.nfe, ref.nfe), s
+        assert out.config == ref.config
+    # 8 slots, 4 + 3 + 2 chains: the requests shared network calls (fewer calls than their NFE summed)
+    assert engine.stats["network_calls"] < 20 + 9 + 15
+    assert engine.stats["requests_done"] == 3
+    engine.close()
+    assert _no_engine_threads()
+
+
+def test_every_sampler_shares_one_engine_and_gets_its_own_samples(mixture, monkeypatch):
+    """All registered samplers at once in one 8-slot engine (different NFE, options, seeds; DLG with its own
+    chains): each request equals api.sample's, bit for bit through row-wise models."""
+    model = rowwise_dlg(monkeypatch, mixture)
+    names = sorted(all_samplers())
+    with Engine(model, slots=8) as engine:
+        futures = {s: engine.submit(s, num=3, nfe=NFE.get(s, 9), seed=i, **OPTIONS.get(s, {}))
+                   for i, s in enumerate(names)}
+        outs = {s: f.result(300) for s, f in futures.items()}
+        rows_per_call = engine.stats["rows"] / engine.stats["network_calls"]
+    for i, s in enumerate(names):
+        ref = _reference(model, s, 3, NFE.get(s, 9), i, **OPTIONS.get(s, {}))
+        assert torch.equal(outs[s].samples, ref.samples), s
+        assert torch.equal(outs[s].nfe, ref.nfe), s
+        for k in ref.meta:  # DLG's books per sample
+            assert (outs[s].meta[k] == ref.meta[k]).all(), (s, k)
+    assert rows_per_call > 3  # calls were shared across requests
+    assert _no_engine_threads()
+
+
+def test_a_real_batched_network_agrees_to_rounding(mixture):
+    """Through the batched mixture (a GEMM whose rounding depends on its row count): equal to rounding."""
+    with Engine(mixture, slots=16) as engine:
+        futs = [engine.submit("heun", num=5, nfe=11, seed=3), engine.submit("karras_sde", num=7, nfe=15, seed=4),
+                engine.submit("heun", num=20, nfe=7, seed=9)]  # 20 > 16 slots: split into pieces
+        outs = [f.result(120) for f in futs]
+    for out, (s, n, nfe, seed) in zip(outs, [("heun", 5, 11, 3), ("karras_sde", 7, 15, 4), ("heun", 20, 7, 9)]):
+        ref = _reference(mixture, s, n, nfe, seed)
+        assert out.samples.shape == ref.samples.shape
+        assert (out.samples - ref.samples).abs().max() < 2e-3, s
+        assert torch.equal(out.nfe, ref.nfe)
+
+
+class _Labelled:
+    """A conditional row-wise denoiser: data N(labels, v) per coordinate, so D(x, sigma, labels) =
+    (v x + sigma^2 labels) / (v + sigma^2) (the Gaussian posterior mean)."""
+    v = 1e-4
+    shape = (3,)
+    sigma_min, sigma_max = 0.002, 80.0
+
+    def __call__(self, x, sigma, labels):
+        s2 = (sigma.to(torch.float64) ** 2)[:, None]
+        return ((self.v * x.double() + s2 * labels.double()[:, None]) / (self.v + s2)).to(x.dtype)
+
+
+def test_model_kwargs_rows_follow_their_samples():
+    """Each request's `model_kwargs` rows reach the network beside its own samples in the packed batch."""
+    model = _Labelled()
+    labels = [torch.tensor([1, 2, 3]), torch.tensor([-4, 5]), torch.tensor([7])]
+    with Engine(model, slots=4) as engine:
+        futs = [engine.submit("heun", num=len(lb), nfe=9 + 2 * i, seed=i, model_kwargs={"labels": lb})
+                for i, lb in enumerate(labels)]
+        outs = [f.result(60) for f in futs]
+    for i, (lb, out) in enumerate(zip(labels, outs)):
+        ref = _reference(model, "heun", len(lb), 9 + 2 * i, i, model_kwargs={"labels": lb})
+        assert torch.equal(out.samples, ref.samples)
+        assert (out.samples.mean(1) - lb).abs().max() < 0.3  # near its own label (labels are >= 1 apart)
+
+
+def test_cancelled_midway_frees_its_slots_and_the_rest_is_unchanged(mixture):
+    model = rowwise_mixture(mixture)
+    engine = Engine(model, slots=6, background=False)
+    long = engine.submit("heun", num=4, nfe=35, seed=1)
+    other = engine.submit("dpmpp_2m", num=2, nfe=10, seed=2)
+    waiting = engine.submit("euler", num=3, nfe=8, seed=3)  # no slot free until one of them leaves
+    for _ in range(5):
+        engine.step()
+    assert long.cancel()  # midway: five of its calls made
+    engine.run_until_idle()
+    assert long.cancelled()
+    for fut, (s, n, nfe, seed) in ((other, ("dpmpp_2m", 2, 10, 2)), (waiting, ("euler", 3, 8, 3))):
+        assert torch.equal(fut.result(0).samples, _reference(model, s, n, nfe, seed).samples)
+    assert all(owner == -1 for owner, _, _ in engine.slot_table())
+    engine.close()
+    assert _no_engine_threads()
+
+
+def test_a_bad_request_fails_its_own_future_and_the_engine_serves_the_rest(mixture):
+    with Engine(mixture, slots=4) as engine:
+        bad = [engine.submit("no_such_sampler", num=1, nfe=9), engine.submit("heun", num=1, nfe=0),
+               engine.submit("heun", num=2, nfe=9, rho=-1.0)]
+        good = engine.submit("heun", num=2, nfe=9, seed=0)
+        for fut, words in zip(bad, ("no_such_sampler", "nfe", "rho")):
+            err = fut.exception(60)
+            assert isinstance(err, ValueError) and words in str(err) and "\n" not in str(err)
+        assert good.result(60).samples.shape == (2, 1, 8, 8)
+
+
+class _Flaky:
+    """A row-wise denoiser that raises while `broken` is set (and takes `delay` seconds per call)."""
+
+    def __init__(self, model):
+        self.model, self.broken, self.delay = model, False, 0.0
+        self.shape, self.sigma_min, self.sigma_max = model.shape, model.sigma_min, model.sigma_max
+
+    def __call__(self, x, sigma):
+        if self.broken:
+            raise RuntimeError("the network failed")
+        time.sleep(self.delay)
+        return self.model(x, sigma)
+
+
+def test_a_model_error_fails_the_requests_in_that_call_and_the_engine_goes_on(mixture):
+    model = _Flaky(rowwise_mixture(mixture))
+    engine = Engine(model, slots=4, background=False)
+    hit = [engine.submit("heun", num=2, nfe=9, seed=0), engine.submit("euler", num=1, nfe=5, seed=1)]
+    engine.step()
+    model.broken = True
+    engine.step()
+    model.broken = False
+    after = engine.submit("heun", num=2, nfe=9, seed=0)
+    engine.run_until_idle()
+    for fut in hit:
+        assert isinstance(fut.exception(0), RuntimeError) and "the network failed" in str(fut.exception(0))
+    assert torch.equal(after.result(0).samples, _reference(model, "heun", 2, 9, 0).samples)
+    assert engine.stats["requests_failed"] == 2 and engine.stats["requests_done"] == 1
+    engine.close()
+    assert _no_engine_threads()
+
+
+def test_close_fails_pending_requests_and_leaves_no_thread(mixture):
+    slow = _Flaky(rowwise_mixture(mixture))
+    slow.delay = 0.02  # 35 calls of 20 ms per request: none is done when the engine closes
+    engine = dmcmc_fast.Engine(slow, slots=2)
+    futs = [engine.submit("heun", num=2, nfe=35, seed=s) for s in range(4)]  # one runs, three wait for slots
+    time.sleep(0.1)
+    engine.close()
+    assert all(isinstance(f.exception(0), EngineClosed) for f in futs)
+    assert _no_engine_threads()
+    late = engine.submit("heun", num=1, nfe=9)
+    assert isinstance(late.exception(0), EngineClosed)
+
+
+def test_bad_engine_arguments_are_one_line_errors(mixture):
+    for kwargs, words in ((dict(slots=0), "slots"), (dict(slots=2.5), "slots"), (dict(graph="fast"), "graph"),
+                          (dict(background="yes"), "background")):
+        with pytest.raises(ValueError, match=words):
+            Engine(mixture, **kwargs)
+    engine = Engine(mixture, slots=2)
+    with pytest.raises(RuntimeError, match="background=False"):
+        engine.step()
+    engine.close()
+
+
+def test_slot_books():
+    """The C++ books: lowest free slots first, FIFO grants (a whole piece waits and lets later ones pass), the
+    packed layout in slot order, calls counted, pieces due when they made their expected calls."""
+    books = SlotBooks(8)
+    assert books.admit(1, 3, 0, 2) == [0, 1, 2]
+    assert books.admit(2, 2, 10, 0) == [3, 4]
+    assert books.admit(3, 4, 0, 0) == [] and books.free_slots() == 3  # does not fit: nothing reserved
+    assert books.grant([4, 2, 5], [False, True, True]) == [0, 2, 1]
+    assert books.record_call([2, 1], [2, 3]) == [3, 0]  # owner 1 holds slot 0: its rows come first
+    assert books.due() == []
+    assert books.record_call([1], [1]) == [0] and books.due() == [1]
+    owners, chains, calls = books.table()
+    assert owners[:5] == [1, 1, 1, 2, 2] and chains[:5] == [0, 1, 2, 10, 11] and calls[:5] == [2, 2, 2, 1, 1]
+    assert books.release(1) == 3 and books.free_slots() == 6 and books.calls(1) == -1
+    assert books.admit(4, 4, 0, 0) == [0, 1, 2, 5]
+    with pytest.raises(ValueError, match="holds 4 slots"):
+        books.record_call([4], [5])
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        SlotBooks(0)
