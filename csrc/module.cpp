@@ -27,13 +27,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("philox_normal_runs", &philox_normal_runs);
   py::class_<SlotBooks>(m, "SlotBooks")
       .def(py::init<int64_t>(), py::arg("n_slots"))
-      .def("admit", &SlotBooks::admit, py::arg("owner"), py::arg("rows"), py::arg("chain0"), py::arg("calls_expected"))
+      .def("admit", &SlotBooks::admit, py::arg("owner"), py::arg("rows"), py::arg("chain0"))
       .def("release", &SlotBooks::release, py::arg("owner"))
       .def("slots_of", &SlotBooks::slots_of, py::arg("owner"))
       .def("grant", &SlotBooks::grant, py::arg("wants"), py::arg("splittable"))
       .def("record_call", &SlotBooks::record_call, py::arg("owners"), py::arg("rows"))
       .def("calls", &SlotBooks::calls, py::arg("owner"))
-      .def("due", &SlotBooks::due)
       .def("free_slots", &SlotBooks::free_slots)
       .def("n_slots", &SlotBooks::n_slots)
       .def("table", &SlotBooks::table);

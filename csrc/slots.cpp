@@ -1,8 +1,7 @@
 // The host books of continuous batching (dmcmc_fast/serve.py): a running batch of N slots, each held by at
 // most one "piece" (one sampler call on some chains of one request, `owner`), which slot holds which chain,
-// how many network calls each piece has made and how many it will make (a fixed-step sampler's count is known
-// before it starts: the engine knows which pieces finish at a step without reading the device), FIFO admission
-// of arrivals into free slots, and the packed layout of one network call (rows in slot order).
+// how many network calls each piece has made, FIFO admission of arrivals into free slots, and the packed
+// layout of one network call (rows in slot order).
 // Everything here is host integers: nothing touches a tensor.
 #include <algorithm>
 #include <stdexcept>
@@ -18,7 +17,7 @@ SlotBooks::SlotBooks(int64_t n_slots) : owner_(n_slots, -1), chain_(n_slots, -1)
   free_ = n_slots;
 }
 
-std::vector<int64_t> SlotBooks::admit(int64_t owner, int64_t rows, int64_t chain0, int64_t calls_expected) {
+std::vector<int64_t> SlotBooks::admit(int64_t owner, int64_t rows, int64_t chain0) {
   if (owner < 0) throw std::invalid_argument("owner must be >= 0");
   if (rows < 1) throw std::invalid_argument("rows must be >= 1, got " + std::to_string(rows));
   if (pieces_.count(owner)) throw std::invalid_argument("owner " + std::to_string(owner) + " already holds slots");
@@ -32,7 +31,7 @@ std::vector<int64_t> SlotBooks::admit(int64_t owner, int64_t rows, int64_t chain
     }
   }
   free_ -= rows;
-  pieces_[owner] = Piece{got, 0, calls_expected};
+  pieces_[owner] = Piece{got, 0};
   return got;
 }
 
@@ -92,14 +91,6 @@ std::vector<int64_t> SlotBooks::record_call(const std::vector<int64_t>& owners, 
 int64_t SlotBooks::calls(int64_t owner) const {
   auto it = pieces_.find(owner);
   return it == pieces_.end() ? -1 : it->second.calls;
-}
-
-std::vector<int64_t> SlotBooks::due() const {
-  std::vector<int64_t> out;
-  for (auto& [owner, p] : pieces_)
-    if (p.expected > 0 && p.calls >= p.expected) out.push_back(owner);
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>> SlotBooks::table() const {

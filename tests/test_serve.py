@@ -5,6 +5,7 @@ close(); and the C++ slot books on their own."""
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,6 +80,40 @@ def test_every_sampler_shares_one_engine_and_gets_its_own_samples(mixture, monke
         for k in ref.meta:  # DLG's books per sample
             assert (outs[s].meta[k] == ref.meta[k]).all(), (s, k)
     assert rows_per_call > 3  # calls were shared across requests
+    assert _no_engine_threads()
+
+
+def test_dlg_without_a_seed_takes_the_next_blocks_of_warm_chains(mixture, monkeypatch):
+    """DLG as a service: requests without a seed take, in arrival order, the next blocks of one pool of warm
+    chains, which are exactly the samples of api.sample's DLG run with the pool's seed (then the next seed's when
+    a run of `pool_blocks` blocks per chain is used up); between requests the chains park, warm."""
+    model = rowwise_dlg(monkeypatch, mixture)
+    opts = OPTIONS["dlg"]  # 3 chains: 6 samples per pool run of 2 blocks per chain
+    engine = Engine(model, slots=8, background=False, pool_seed=5, pool_blocks=2)
+    a = engine.submit("dlg", num=2, nfe=8, seed=None, **opts)
+    b = engine.submit("dlg", num=5, nfe=8, seed=None, **opts)  # the first run's last 4, the next run's first
+    engine.run_until_idle()
+    runs = [_reference(model, "dlg", 6, 8, seed, **opts) for seed in (5, 6)]
+    got = torch.cat([a.result(0).samples, b.result(0).samples])
+    assert torch.equal(got, torch.cat([runs[0].samples, runs[1].samples[:1]]))
+    assert torch.equal(torch.cat([a.result(0).nfe, b.result(0).nfe]), torch.cat([runs[0].nfe, runs[1].nfe[:1]]))
+    assert list(b.result(0).meta["pool_seed"]) == [5, 5, 5, 5, 6]
+    assert (b.result(0).meta["chain"] == np.concatenate([runs[0].meta["chain"][2:], runs[1].meta["chain"][:1]])).all()
+    assert a.result(0).config["seed"] is None and a.result(0).config["num"] == 2
+    # warm: the chains wait parked in their 3 slots, and the engine is idle
+    assert sum(owner >= 0 for owner, _, _ in engine.slot_table()) == 3 and not engine.step()
+    calls = engine.stats["network_calls"]
+    c = engine.submit("dlg", num=2, nfe=8, seed=None, **opts)
+    engine.run_until_idle()
+    assert torch.equal(c.result(0).samples, runs[1].samples[1:3])  # buffered already: no call made for them
+    assert engine.stats["network_calls"] == calls
+    d = engine.submit("dlg", num=3, nfe=8, seed=None, **opts)
+    engine.run_until_idle()  # 2 buffered, then the chains' next round: no initialisation again
+    assert torch.equal(d.result(0).samples, runs[1].samples[3:6])
+    assert engine.stats["network_calls"] <= calls + 8  # at most one round of n_skip + n_den = 8 calls
+    bad = engine.submit("heun", num=1, nfe=9, seed=None)
+    assert "seed=None" in str(bad.exception(0)) and "DLG" in str(bad.exception(0))
+    engine.close()
     assert _no_engine_threads()
 
 
@@ -208,19 +243,18 @@ def test_bad_engine_arguments_are_one_line_errors(mixture):
 
 def test_slot_books():
     """The C++ books: lowest free slots first, FIFO grants (a whole piece waits and lets later ones pass), the
-    packed layout in slot order, calls counted, pieces due when they made their expected calls."""
+    packed layout in slot order, calls counted per piece."""
     books = SlotBooks(8)
-    assert books.admit(1, 3, 0, 2) == [0, 1, 2]
-    assert books.admit(2, 2, 10, 0) == [3, 4]
-    assert books.admit(3, 4, 0, 0) == [] and books.free_slots() == 3  # does not fit: nothing reserved
+    assert books.admit(1, 3, 0) == [0, 1, 2]
+    assert books.admit(2, 2, 10) == [3, 4]
+    assert books.admit(3, 4, 0) == [] and books.free_slots() == 3  # does not fit: nothing reserved
     assert books.grant([4, 2, 5], [False, True, True]) == [0, 2, 1]
     assert books.record_call([2, 1], [2, 3]) == [3, 0]  # owner 1 holds slot 0: its rows come first
-    assert books.due() == []
-    assert books.record_call([1], [1]) == [0] and books.due() == [1]
+    assert books.record_call([1], [1]) == [0] and books.calls(1) == 2
     owners, chains, calls = books.table()
     assert owners[:5] == [1, 1, 1, 2, 2] and chains[:5] == [0, 1, 2, 10, 11] and calls[:5] == [2, 2, 2, 1, 1]
     assert books.release(1) == 3 and books.free_slots() == 6 and books.calls(1) == -1
-    assert books.admit(4, 4, 0, 0) == [0, 1, 2, 5]
+    assert books.admit(4, 4, 0) == [0, 1, 2, 5]
     with pytest.raises(ValueError, match="holds 4 slots"):
         books.record_call([4], [5])
     with pytest.raises(ValueError, match="slots must be >= 1"):
