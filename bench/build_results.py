@@ -10,7 +10,7 @@ SECTIONS = ["integrator_error.md", "mixing_fig2.md", "fig3_sweep.md", "quality_m
             "dlg_vs_alone_seeds_0_1.md",
             "dlg_mixing.md", "dlg_map_gmm.md", "classifier_bias.md", "host_overhead.md", "op_counts.md",
             "throughput.md", "rk45_batching.md", "launches.md", "launches_unet-mnist_b1.md", "launches_gmm-digits_b1.md",
-            "launches_gmm-digits_b256.md", "ptx_counts.md", "philox_accuracy.md"]
+            "launches_gmm-digits_b256.md", "ptx_counts.md", "philox_accuracy.md", "serve.md"]
 HEADER = """# Benchmark results
 
 Every number names its device and the command that made it; the raw data sit beside each section's

@@ -259,3 +259,23 @@ def test_slot_books():
         books.record_call([4], [5])
     with pytest.raises(ValueError, match="slots must be >= 1"):
         SlotBooks(0)
+
+
+def test_on_the_simulated_cuda_device_the_network_runs_as_captured_graphs(mixture):
+    """On CUDA (the simulated device of tests/sim_cuda.py) the engine's shared calls go through its
+    GraphedDenoiser (graphs per batch bucket up to `slots`), and the requests get the CPU's samples."""
+    from sim_cuda import COUNTS, simulated_cuda
+
+    with simulated_cuda():
+        replays = COUNTS["graph replays"]
+        with Engine(mixture, slots=8, device="cuda") as engine:
+            futs = [engine.submit("heun", num=3, nfe=9, seed=1), engine.submit("dpmpp_2m", num=4, nfe=12, seed=2)]
+            outs = [f.result(120) for f in futs]
+            graph = engine.graphed.describe()
+        replayed = COUNTS["graph replays"] - replays
+    assert graph["mode"] == "graph" and graph["captured"] and replayed >= 12  # every shared call a replay
+    assert outs[0].graph["engine"] == {"slots": 8}
+    for out, (s, n, nfe, seed) in zip(outs, [("heun", 3, 9, 1), ("dpmpp_2m", 4, 12, 2)]):
+        ref = _reference(mixture, s, n, nfe, seed)
+        torch.testing.assert_close(out.samples, ref.samples, rtol=1e-4, atol=2e-3)
+        assert torch.equal(out.nfe, ref.nfe)
