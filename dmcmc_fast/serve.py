@@ -273,12 +273,18 @@ class Engine:
             pass
 
     def close(self):
-        """Fail pending requests with `EngineClosed`, stop the pieces and the serving thread (joined)."""
+        """Fail pending requests with `EngineClosed`, stop the pieces and the serving thread (joined). Called from
+        inside the engine (a future's done-callback), it only marks the engine closed: the serving loop (or the
+        `step()` under way) shuts it down when the callback returns."""
+        me = threading.current_thread()
+        inside = me is self._thread or any(me is w.thread for w in self._workers)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._lock.notify_all()
+        if inside:
+            return
         if self._thread is not None:
             self._thread.join()  # it stops the pieces on its way out (`_shut_down`)
         else:
@@ -322,6 +328,8 @@ class Engine:
             for piece, out in self._network([posted[i] for i in order], [calls[i] for i in order]):
                 piece.call = None
                 self._resume(piece, out)
+        if self._closed and self._thread is None:  # closed during this step (from a done-callback)
+            self._shut_down()
         with self._lock:
             return bool(self._queue or not all(p.parked for p in self._pieces.values())) and not self._closed
 

@@ -279,3 +279,38 @@ def test_on_the_simulated_cuda_device_the_network_runs_as_captured_graphs(mixtur
         ref = _reference(mixture, s, n, nfe, seed)
         torch.testing.assert_close(out.samples, ref.samples, rtol=1e-4, atol=2e-3)
         assert torch.equal(out.nfe, ref.nfe)
+
+
+def test_many_threads_submit_at_once_and_callbacks_may_submit_or_close(mixture):
+    """Requests from several threads at once, a done-callback that submits a follow-up and one that closes the
+    engine: every request equals api.sample's, nothing hangs, no thread is left."""
+    model = rowwise_mixture(mixture)
+    args = [(("heun", "euler", "dpmpp_2m")[i % 3], 1 + i % 3, 5 + i % 7, i) for i in range(24)]
+    futures = {}
+    engine = Engine(model, slots=8)
+
+    def client(part):
+        for a in part:
+            futures[a] = engine.submit(a[0], num=a[1], nfe=a[2], seed=a[3])
+    clients = [threading.Thread(target=client, args=(args[k::4],)) for k in range(4)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    follow = []
+    futures[args[0]].add_done_callback(lambda f: follow.append(engine.submit("heun", num=2, nfe=9, seed=99)))
+    for a, f in futures.items():
+        assert torch.equal(f.result(60).samples, _reference(model, a[0], a[1], a[2], a[3]).samples), a
+    assert torch.equal(follow[0].result(60).samples, _reference(model, "heun", 2, 9, 99).samples)
+    last = engine.submit("heun", num=2, nfe=35, seed=1)
+    last.add_done_callback(lambda f: engine.close())  # from inside the engine: it shuts down after the callback
+    last.result(60)
+    engine._thread.join(10)
+    assert _no_engine_threads()
+    stepped = Engine(model, slots=4, background=False)
+    first = stepped.submit("heun", num=1, nfe=9, seed=0)
+    pending = stepped.submit("heun", num=4, nfe=35, seed=1)  # waits for slots while `first` runs
+    first.add_done_callback(lambda f: stepped.close())
+    stepped.run_until_idle()
+    assert first.result(0) is not None and isinstance(pending.exception(0), EngineClosed)
+    assert _no_engine_threads()
