@@ -90,10 +90,13 @@ def _drive(requests: list[dict], submit) -> float:
     return t0
 
 
+DEVICE = {"device": None}  # --device: where every server samples (None: where the model is)
+
+
 def serve_continuous(model, requests, sampler: str, slots: int) -> list[tuple[float, float]]:
     done = [None] * len(requests)
     arrived = [None] * len(requests)
-    with Engine(model, slots=slots) as engine:
+    with Engine(model, slots=slots, device=DEVICE["device"]) as engine:
         futures = []
 
         def submit(r, now):
@@ -163,14 +166,14 @@ def _by_nfe(batch):
 def serve_one_at_a_time(model, requests, sampler: str, slots: int):
     def run(group):
         for r in group:
-            api.sample(model, sampler, r["num"], r["nfe"], seed=r["seed"], progress=False)
+            api.sample(model, sampler, r["num"], r["nfe"], seed=r["seed"], progress=False, device=DEVICE["device"])
     return _worker_server(requests, run, None, slots)
 
 
 def serve_static(model, requests, sampler: str, slots: int, wait_ms: float):
     def run(group):  # one batch, one grid (the requests' own seeds are not kept: one seed per batch)
         api.sample(model, sampler, sum(r["num"] for r in group), group[0]["nfe"], seed=group[0]["seed"],
-                   batch_size=max(slots, sum(r["num"] for r in group)), progress=False)
+                   batch_size=max(slots, sum(r["num"] for r in group)), progress=False, device=DEVICE["device"])
     return _worker_server(requests, run, wait_ms / 1e3, slots)
 
 
@@ -275,6 +278,7 @@ def main(argv=None):
                    "the UNet's CPU cost per row grows past batch ~16)")
     p.add_argument("--waits", default="50,200", help="static batching's waits, ms")
     p.add_argument("--sampler", default="heun")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (networks are moved there)")
     p.add_argument("--note", default="", help="a remark printed under the section's first line (e.g. the load)")
     p.add_argument("--from-json", default="", help="rebuild the summary, markdown and plot from a saved run")
     p.add_argument("--seed", type=int, default=0)
@@ -287,18 +291,23 @@ def main(argv=None):
         result["note"] = a.note or result.get("note", "")
         return _write(result, a.out)
     torch.set_num_threads(1)
+    DEVICE["device"] = a.device
     default_rates = {"gmm-mnist": "100,200,400,800", "unet-mnist": "2,4,7,10", "gmm-mnist+4ms": "10,20,40,80,120"}
     default_slots = {"gmm-mnist": 32, "unet-mnist": 16, "gmm-mnist+4ms": 32}
-    result = {"command": "python -m bench.serve " + " ".join(argv or []), "device": f"CPU ({platform.processor() or platform.machine()}, 1 thread)",
+    device = (torch.cuda.get_device_name() if a.device.startswith("cuda") else
+              f"CPU ({platform.processor() or platform.machine()}, 1 thread)")
+    result = {"command": "python -m bench.serve " + " ".join(argv or []), "device": device,
               "when": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "load": os.getloadavg()[0],
               "requests": a.requests, "slots": {}, "sampler": a.sampler, "models": {}, "summary": {},
               "raw": {}, "plot": a.out + ".png", "note": a.note}
     waits = [float(w) for w in a.waits.split(",") if w]
     for name in a.models.split(","):
         model = load(name)
+        if isinstance(model, torch.nn.Module):
+            model.to(a.device)
         rates = [float(r) for r in (a.rates or default_rates.get(name, "1,2,4")).split(",")]
         slots = result["slots"][name] = int(a.slots) if a.slots else default_slots.get(name, 32)
-        api.sample(model, a.sampler, 2, 10, progress=False)  # warm-up (first calls allocate)
+        api.sample(model, a.sampler, 2, 10, progress=False, device=a.device)  # warm-up (first calls allocate)
         result["models"][name], result["raw"][name] = {}, {}
         for rate in rates:
             requests = workload(a.requests, rate, a.seed)
