@@ -11,8 +11,8 @@ and x0_i = D(x_i, sigma_i) the exact solution of the linear part gives
 (1 - sigma_{i+1}/sigma_i = -expm1(-h_i)). One model call per step: N grid points cost N NFE with the final
 step sigma_min -> 0, the Tweedie denoise x <- D(x, sigma_min) (DPM-Solver++'s first-order step to
 sigma = 0 is exactly that). The coefficients are computed once per run for every row of the grid (a row
-that starts at or below sigma_min has h = 0: psi = 1 and no update), and each step is the fused
-`kernels.deis.deis_combine` (psi x + sum_j c_j x0_{i-j}).
+that starts at or below sigma_min has h = 0: psi = 1 and no update), and each step is `dpmpp_2m_step`
+(psi x + c0 x0_i + c1 x0_{i-1}; on CUDA its fused form, `kernels.deis.deis_combine`).
 
 DPM-Solver++(2M) SDE (Lu et al. 2022, Sec. 5 / App. B; as k-diffusion's `sample_dpmpp_2m_sde`): the
 data-prediction reverse SDE with a share eta of its noise, exponentially integrated, a = -expm1(-(1+eta) h):
@@ -56,7 +56,8 @@ from dmcmc_fast.integrators.common import counted_call, no_grad
 from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, ensure_counting, finish,
                                            per_sample_grid, tweedie)
 from dmcmc_fast.integrators.karras import euler_steps_for_nfe, heun_steps_for_nfe
-from dmcmc_fast.kernels.deis import deis_combine
+from dmcmc_fast.integrators.plans import dpm_plan, fused
+from dmcmc_fast.kernels.deis import deis_combine, deis_combine_triton
 from dmcmc_fast.schedules import karras_per_sample
 
 # one model call per step, as Euler
@@ -117,28 +118,37 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
                            step0, callback, final_tweedie, eta=eta, s_noise=s_noise, solver_type=solver_type)
 
 
+@fused(lambda x, x0, x0_prev, st: deis_combine_triton(x, x0[None] if x0_prev is None else torch.stack([x0, x0_prev]),
+                                                     st.psi, st.fused_c))
+def dpmpp_2m_step(x, x0, x0_prev, st):
+    """One DPM-Solver++(2M) step (Alg. 2; module docstring), x0 = D(x_i, sigma_i), x0_prev = x0_{i-1}:
+    x_{i+1} = psi_i x_i + a_i D_i with D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1} (first order on step 0,
+    x0_prev None), written as the weights of x0_i and x0_{i-1}: st.c0 = a_i (1 + 1/(2 r_i)), st.c1 = -a_i/(2 r_i)
+    (psi_i = sigma_{i+1}/sigma_i e^{-eta h_i}, a_i = -expm1(-(1 + eta) h_i); `dpmpp_2m_sde_coefficients`)."""
+    if x0_prev is None:
+        return st.psi * x + st.c0 * x0
+    return st.psi * x + st.c0 * x0 + st.c1 * x0_prev
+
+
 def dpmpp_2m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
                          solver_type: str = "midpoint", noise: StepNoise | None = None, n: int | None = None,
                          callback=None) -> torch.Tensor:
     """The DPM-Solver++(2M) SDE loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps,
-    no step to 0); noise z_i from `noise` (STREAM_SDE)."""
+    no step to 0): `dpmpp_2m_step`, then (eta > 0) + s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h_i}) z_i, z_i from
+    `noise` (STREAM_SDE). The coefficients per step are the plan's (`plans.DpmPlan`)."""
     _check_noise(eta, s_noise, eta_max=float("inf"))
     noise = StepNoise() if noise is None else noise
-    psi, c, scale = dpmpp_2m_sde_coefficients(sigmas, eta, solver_type)
-    scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
-    old = None
+    plan = dpm_plan(x, dpmpp_2m_sde_coefficients(sigmas, eta, solver_type), s_noise, math=(dpmpp_2m_step,))
+    x0_prev = None
     for i in range(sigmas.shape[1] - 1):
-        s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        denoised = model(x, s.to(x.dtype))
-        if old is None:
-            x = deis_combine(x, denoised[None], psi[:, i], c[:, i, :1])
-        else:
-            x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
+        s, s_next, st = sigmas[:, i], sigmas[:, i + 1], plan.steps[i]
+        x0 = model(x, s.to(x.dtype))
+        x = plan.op.dpmpp_2m_step(x, x0, x0_prev, st)
         if eta > 0:
-            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_next)
-        old = denoised
+            x = x + st.noise_scale * noise(x, i, rng.STREAM_SDE, s, s_next)
+        x0_prev = x0
         if callback is not None:
-            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": x0})
     return x
 
 

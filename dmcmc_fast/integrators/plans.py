@@ -1,0 +1,175 @@
+"""Per-grid plans: what a sampler's loop needs from its grid alone, set up once, so the loop itself reads as
+its math (`karras.edm_on_grid`, `dpm_solver.dpmpp_2m_sde_on_grid`).
+
+A plan owns, for one sampler and one grid, the three things that are not the sampler's math:
+- the precomputation: the grid laid out one row per step in the kernels' compute dtype, the step widths,
+  the coefficients, the model's sigmas in x's dtype;
+- the backend choice: each math step function is run as written (torch, on the CPU; in the compute dtype,
+  casting in and out when x is another dtype: the arithmetic of the kernels' torch references, bit for bit)
+  or as its fused Triton kernel on CUDA (`fused`: the kernel registered beside the math function);
+- the caching: a plan is kept on a shared grid (`common.derived`: a grid every sample shares is built once,
+  `common.shared_rows`), so a run's batches and repeated calls set up once; a per-sample grid (DLG's
+  blocks, a caller's own) gets a fresh plan per call.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable, NamedTuple
+
+import torch
+
+from dmcmc_fast import rng
+from dmcmc_fast.integrators.common import StepNoise, derived
+from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
+from dmcmc_fast.kernels._dispatch import choose_backend
+from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
+
+
+def fused(kernel: Callable):
+    """Decorator: `kernel` is the fused (Triton) form of the decorated math step, same arguments, same result."""
+    def mark(math_step: Callable) -> Callable:
+        math_step.fused = kernel
+        return math_step
+    return mark
+
+
+def implementations(x: torch.Tensor, *math_steps: Callable) -> SimpleNamespace:
+    """The functions that run `math_steps` on x's device, under their own names: on CUDA each one's fused kernel;
+    elsewhere the math itself, wrapped to compute in the kernels' compute dtype when x is in another one."""
+    triton = choose_backend(x) == "triton"
+    cd, dtype = compute_dtype(x), x.dtype
+    return SimpleNamespace(**{f.__name__: f.fused if triton else f if dtype == cd else _in_compute_dtype(f, cd, dtype)
+                              for f in math_steps})
+
+
+def _in_compute_dtype(step: Callable, cd: torch.dtype, dtype: torch.dtype) -> Callable:
+    """`step` on tensors cast to `cd` (the grid rows already are), its tensor results cast back to `dtype`."""
+    def run(*args):
+        out = step(*(in_dtype(a, cd) if torch.is_tensor(a) else a for a in args))
+        return tuple(in_dtype(o, dtype) for o in out) if isinstance(out, tuple) else in_dtype(out, dtype)
+    return run
+
+
+# ---------------- EDM (Karras et al. 2022), Alg. 1 / 2 ----------------
+class EdmStep(NamedTuple):
+    """One step's sigmas: from `sigma` (sigma_hat after a churn) to `sigma_next`, with dt = sigma_next - sigma and
+    dt / 2. On the torch path rows `[B, 1, ..]` of the compute dtype that broadcast against x; on CUDA `[B]`
+    vectors (the fused kernels take sigma and sigma_next and form dt themselves, `dt` is then None)."""
+    sigma: torch.Tensor
+    sigma_next: torch.Tensor
+    dt: torch.Tensor | None
+    half_dt: torch.Tensor | None
+
+
+class EdmPlan:
+    """What `karras.edm_on_grid` sets up from its grid `sigmas` `[B, >= steps + 1]` float64 (and the churn `gamma`
+    `[B, steps]`, KAR2): `steps[i]` (an `EdmStep`), the model's sigma of each step in x's dtype (`s_in[i]` at the
+    start, sigma_hat after a churn; `s_out[i]` at the end, Heun's corrector), each step's start `sigma_hat[i]`
+    `[B]` (the callback's), and for KAR2 the churn's noise scale S_noise sqrt(sigma_hat^2 - sigma^2) per step."""
+
+    def __init__(self, x, sigmas, steps: int, gamma, s_noise: float, heun: bool, math: tuple = ()):
+        cd = compute_dtype(x)
+        self.op = implementations(x, *math)
+        self.triton = choose_backend(x) == "triton"
+        self.cols = cols = sigmas.to(cd).T.contiguous()  # [steps + 1, B]
+        self.sigma_hat = cols[:steps]
+        if gamma is not None:
+            self.g = g = gamma[:, :steps].to(cd).T.contiguous()  # [steps, B]
+            self.sigma_hat = cols[:steps] * (1.0 + g)  # Alg. 2 l. 5: sigma_hat = (1 + gamma) sigma
+            # S_noise sqrt(sigma_hat^2 - sigma^2) = S_noise sigma sqrt(gamma (2 + gamma)), no cancellation
+            self.scales = (s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))).reshape(
+                steps, -1, *([1] * (x.ndim - 1)))
+            self.s_noise = s_noise
+        self.steps = self._steps(x, cols, steps, None if gamma is None else self.sigma_hat)
+        rows = cols.to(x.dtype).unbind(0)  # the model's sigmas in x's dtype: step i starts at row i, ends at i + 1
+        self.s_in = rows[:steps] if gamma is None else self.sigma_hat.to(x.dtype).unbind(0)
+        self.s_out = rows[1:steps + 1] if heun else None
+
+    def _steps(self, x, cols, steps: int, starts) -> list[EdmStep]:
+        ends = cols[1:steps + 1]
+        if self.triton:
+            s = (cols[:steps] if starts is None else starts).unbind(0)
+            return [EdmStep(a, b, None, None) for a, b in zip(s, ends.unbind(0))]
+        row = (-1, *([1] * (x.ndim - 1)))
+        c = cols.reshape(cols.shape[0], *row)
+        s_rows = c[:steps] if starts is None else starts.reshape(steps, *row)
+        dt = c[1:steps + 1] - s_rows
+        e = c.unbind(0)
+        s = e if starts is None else s_rows.unbind(0)
+        return [EdmStep(*v) for v in zip(s, e[1:], dt.unbind(0), (dt * 0.5).unbind(0))]
+
+    def churner(self, x, sigmas, noise: StepNoise, churn_step: Callable) -> Callable:
+        """`churn(x, i)`: step i's x_hat (Alg. 2 l. 5-6) with this run's noise. On CUDA the fused kernel draws z from
+        the chain's stream; elsewhere `churn_step(x, scale_i, z_i)` with z_i from the chain's stream (the same
+        numbers; every step's drawn at once when small enough) or from the user's noise sampler."""
+        cols, g, steps = self.cols, self.g, self.g.shape[0]
+        if noise.sampler is None and self.triton:
+            return lambda x, i: churn_step.fused(x, cols[i], g[i], self.s_noise, noise.seed, noise.chain_ids,
+                                                 noise.step0 + i, stream=rng.STREAM_CHURN)[0]
+        zs = None
+        if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
+            zs = chain_randn_steps(noise.seed, chain_vec(noise.chain_ids, x), noise.step0, steps, x.shape[1:],
+                                   stream=rng.STREAM_CHURN, device=x.device)
+        scales = self.scales
+
+        def churn(x, i):
+            if zs is not None:
+                z = zs[i]
+            elif noise.sampler is None:
+                z = chain_noise(noise.seed, chain_vec(noise.chain_ids, x), noise.step0 + i, x.shape[1:],
+                                stream=rng.STREAM_CHURN)
+            else:
+                z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
+            return in_dtype(churn_step(x, scales[i], z), x.dtype)
+        return churn
+
+
+def edm_plan(x, sigmas, steps: int, heun: bool, gamma=None, s_noise: float = 1.0, math: tuple = ()) -> EdmPlan:
+    """The `EdmPlan` of this grid, `op` running the loop's `math` steps: kept on a shared grid (or churn table),
+    built anew on any other."""
+    table = sigmas if gamma is None else gamma
+    return derived(table, lambda: ("edm", steps, heun, s_noise, math, x.ndim, x.dtype, x.device, choose_backend(x)),
+                   lambda: EdmPlan(x, sigmas, steps, gamma, s_noise, heun, math))
+
+
+def churn_table(sigmas, s_tmin: float, s_tmax: float, gamma_max: float) -> torch.Tensor:
+    """EDM Alg. 2 l. 4 for every grid point: gamma_max where S_tmin <= sigma <= S_tmax, else 0 (`[B, N + 1]`
+    float64), kept on a shared grid."""
+    return derived(sigmas, ("gamma", s_tmin, s_tmax, gamma_max),
+                   lambda: torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0))
+
+
+# ---------------- DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) and its SDE variant ----------------
+class DpmStep(NamedTuple):
+    """One multistep update's coefficients: x_{i+1} = psi x_i + c0 x0_i + c1 x0_{i-1} (+ noise_scale z). On the
+    torch path psi, c0, c1 are rows `[B, 1, ..]` of the compute dtype; on CUDA psi is `[B]` and `fused_c` the
+    kernel's `[B, J]` weights (J = 1 on the first step, else 2). `noise_scale`: `[B, 1, ..]` in x's dtype."""
+    psi: torch.Tensor
+    c0: torch.Tensor | None
+    c1: torch.Tensor | None
+    noise_scale: torch.Tensor
+    fused_c: torch.Tensor | None
+
+
+class DpmPlan:
+    """`steps[i]` (a `DpmStep`) from the coefficients `(psi [B, M-1], c [B, M-1, 2], noise [B, M-1])` float64 of a
+    grid (`dpm_solver.dpmpp_2m_sde_coefficients`), cast once to the compute dtype; `op` runs the loop's math."""
+
+    def __init__(self, x, coefficients, s_noise: float, math: tuple = ()):
+        psi, c, scale = coefficients
+        cd, lay = compute_dtype(x), (-1, *([1] * (x.ndim - 1)))
+        self.op = implementations(x, *math)
+        scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
+        n = psi.shape[1]
+        if choose_backend(x) == "triton":
+            self.steps = [DpmStep(psi[:, i].to(cd).contiguous(), None, None, scale[:, i],
+                                  c[:, i, :1 if i == 0 else 2].to(cd).contiguous()) for i in range(n)]
+            return
+        psi_r, c_r = psi.to(cd).T.contiguous().unbind(0), c.to(cd).permute(1, 2, 0).contiguous()  # [M-1, 2, B]
+        self.steps = [DpmStep(psi_r[i].reshape(lay), c_r[i, 0].reshape(lay), c_r[i, 1].reshape(lay), scale[:, i],
+                              None) for i in range(n)]
+
+
+def dpm_plan(x, coefficients, s_noise: float, math: tuple = ()) -> DpmPlan:
+    """The `DpmPlan` of a grid's coefficients (built per call: the coefficients are the loop's own)."""
+    return DpmPlan(x, coefficients, s_noise, math)
