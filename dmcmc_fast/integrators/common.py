@@ -57,31 +57,24 @@ class IntegratorResult:
         return self._nfe
 
 
-def no_grad(fn):
-    """`@torch.no_grad()` without entering its context when grad is already off (an integrator called from a
-    loop that turned it off, DLG's block after block: nothing per call)."""
-    @functools.wraps(fn)
-    def call(*args, **kw):
-        if not torch.is_grad_enabled():
-            return fn(*args, **kw)
-        with torch.no_grad():
-            return fn(*args, **kw)
-    return call
-
-
 def counted_call(integrator):
-    """`integrator(model, x, ...)` with a plain `model` runs on its own counter that only counts (no per-call
-    checks: the result is checked once); a NaN/Inf result replays the call, without its callback, on a
-    checking counter, which raises the error naming the first bad call. A `CountingDenoiser` passed in is
-    used as it is (its owner checks)."""
+    """An integrator's entry, run with grad off (without entering `torch.no_grad` when grad is already off: a loop
+    that turned it off, DLG's block after block, pays nothing per call). A `CountingDenoiser` passed in is used as
+    it is (its owner checks). A plain `model` runs on its own counter that only counts (no per-call checks: the
+    result is checked once); a NaN/Inf result replays the call, without its callback, on a checking counter, which
+    raises the error naming the first bad call."""
     @functools.wraps(integrator)
     def call(model, x, *args, **kw):
         if isinstance(model, CountingDenoiser):
-            return integrator(model, x, *args, **kw)
+            if not torch.is_grad_enabled():
+                return integrator(model, x, *args, **kw)
+            with torch.no_grad():
+                return integrator(model, x, *args, **kw)
 
         def run(counting, replay: bool):
             counting.standalone = True  # this call checks and raises at its end (`finish`)
-            return integrator(counting, x, *args, **(dict(kw, callback=None) if replay else kw))
+            with torch.no_grad():
+                return integrator(counting, x, *args, **(dict(kw, callback=None) if replay else kw))
         return run_located(run, CountingDenoiser(model, x.shape[0], x.device, per_call_checks=False))
     return call
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, ensure_counting, finish,
                                            per_sample_grid, tweedie)
 from dmcmc_fast.integrators.karras import euler_steps_for_nfe, heun_steps_for_nfe
@@ -76,7 +76,6 @@ def _check_noise(eta: float, s_noise: float, eta_max: float = 1.0):
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2m(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                     rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                     final_tweedie: bool = True) -> IntegratorResult:
@@ -108,7 +107,6 @@ def dpmpp_2m_sde_coefficients(sigmas: torch.Tensor, eta: float, solver_type: str
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint",
                         seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -189,7 +187,6 @@ def dpmpp_3m_sde_coefficients(sigmas: torch.Tensor, eta: float):
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_3m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0, chain_ids=None,
                         step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -220,7 +217,6 @@ def dpmpp_3m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: f
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2s_ancestral(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                               rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0,
                               chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -254,7 +250,6 @@ def dpmpp_2s_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, 
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                      rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, seed: int = 0,
                      chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:

@@ -25,7 +25,7 @@ import math
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (NO_NOISE, IntegratorResult, StepNoise, ancestral_step, finish,
                                            check_nfe, ensure_counting, n_loop, per_sample_grid)
 from dmcmc_fast.integrators.plans import churn_table, edm_plan, fused
@@ -136,7 +136,6 @@ def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta
 
 
 @counted_call
-@no_grad
 def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                  final_tweedie: bool = True) -> IntegratorResult:
@@ -149,7 +148,6 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
 
 
 @counted_call
-@no_grad
 def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                 final_tweedie: bool = True) -> IntegratorResult:
@@ -171,7 +169,6 @@ def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
 
 
 @counted_call
-@no_grad
 def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rho: float = 7.0, s_churn: float = 40.0, s_tmin: float = 0.05, s_tmax: float = 50.0,
                       s_noise: float = 1.003, seed: int = 0, chain_ids=None, step0=0, callback=None,

@@ -22,6 +22,7 @@ from dmcmc_fast import rng
 from dmcmc_fast.integrators.common import StepNoise, derived
 from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
+from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
 from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
 
 
@@ -173,3 +174,33 @@ class DpmPlan:
 def dpm_plan(x, coefficients, s_noise: float, math: tuple = ()) -> DpmPlan:
     """The `DpmPlan` of a grid's coefficients (built per call: the coefficients are the loop's own)."""
     return DpmPlan(x, coefficients, s_noise, math)
+
+
+# ---------------- DEIS (Zhang & Chen 2022), tAB on the VE ODE ----------------
+class DeisPlan:
+    """What `deis.sample_deis` sets up from its grid `sigmas` `[B, N + 1]` float64, once per grid when it is shared:
+    `cols` (the grid's columns in the compute dtype, `[N + 1, B]`), `s_in[i]` (step i's sigma in x's dtype, as the
+    model takes it) and `s_rows[i]` (as rows broadcasting against x, eps_i's divisor), `c[i]` the tAB weights
+    C_i0 .. C_ir of step i (r = min(i, order); Python floats for one grid on the CPU, else `[B, r + 1]`) and
+    `op.deis_combine` (the fused kernel on CUDA, its torch reference elsewhere)."""
+
+    def __init__(self, x, sigmas, n_steps: int, order: int, coefficients, shared: bool):
+        cd = compute_dtype(x)
+        coeffs = coefficients(sigmas[:, :n_steps]).to(cd)  # [B, N - 1, order + 1]
+        self.cols = sigmas.to(cd).T.contiguous()
+        combine = combine_impl(x)
+        self.op = SimpleNamespace(deis_combine=combine)
+        if shared and combine is deis_combine_reference:  # one grid for all: Python-float C_ij (CPU)
+            rows = coeffs[0].tolist()
+            self.c = [rows[i][:min(i, order) + 1] for i in range(n_steps - 1)]
+        else:
+            self.c = [coeffs[:, i, :min(i, order) + 1] for i in range(n_steps - 1)]
+        s_x = self.cols.to(x.dtype)
+        self.s_in, self.s_rows = s_x.unbind(0), s_x.reshape(*s_x.shape, *([1] * (x.ndim - 1))).unbind(0)
+
+
+def deis_plan(x, sigmas, n_steps: int, order: int, coefficients: Callable, shared: bool, options: tuple) -> DeisPlan:
+    """The `DeisPlan` of this grid, `coefficients(sigmas[:, :n_steps])` its tAB weights `[B, N - 1, order + 1]`
+    (which depend on `options`, host numbers): kept on a shared grid, built anew on any other."""
+    key = ("deis", n_steps, order, options, x.ndim, x.dtype, x.device, choose_backend(x))
+    return derived(sigmas, key, lambda: DeisPlan(x, sigmas, n_steps, order, coefficients, shared))

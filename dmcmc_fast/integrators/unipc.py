@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, finish, per_sample_grid,
                                            shared_rows)
 from dmcmc_fast.kernels.deis import deis_combine
@@ -98,7 +98,6 @@ def unipc_coefficients(sigmas: torch.Tensor, order: int = 2, variant: str = "bh2
 
 
 @counted_call
-@no_grad
 def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002, rho: float = 7.0,
                  order: int = 2, variant: str = "bh2", corrector: int = 1, seed: int = 0, chain_ids=None, step0=0,
                  callback=None, final_tweedie: bool = True) -> IntegratorResult:
