@@ -39,6 +39,7 @@ import torch
 from dmcmc_fast import rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.kernels._args import in_dtype
+from dmcmc_fast.kernels.deis import deis_combine_triton
 from dmcmc_fast.models.base import CountingDenoiser, bcast, run_located
 from dmcmc_fast.validate import check_int, check_positive
 
@@ -99,6 +100,31 @@ def finish(model: CountingDenoiser, x: torch.Tensor, mark) -> IntegratorResult:
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the VE probability-flow ODE: (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t)=t)."""
     return (x - denoised) / bcast(in_dtype(sigma, x.dtype), x)
+
+
+def fused(kernel: Callable):
+    """Decorator: `kernel` is the fused (Triton) form of the decorated math step, same arguments, same result
+    (`plans.implementations` runs one or the other)."""
+    def mark(math_step: Callable) -> Callable:
+        math_step.fused = kernel
+        return math_step
+    return mark
+
+
+def _exponential_update_fused(x, u, w):
+    return deis_combine_triton(x, u[0][None] if len(u) == 1 else torch.stack(list(u)), w.psi, w.fused_c)
+
+
+@fused(_exponential_update_fused)
+def exponential_update(x, u, w):
+    """x' = psi x + sum_j c_j u_j: the update of an exponential integrator in data prediction on the VE ODE (the
+    linear part solved exactly, psi = sigma'/sigma (e^{-eta h} for the SDE); u_j the model's predictions x0, or
+    DEIS's eps), with `w` the step's `plans.Weights`; in that order of operations (the fused kernel's reference,
+    `kernels.deis.deis_combine`)."""
+    out = w.psi * x
+    for c, u_j in zip(w.c, u):
+        out = out + c * u_j
+    return out
 
 
 def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -19,19 +19,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import StepNoise, derived
+from dmcmc_fast.integrators.common import StepNoise, derived, fused  # noqa: F401 (fused: re-exported)
 from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
 from dmcmc_fast.kernels._dispatch import choose_backend
 from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
 from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
-
-
-def fused(kernel: Callable):
-    """Decorator: `kernel` is the fused (Triton) form of the decorated math step, same arguments, same result."""
-    def mark(math_step: Callable) -> Callable:
-        math_step.fused = kernel
-        return math_step
-    return mark
 
 
 def implementations(x: torch.Tensor, *math_steps: Callable) -> SimpleNamespace:
@@ -140,40 +132,47 @@ def churn_table(sigmas, s_tmin: float, s_tmax: float, gamma_max: float) -> torch
                    lambda: torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0))
 
 
-# ---------------- DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) and its SDE variant ----------------
-class DpmStep(NamedTuple):
-    """One multistep update's coefficients: x_{i+1} = psi x_i + c0 x0_i + c1 x0_{i-1} (+ noise_scale z). On the
-    torch path psi, c0, c1 are rows `[B, 1, ..]` of the compute dtype; on CUDA psi is `[B]` and `fused_c` the
-    kernel's `[B, J]` weights (J = 1 on the first step, else 2). `noise_scale`: `[B, 1, ..]` in x's dtype."""
+# ---------------- exponential integrators: DPM-Solver++ (Lu et al. 2022), UniPC ----------------
+class Weights(NamedTuple):
+    """One update x' = psi x + sum_j c[j] u_j (`common.exponential_update`). On the torch path `psi` and each
+    `c[j]` are rows `[B, 1, ..]` of the compute dtype; on CUDA `psi` is `[B]` and `fused_c` the kernel's `[B, J]`."""
     psi: torch.Tensor
-    c0: torch.Tensor | None
-    c1: torch.Tensor | None
-    noise_scale: torch.Tensor
+    c: tuple
     fused_c: torch.Tensor | None
 
 
-class DpmPlan:
-    """`steps[i]` (a `DpmStep`) from the coefficients `(psi [B, M-1], c [B, M-1, 2], noise [B, M-1])` float64 of a
-    grid (`dpm_solver.dpmpp_2m_sde_coefficients`), cast once to the compute dtype; `op` runs the loop's math."""
+def weights_per_step(x, psi: torch.Tensor, c: torch.Tensor, terms) -> list[Weights]:
+    """`Weights` of each step i from float64 `psi [B, n]` and `c [B, n, >= J_i]`, `terms[i]` = J_i (the weights
+    step i uses), cast once to the compute dtype in the layout the step's implementation takes."""
+    cd, lay = compute_dtype(x), (-1, *([1] * (x.ndim - 1)))
+    if choose_backend(x) == "triton":
+        return [Weights(psi[:, i].to(cd).contiguous(), (), c[:, i, :j].to(cd).contiguous()) for i, j in
+                enumerate(terms)]
+    psi_r, c_r = psi.to(cd).T.contiguous(), c.to(cd).permute(1, 2, 0).contiguous()  # [n, B], [n, J, B]
+    return [Weights(psi_r[i].reshape(lay), tuple(c_r[i, k].reshape(lay) for k in range(j)), None)
+            for i, j in enumerate(terms)]
 
-    def __init__(self, x, coefficients, s_noise: float, math: tuple = ()):
-        psi, c, scale = coefficients
-        cd, lay = compute_dtype(x), (-1, *([1] * (x.ndim - 1)))
+
+class ExponentialPlan:
+    """A loop's `Weights` per step (`steps`, and a second set `more` where a step makes two updates: DPM-Solver++'s
+    single-step samplers, UniPC's corrector), the noise scale per step (`noise[i]`, `[B, 1, ..]` in x's dtype;
+    None without noise), and `op`, the loop's math steps as they run on x's device."""
+
+    def __init__(self, x, steps, more=None, noise=None, math: tuple = ()):
         self.op = implementations(x, *math)
-        scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
-        n = psi.shape[1]
-        if choose_backend(x) == "triton":
-            self.steps = [DpmStep(psi[:, i].to(cd).contiguous(), None, None, scale[:, i],
-                                  c[:, i, :1 if i == 0 else 2].to(cd).contiguous()) for i in range(n)]
-            return
-        psi_r, c_r = psi.to(cd).T.contiguous().unbind(0), c.to(cd).permute(1, 2, 0).contiguous()  # [M-1, 2, B]
-        self.steps = [DpmStep(psi_r[i].reshape(lay), c_r[i, 0].reshape(lay), c_r[i, 1].reshape(lay), scale[:, i],
-                              None) for i in range(n)]
+        self.steps = weights_per_step(x, *steps)
+        self.more = None if more is None else weights_per_step(x, *more)
+        self.noise = None if noise is None else noise.to(x.dtype).reshape(*noise.shape, *([1] * (x.ndim - 1))).unbind(1)
 
 
-def dpm_plan(x, coefficients, s_noise: float, math: tuple = ()) -> DpmPlan:
-    """The `DpmPlan` of a grid's coefficients (built per call: the coefficients are the loop's own)."""
-    return DpmPlan(x, coefficients, s_noise, math)
+def exponential_plan(x, steps, more=None, noise=None, math: tuple = (), table=None, key=()) -> ExponentialPlan:
+    """The `ExponentialPlan` of `steps` = (psi, c, terms) (and `more`, `noise`): kept on `table` when that is a
+    shared one (`common.shared_rows`: the coefficients of one grid for all samples), with `key` the loop's numbers;
+    built anew otherwise."""
+    if table is None:
+        return ExponentialPlan(x, steps, more, noise, math)
+    return derived(table, lambda: ("exp", key, math, x.ndim, x.dtype, x.device, choose_backend(x)),
+                   lambda: ExponentialPlan(x, steps, more, noise, math))
 
 
 # ---------------- DEIS (Zhang & Chen 2022), tAB on the VE ODE ----------------
