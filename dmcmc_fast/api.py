@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmcmc_fast import shards
+from dmcmc_fast import caches, shards
 from dmcmc_fast.files import check_out_dir
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
@@ -397,7 +397,9 @@ def _run_located(req: SampleRequest, spec) -> torch.Tensor:
     return run_located(functools.partial(run_sampler, req, spec), req.model)
 
 
-_CHECKED: dict[tuple, dict] = {}  # (sampler, nfe, model range, network?, options) -> checked options (`_checked_options`)
+_CHECKED: dict[tuple, dict] = caches.process_cache(
+    "checked options", "`api._CHECKED`", "resolved options per (sampler, nfe, model range, network?, options) "
+    "(`_checked_options`)", "nothing needed: a pure function of its key", capacity=64)
 
 
 def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int, sigmas: torch.Tensor | None = None) -> dict:
@@ -417,9 +419,7 @@ def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int, sigmas: 
         opts = resolve_options(model, spec.name, options, sigmas)
         spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
         if key is not None:
-            _CHECKED[key] = opts
-            while len(_CHECKED) > 64:
-                _CHECKED.pop(next(iter(_CHECKED)))
+            caches.keep(_CHECKED, key, opts, 64)
     return dict(opts)
 
 

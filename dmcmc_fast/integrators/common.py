@@ -36,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from dmcmc_fast import rng
+from dmcmc_fast import caches, rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.kernels._args import in_dtype
 from dmcmc_fast.kernels.deis import deis_combine_triton
@@ -178,8 +178,11 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
                                              **kw), x.shape[0])
 
 
-_SHARED: dict = {}  # shared_rows' tables (grids, coefficients) and their expansions per batch, oldest first
 SHARED_CAPACITY = 128
+_SHARED: dict = caches.process_cache(  # shared_rows' tables and their expansions per batch, oldest first
+    "shared tables", "`integrators.common._SHARED`", "per-grid tables (grids, coefficients) every sample shares "
+    "and their expansions per batch; on each, what loops derive from it (`derived`)",
+    "nothing needed: read-only, a pure function of their host key", capacity=SHARED_CAPACITY)
 
 
 def shared_rows(key, compute: Callable, batch: int):
@@ -202,9 +205,7 @@ def shared_rows(key, compute: Callable, batch: int):
         out = tuple(r.expand(batch, *r.shape[1:]) for r in rows)
         for r in out:
             r._derived = {}
-    _SHARED[("expanded", key, batch)] = out
-    while len(_SHARED) > SHARED_CAPACITY:
-        _SHARED.pop(next(iter(_SHARED)))
+    caches.keep(_SHARED, ("expanded", key, batch), out, SHARED_CAPACITY)
     return out
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dmcmc_fast import caches
 from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            shared_rows, to_d)
@@ -43,7 +44,8 @@ from dmcmc_fast.schedules import karras_per_sample
 AB_TIMES = ("rho", "ve", "vp")
 WARM_STARTS = ("lower_order", "runge_kutta")
 QUAD_NODES = 16
-_nodes: dict = {}  # Gauss-Legendre nodes per device
+_nodes: dict = caches.process_cache("quadrature nodes", "`integrators.deis._nodes`",
+                                    "DEIS's Gauss-Legendre nodes and weights per device", "never (one per device)")
 
 
 def _rk_steps(order: int, warm_start: str) -> int:
