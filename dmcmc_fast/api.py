@@ -25,17 +25,17 @@ Your own model and inputs (every "batch" sampler; DLG takes `model_kwargs` only,
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmcmc_fast import shards
+from dmcmc_fast import caches, shards
 from dmcmc_fast.files import check_out_dir
 from dmcmc_fast.engine.graph import graph_mode, graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
@@ -87,9 +87,10 @@ def sample(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     and returns only those; sample `i` is chain `i` on every rank, so the union over ranks equals a
     one-process run with the same seed (`merge_shards` rebuilds it from `out_dir`).
     """
-    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
-    run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
-               dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
+    run = _Run.from_arguments(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device,
+                              out_dir=out_dir, resume=resume, config=config, rank=rank, world_size=world_size,
+                              graph=graph, model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T,
+                              _resolved=_resolved, **options)
     if out_dir is None and not progress and run.blocks is None:  # nothing to save or show: the batches in turn
         return run.collect()
     out = _output(list(run.batches(progress, first_soon=False)), run)  # DLG: as many rounds per call as fit
@@ -133,30 +134,75 @@ def stream(model, sampler: str, num: int, nfe: int, seed: int = 0, batch_size: i
     what it created under `out_dir` (config.json, empty folders; one process only). `_resolved`: the
     façade's options, resolved and checked against this model and `nfe` when it was built (used as they
     are unless a grid `sigmas` resolves them anew)."""
-    sigmas = _default_grid(model, sampler, nfe, options, sigmas)
-    run = _Run(model, sampler, num, nfe, seed, batch_size, device, out_dir, resume, config, rank, world_size, graph,
-               dict(model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T), options, _resolved)
+    run = _Run.from_arguments(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device,
+                              out_dir=out_dir, resume=resume, config=config, rank=rank, world_size=world_size,
+                              graph=graph, model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T,
+                              _resolved=_resolved, **options)
     return _Stream(run.batches(progress), run.cfg, run.graph_info)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run of `sample` / `stream` (or a façade's kept run) is asked for, as given: the arguments of
+    `sample` less `progress`, its own inputs (`model_kwargs`, `callback`, `sigmas`, `x_T`), the sampler's
+    `options` and, from a façade, those options already resolved (`resolved`). `_Run` checks it, all of it,
+    before any work or file."""
+    model: object
+    sampler: str
+    num: int
+    nfe: int
+    seed: int = 0
+    batch_size: int = 256
+    device: str | torch.device | None = None
+    out_dir: str | None = None
+    resume: bool = False
+    config: dict | None = None
+    rank: int = 0
+    world_size: int = 1
+    graph: str = "auto"
+    model_kwargs: dict | None = None
+    callback: object = None
+    sigmas: object = None
+    x_T: torch.Tensor | None = None
+    options: dict = field(default_factory=dict)
+    resolved: dict | None = None
+
+    def inputs(self) -> dict:
+        return dict(model_kwargs=self.model_kwargs, callback=self.callback, sigmas=self.sigmas, x_T=self.x_T)
+
+
 class _Run:
-    """One run of `sample` / `stream`, its arguments checked (all of them, before any work or file): the
+    """One run of `sample` / `stream`, its `RunSpec` checked (all of it, before any work or file): the
     resolved configuration `cfg`, the batches this process draws (`mine`, their first chains), how the
     network runs (`net`, `graph_info`), and the batches themselves: `chain_batch(start)` one at a time,
     `batches(progress)` as `stream` yields them (shards saved and resumed, a bar)."""
 
-    def __init__(self, model, sampler: str, num: int, nfe: int, seed: int, batch_size: int, device, out_dir,
-                 resume: bool, config, rank: int, world_size: int, graph: str, inputs: dict, options: dict,
-                 resolved: dict | None = None):
+    @classmethod
+    def from_arguments(cls, model, sampler: str, num: int, nfe: int, *, seed: int = 0, batch_size: int = 256,
+                       device=None, out_dir: str | None = None, resume: bool = False, config: dict | None = None,
+                       rank: int = 0, world_size: int = 1, graph: str = "auto", model_kwargs: dict | None = None,
+                       callback=None, sigmas=None, x_T=None, _resolved: dict | None = None, **options) -> "_Run":
+        """The run `sample(model, sampler, num, nfe, ...)` draws, from its keyword arguments (`progress` aside): a
+        model's own default grid where it has one (`own_grid`), then `RunSpec` checked."""
+        sigmas = _default_grid(model, sampler, nfe, options, sigmas)
+        return cls(RunSpec(model, sampler, num, nfe, seed=seed, batch_size=batch_size, device=device,
+                           out_dir=out_dir, resume=resume, config=config, rank=rank, world_size=world_size,
+                           graph=graph, model_kwargs=model_kwargs, callback=callback, sigmas=sigmas, x_T=x_T,
+                           options=options, resolved=_resolved))
+
+    def __init__(self, run_spec: RunSpec):
+        self.run_spec = r = run_spec
+        model, sampler, num, nfe, seed, batch_size = r.model, r.sampler, r.num, r.nfe, r.seed, r.batch_size
+        device, out_dir, config, rank, world_size, graph = r.device, r.out_dir, r.config, r.rank, r.world_size, r.graph
         spec = get_sampler(sampler)
         check_int("num", num, 1)
         check_model(model)
-        inputs = _check_inputs(spec, model, num, **inputs)
+        inputs = _check_inputs(spec, model, num, **r.inputs())
         check_int("nfe", nfe, 1, 100_000)
-        if resolved is not None and "sigmas" not in inputs:
-            opts = resolved
+        if r.resolved is not None and "sigmas" not in inputs:
+            opts = r.resolved
         else:
-            opts = _checked_options(model, spec, options, nfe, inputs.get("sigmas"))
+            opts = _checked_options(model, spec, r.options, nfe, inputs.get("sigmas"))
         check_int("seed", seed, 0, 2**63 - 1)
         check_int("batch_size", batch_size, 1)
         check_int("world_size", world_size, 1)
@@ -182,7 +228,7 @@ class _Run:
 
         self.parts_dir, self.created = None, []
         if out_dir is not None:
-            self.created = _check_resumable(out_dir, cfg, resume, rank)
+            self.created = _check_resumable(out_dir, cfg, r.resume, rank)
             if world_size > 1:  # every rank has checked out_dir before any rank writes a shard
                 from dmcmc_fast.distributed import barrier
                 barrier()
@@ -222,7 +268,9 @@ class _Run:
 
     def collect(self) -> SampleOutput:
         """The run in memory, its batches in turn (no shards, no bar): one `SampleOutput`."""
-        batches = [self.chain_batch(start) for start in self.mine]
+        batches = []
+        for start in self.mine:
+            batches.append(self.chain_batch(start))
         self.note_graph()
         return _output(batches, self)
 
@@ -263,7 +311,8 @@ class _Run:
             tally["captured"] = whole.captured
             if done is not None:
                 return SampleBatch(start, stop, done[0].float().cpu(), done[1])
-        return SampleBatch(start, stop, _run_located(req, self.spec).float().cpu(), req.model.nfe.cpu())
+        x = run_located(functools.partial(run_sampler, req, self.spec), req.model)  # as `_run_located`
+        return SampleBatch(start, stop, x.float().cpu(), req.model.nfe.cpu())
 
     def note_graph(self):
         """`graph_info` after a batch: how the network ran (captured buckets, a fallback's reason)."""
@@ -345,11 +394,12 @@ class _Count:
 def _run_located(req: SampleRequest, spec) -> torch.Tensor:
     """`run_sampler` on a counter without per-call checks; a NaN/Inf result replays the batch (same chains,
     same noise, no callback) on a checking counter, which names the first bad call (`models.base.run_located`)."""
-    return run_located(lambda counting, replay: run_sampler(
-        dataclasses.replace(req, model=counting, callback=None) if replay else req, spec), req.model)
+    return run_located(functools.partial(run_sampler, req, spec), req.model)
 
 
-_CHECKED: dict[tuple, dict] = {}  # (sampler, nfe, model range, network?, options) -> checked options (`_checked_options`)
+_CHECKED: dict[tuple, dict] = caches.process_cache(
+    "checked options", "`api._CHECKED`", "resolved options per (sampler, nfe, model range, network?, options) "
+    "(`_checked_options`)", "nothing needed: a pure function of its key", capacity=64)
 
 
 def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int, sigmas: torch.Tensor | None = None) -> dict:
@@ -369,9 +419,7 @@ def _checked_options(model, spec: SamplerSpec, options: dict, nfe: int, sigmas: 
         opts = resolve_options(model, spec.name, options, sigmas)
         spec.check_budget(nfe, opts)  # NFE budget vs the options: before any work or file
         if key is not None:
-            _CHECKED[key] = opts
-            while len(_CHECKED) > 64:
-                _CHECKED.pop(next(iter(_CHECKED)))
+            caches.keep(_CHECKED, key, opts, 64)
     return dict(opts)
 
 

@@ -72,9 +72,12 @@ class Sampler:
         draws."""
         key = (n, self.nfe, self.seed, self.batch_size, self.graph, api.sampling_device(self.model, self.device))
         run = self._runs.pop(key, None)
-        none = dict(model_kwargs=None, callback=None, sigmas=self._grid, x_T=None)
-        run = api._Run(self.model, self.sampler_name, n, self.nfe, self.seed, self.batch_size, self.device, None,
-                       False, None, 0, 1, self.graph, none, {}, self.options) if run is None else run.again()
+        if run is None:  # this object's own grid (None: the sampler's), its options resolved when it was built
+            run = api._Run(api.RunSpec(self.model, self.sampler_name, n, self.nfe, seed=self.seed,
+                                       batch_size=self.batch_size, device=self.device, graph=self.graph,
+                                       sigmas=self._grid, resolved=self.options))
+        else:
+            run = run.again()
         self._runs[key] = run
         while len(self._runs) > 8:
             self._runs.pop(next(iter(self._runs)))

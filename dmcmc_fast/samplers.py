@@ -19,6 +19,8 @@ call site; it must spend at most `req.nfe` per sample (checked by `run_sampler`)
 """
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import inspect
 import json
@@ -304,7 +306,12 @@ def get_sampler(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
-def run_sampler(req: SampleRequest, spec: SamplerSpec) -> torch.Tensor:
+def run_sampler(req: SampleRequest, spec: SamplerSpec, counting=None, replay: bool = False) -> torch.Tensor:
+    """The request's samples by `spec`'s entry, then its deferred checks (one host read) and the NFE budget.
+    `counting`, `replay` (as `models.base.run_located` calls it): the counter to run on instead of the request's,
+    and whether this run replays one that failed (then without the user's callback)."""
+    if counting is not None and counting is not req.model:
+        req = dataclasses.replace(req, model=counting, callback=None if replay else req.callback)
     req.model.blame(spec.name, lambda: spec.divergence_advice(req.options, req.nfe))  # what a diverged chain names
     x = spec.resolve()(req)
     req.model.check_final(x)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from dmcmc_fast import caches
+
 
 def _check_range(n: int, sigma_min, sigma_max, min_n: int = 1):
     if not isinstance(n, int) or n < min_n:
@@ -31,7 +33,8 @@ def append_zero(s: torch.Tensor) -> torch.Tensor:
 # Small read-only device tensors built once per (value or n, device) and shared by every grid: no op per grid
 # inside DLG's loop. Kept here, not in an LRU, so a captured CUDA graph that reads them by address can hold
 # them (`kept_tensors`); they are tiny and their keys few (the grids' option values and lengths).
-_KEPT: dict = {}
+_KEPT: dict = caches.process_cache("small tensors", "`schedules._KEPT`",
+                                   "ramps and scalars of the grids per (value, device)", "never (tiny, few keys)")
 
 
 def _kept(key, make) -> torch.Tensor:

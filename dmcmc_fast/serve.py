@@ -225,9 +225,9 @@ class Engine:
 
     def _run(self, sampler, num, nfe, seed, model_kwargs, sigmas, x_T, options) -> "api._Run":
         """The request's run, checked as `api.sample` checks it; its network is the engine's shared call."""
-        sigmas = api._default_grid(self.model, sampler, nfe, options, sigmas)
-        run = api._Run(self.model, sampler, num, nfe, seed, self.slots, self.device, None, False, None, 0, 1, "off",
-                       dict(model_kwargs=model_kwargs, callback=None, sigmas=sigmas, x_T=x_T), options)
+        run = api._Run.from_arguments(self.model, sampler, num, nfe, seed=seed, batch_size=self.slots,
+                                      device=self.device, graph="off", model_kwargs=model_kwargs, sigmas=sigmas,
+                                      x_T=x_T, **options)
         run.graph = "network"  # DLG: its blocks run step by step (each network call is a shared one here)
         run.graph_info = dict(self.graphed.describe()) if self.graphed is not None else \
             {"mode": "eager", "captured": [], "fallback_reason": None}

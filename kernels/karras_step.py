@@ -149,24 +149,3 @@ def churn(x, sigma, gamma, s_noise, seed, chain_ids, step, stream=rng.STREAM_CHU
     impl = churn_triton if choose_backend(x, backend) == "triton" else churn_reference
     return impl(x, sigma, gamma, s_noise, seed, chain_ids, step, stream)
 
-
-def grid_steps(x, cols: torch.Tensor, steps: int, starts: torch.Tensor | None = None, backend=None):
-    """`(euler(x, denoised, i), correct(x, d, x_euler, denoised_next, i))`: `euler_step` and `heun_correct`
-    of step i, from sigma `cols[i]` (or `starts[i]`, a churned start) to `cols[i + 1]` (`cols` `[>= steps + 1, B]`
-    and `starts` `[steps, B]` contiguous, x's compute dtype), set up once per loop: the backend is chosen here,
-    and on the torch backend the sigmas are laid out as rows that broadcast against x and the step widths
-    computed here, once (the references' arithmetic, the same bits)."""
-    ends = cols[1:steps + 1]
-    if choose_backend(x, backend) == "triton":
-        s, e = (cols[:steps] if starts is None else starts).unbind(0), ends.unbind(0)
-        return (lambda x, den, i: euler_step_triton(x, den, s[i], e[i]),
-                lambda x, d, x_euler, den_next, i: heun_correct_triton(x, d, x_euler, den_next, s[i], e[i]))
-    row = (-1, *([1] * (x.ndim - 1)))
-    c = cols.reshape(cols.shape[0], *row)
-    s_rows = c[:steps] if starts is None else starts.reshape(steps, *row)
-    dt = c[1:steps + 1] - s_rows
-    e = c.unbind(0)  # step i ends at row i + 1 (and starts at row i when nothing churned)
-    s = e if starts is None else s_rows.unbind(0)
-    e, dt, half_dt = e[1:], dt.unbind(0), (dt * 0.5).unbind(0)
-    return (lambda x, den, i: _euler_rows(x, den, s[i], dt[i]),
-            lambda x, d, x_euler, den_next, i: _heun_rows(x, d, x_euler, den_next, e[i], half_dt[i]))

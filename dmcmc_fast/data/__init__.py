@@ -19,6 +19,8 @@ import os
 import numpy as np
 import torch
 
+from dmcmc_fast import caches
+
 DATA_RANGE = (-1.0, 1.0)
 
 
@@ -77,6 +79,9 @@ def load_faces() -> tuple[torch.Tensor, None]:
 
 
 LOADERS = {"digits": load_digits, "mnist": load_mnist, "faces": load_faces}
+caches.process_cache("data sets", "`data.load_digits`, `load_mnist`, `load_faces` (`functools.lru_cache`)",
+                     "the real data sets read from their packages' files", "never (read-only, three of them)",
+                     clear=lambda: [f.cache_clear() for f in LOADERS.values()])
 
 
 def load(name: str):

@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from dmcmc_fast import caches
 from dmcmc_fast.models import kwargs as kw
 from dmcmc_fast.models.base import in_network_dtype, model_device, network_tensors
 
@@ -297,7 +298,10 @@ def graph_mode(graph: str, device) -> tuple[str, str | None]:
 
 # model -> {(mode, device, buckets): (storage key, GraphedDenoiser)}: a later run on the same model reuses
 # the graphs captured by an earlier one (a capture costs warm-up forwards; a low-latency caller pays it once)
-_REUSE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_REUSE: "weakref.WeakKeyDictionary" = caches.process_cache(
+    "graph wrappers", "`engine.graph._REUSE` (weak per model)", "a `GraphedDenoiser` per (mode, device, buckets) with "
+    "its bucket graphs and its whole-batch graphs (`.runs`)", "the weights' storage moving (`.to()`, reassigned "
+    "parameters): a new wrapper replaces it; the model going away", store=weakref.WeakKeyDictionary())
 
 
 def _storage_key(model) -> tuple:

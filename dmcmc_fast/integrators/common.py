@@ -36,9 +36,10 @@ from typing import Callable
 
 import torch
 
-from dmcmc_fast import rng
+from dmcmc_fast import caches, rng
 from dmcmc_fast.kernels import noise  # per-chain normals: one launch on CUDA, rng.chain_randn on the CPU
 from dmcmc_fast.kernels._args import in_dtype
+from dmcmc_fast.kernels.deis import deis_combine_triton
 from dmcmc_fast.models.base import CountingDenoiser, bcast, run_located
 from dmcmc_fast.validate import check_int, check_positive
 
@@ -57,31 +58,24 @@ class IntegratorResult:
         return self._nfe
 
 
-def no_grad(fn):
-    """`@torch.no_grad()` without entering its context when grad is already off (an integrator called from a
-    loop that turned it off, DLG's block after block: nothing per call)."""
-    @functools.wraps(fn)
-    def call(*args, **kw):
-        if not torch.is_grad_enabled():
-            return fn(*args, **kw)
-        with torch.no_grad():
-            return fn(*args, **kw)
-    return call
-
-
 def counted_call(integrator):
-    """`integrator(model, x, ...)` with a plain `model` runs on its own counter that only counts (no per-call
-    checks: the result is checked once); a NaN/Inf result replays the call, without its callback, on a
-    checking counter, which raises the error naming the first bad call. A `CountingDenoiser` passed in is
-    used as it is (its owner checks)."""
+    """An integrator's entry, run with grad off (without entering `torch.no_grad` when grad is already off: a loop
+    that turned it off, DLG's block after block, pays nothing per call). A `CountingDenoiser` passed in is used as
+    it is (its owner checks). A plain `model` runs on its own counter that only counts (no per-call checks: the
+    result is checked once); a NaN/Inf result replays the call, without its callback, on a checking counter, which
+    raises the error naming the first bad call."""
     @functools.wraps(integrator)
     def call(model, x, *args, **kw):
         if isinstance(model, CountingDenoiser):
-            return integrator(model, x, *args, **kw)
+            if not torch.is_grad_enabled():
+                return integrator(model, x, *args, **kw)
+            with torch.no_grad():
+                return integrator(model, x, *args, **kw)
 
         def run(counting, replay: bool):
             counting.standalone = True  # this call checks and raises at its end (`finish`)
-            return integrator(counting, x, *args, **(dict(kw, callback=None) if replay else kw))
+            with torch.no_grad():
+                return integrator(counting, x, *args, **(dict(kw, callback=None) if replay else kw))
         return run_located(run, CountingDenoiser(model, x.shape[0], x.device, per_call_checks=False))
     return call
 
@@ -106,6 +100,31 @@ def finish(model: CountingDenoiser, x: torch.Tensor, mark) -> IntegratorResult:
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the VE probability-flow ODE: (x - D(x, sigma)) / sigma (EDM eq. 3 with sigma(t)=t)."""
     return (x - denoised) / bcast(in_dtype(sigma, x.dtype), x)
+
+
+def fused(kernel: Callable):
+    """Decorator: `kernel` is the fused (Triton) form of the decorated math step, same arguments, same result
+    (`plans.implementations` runs one or the other)."""
+    def mark(math_step: Callable) -> Callable:
+        math_step.fused = kernel
+        return math_step
+    return mark
+
+
+def _exponential_update_fused(x, u, w):
+    return deis_combine_triton(x, u[0][None] if len(u) == 1 else torch.stack(list(u)), w.psi, w.fused_c)
+
+
+@fused(_exponential_update_fused)
+def exponential_update(x, u, w):
+    """x' = psi x + sum_j c_j u_j: the update of an exponential integrator in data prediction on the VE ODE (the
+    linear part solved exactly, psi = sigma'/sigma (e^{-eta h} for the SDE); u_j the model's predictions x0, or
+    DEIS's eps), with `w` the step's `plans.Weights`; in that order of operations (the fused kernel's reference,
+    `kernels.deis.deis_combine`)."""
+    out = w.psi * x
+    for c, u_j in zip(w.c, u):
+        out = out + c * u_j
+    return out
 
 
 def tweedie(model, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -159,8 +178,11 @@ def per_sample_grid(schedule, sigma_start, x: torch.Tensor, n_steps: int, sigma_
                                              **kw), x.shape[0])
 
 
-_SHARED: dict = {}  # shared_rows' tables (grids, coefficients) and their expansions per batch, oldest first
 SHARED_CAPACITY = 128
+_SHARED: dict = caches.process_cache(  # shared_rows' tables and their expansions per batch, oldest first
+    "shared tables", "`integrators.common._SHARED`", "per-grid tables (grids, coefficients) every sample shares "
+    "and their expansions per batch; on each, what loops derive from it (`derived`)",
+    "nothing needed: read-only, a pure function of their host key", capacity=SHARED_CAPACITY)
 
 
 def shared_rows(key, compute: Callable, batch: int):
@@ -183,9 +205,7 @@ def shared_rows(key, compute: Callable, batch: int):
         out = tuple(r.expand(batch, *r.shape[1:]) for r in rows)
         for r in out:
             r._derived = {}
-    _SHARED[("expanded", key, batch)] = out
-    while len(_SHARED) > SHARED_CAPACITY:
-        _SHARED.pop(next(iter(_SHARED)))
+    caches.keep(_SHARED, ("expanded", key, batch), out, SHARED_CAPACITY)
     return out
 
 

@@ -24,26 +24,28 @@ Warm start (`warm_start`): "lower_order" is the paper's — step i < r uses orde
 its first (Euler) step has local error O(h^2), which caps the global order at 2. "runge_kutta" keeps the
 order r + 1: steps 0 .. r-2 are Runge-Kutta steps of order r (Heun for r = 2, Kutta's RK3 for r = 3, local
 error O(h^(r+1))), after which AB of order i >= r-1 has local error O(h^(r+1)) too; it costs (r-1)^2 more
-NFE (1 for r = 2, 4 for r = 3). The per-step combination runs in the fused kernel `kernels.deis.deis_combine`.
+NFE (1 for r = 2, 4 for r = 3). The per-step combination (eq. 14) is `kernels.deis.deis_combine` (fused on CUDA,
+its torch reference elsewhere); the grid's columns, the coefficients per step and that choice are the loop's plan
+(`plans.DeisPlan`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from dmcmc_fast.integrators.common import counted_call, no_grad
-from dmcmc_fast.integrators.common import (IntegratorResult, derived, finish, check_nfe, ensure_counting,
-                                           per_sample_grid, shared_rows, to_d)
+from dmcmc_fast import caches
+from dmcmc_fast.integrators.common import counted_call
+from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
+                                           shared_rows, to_d)
 from dmcmc_fast.integrators.karras import _heun_step
-from dmcmc_fast.kernels._args import compute_dtype
-from dmcmc_fast.kernels._dispatch import choose_backend
-from dmcmc_fast.kernels.deis import combine_impl, deis_combine_reference
+from dmcmc_fast.integrators.plans import deis_plan
 from dmcmc_fast.schedules import karras_per_sample
 
 AB_TIMES = ("rho", "ve", "vp")
 WARM_STARTS = ("lower_order", "runge_kutta")
 QUAD_NODES = 16
-_nodes: dict = {}  # Gauss-Legendre nodes per device
+_nodes: dict = caches.process_cache("quadrature nodes", "`integrators.deis._nodes`",
+                                    "DEIS's Gauss-Legendre nodes and weights per device", "never (one per device)")
 
 
 def _rk_steps(order: int, warm_start: str) -> int:
@@ -138,22 +140,7 @@ def _rk3_step(model, x, s, s_next):
     return x + hb * (k1 + 4.0 * k2 + k3) / 6.0, denoised
 
 
-def _deis_plan(x, sigmas, n_steps: int, shared, order: int, ab_time: str, beta_min: float, beta_max: float):
-    """`(cols, coeffs, combine, s_in, s_rows)` of one run: the grid's columns and the tAB coefficients in
-    the kernels' dtype (Python floats for one grid on the CPU), the combine kernel, each step's sigma in x's
-    dtype as the model takes it and as rows broadcasting against x (`to_d`)."""
-    cd = compute_dtype(x)
-    coeffs = _coefficients(sigmas[:, :n_steps], shared, order, ab_time, beta_min, beta_max).to(cd)
-    cols = sigmas.to(cd).T.contiguous()
-    combine = combine_impl(x)
-    if shared is not None and combine is deis_combine_reference:  # one grid for all: Python-float C_ij (CPU)
-        coeffs = coeffs[0].tolist()
-    s_x = cols.to(x.dtype)
-    return (cols, coeffs, combine, s_x.unbind(0), s_x.reshape(*s_x.shape, *([1] * (x.ndim - 1))).unbind(0))
-
-
 @counted_call
-@no_grad
 def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, order: int = 3, ab_time: str = "ve", beta_min: float = 0.1,
                 beta_max: float = 20.0, warm_start: str = "lower_order", seed: int = 0, chain_ids=None,
@@ -168,27 +155,25 @@ def sample_deis(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min:
     before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
     shared = None if torch.is_tensor(sigma_start) else (float(sigma_start), sigma_min, rho)
-    # the grid and the coefficients in the kernels' dtype, set up once per run (per grid when it is shared)
-    key = ("deis", n_steps, order, ab_time, beta_min, beta_max, x.ndim, x.dtype, x.device, choose_backend(x))
-    cols, coeffs, combine, s_in, s_rows = derived(
-        sigmas, key, lambda: _deis_plan(x, sigmas, n_steps, shared, order, ab_time, beta_min, beta_max))
-    eps_hist: list[torch.Tensor] = []  # newest first
+    plan = deis_plan(x, sigmas, n_steps, order, lambda rows: _coefficients(rows, shared, order, ab_time, beta_min,
+                                                                            beta_max), shared is not None,
+                     options=(ab_time, beta_min, beta_max))
+    eps_hist: list[torch.Tensor] = []  # eps_i, eps_{i-1}, ...: newest first
     for i in range(n_steps - 1):
         if i < n_rk:  # order-preserving warm start
-            s, s_next = cols[i], cols[i + 1]
+            s, s_next = plan.cols[i], plan.cols[i + 1]
             x_next, denoised = (_heun_step(model, x, s, s_next, last=False) if order == 2
                                 else _rk3_step(model, x, s, s_next))
             eps_hist = [to_d(x, s, denoised)] + eps_hist[:order]
             x = x_next
         else:
-            denoised = model(x, s_in[i])
-            eps_hist = [(x - denoised) / s_rows[i]] + eps_hist[:order]  # to_d on the step's sigma rows
-            r = min(i, order)
-            c = coeffs[i][:r + 1] if isinstance(coeffs, list) else coeffs[:, i, :r + 1]
-            x = combine(x, eps_hist[:r + 1], 1.0, c)
+            denoised = model(x, plan.s_in[i])
+            eps_hist = [(x - denoised) / plan.s_rows[i]] + eps_hist[:order]  # eps_i = (x_i - D(x_i; sigma_i)) / sigma_i
+            r = min(i, order)  # the warm start's lower orders first; plan.c[i] = C_i0 .. C_ir
+            x = plan.op.deis_combine(x, eps_hist[:r + 1], 1.0, plan.c[i])  # eq. 14: x_{i+1} = x_i + sum_j C_ij eps_{i-j}
         if callback is not None:
             callback({"i": i, "n": n_steps, "x": x, "sigma": sigmas[:, i], "sigma_next": sigmas[:, i + 1],
                       "denoised": denoised})
     if final_tweedie:  # the Tweedie step x = D(x, sigma_min)
-        x = model(x, s_in[n_steps - 1])
+        x = model(x, plan.s_in[n_steps - 1])
     return finish(model, x, before)

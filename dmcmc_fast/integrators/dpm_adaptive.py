@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import IntegratorResult, check_nfe, check_steps, ensure_counting, finish, \
     report_finished, start_sigma, tweedie
 from dmcmc_fast.models.base import bcast
@@ -117,7 +117,6 @@ def _over_budget(b: int, budget: int, s0: float, options: dict) -> ValueError:
 
 
 @counted_call
-@no_grad
 def sample_dpm_adaptive(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
                         pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0, accept_safety: float = 0.81,

@@ -11,8 +11,8 @@ and x0_i = D(x_i, sigma_i) the exact solution of the linear part gives
 (1 - sigma_{i+1}/sigma_i = -expm1(-h_i)). One model call per step: N grid points cost N NFE with the final
 step sigma_min -> 0, the Tweedie denoise x <- D(x, sigma_min) (DPM-Solver++'s first-order step to
 sigma = 0 is exactly that). The coefficients are computed once per run for every row of the grid (a row
-that starts at or below sigma_min has h = 0: psi = 1 and no update), and each step is the fused
-`kernels.deis.deis_combine` (psi x + sum_j c_j x0_{i-j}).
+that starts at or below sigma_min has h = 0: psi = 1 and no update), and each step is `dpmpp_2m_step`
+(psi x + c0 x0_i + c1 x0_{i-1}; on CUDA its fused form, `kernels.deis.deis_combine`).
 
 DPM-Solver++(2M) SDE (Lu et al. 2022, Sec. 5 / App. B; as k-diffusion's `sample_dpmpp_2m_sde`): the
 data-prediction reverse SDE with a share eta of its noise, exponentially integrated, a = -expm1(-(1+eta) h):
@@ -52,11 +52,12 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call, no_grad
-from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, ensure_counting, finish,
-                                           per_sample_grid, tweedie)
+from dmcmc_fast.integrators.common import counted_call
+from dmcmc_fast.integrators.common import (IntegratorResult, StepNoise, ancestral_step, ensure_counting,
+                                           exponential_update, finish, fused, per_sample_grid, tweedie)
 from dmcmc_fast.integrators.karras import euler_steps_for_nfe, heun_steps_for_nfe
-from dmcmc_fast.kernels.deis import deis_combine
+from dmcmc_fast.integrators.plans import exponential_plan
+from dmcmc_fast.kernels.deis import deis_combine_triton
 from dmcmc_fast.schedules import karras_per_sample
 
 # one model call per step, as Euler
@@ -75,7 +76,6 @@ def _check_noise(eta: float, s_noise: float, eta_max: float = 1.0):
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2m(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                     rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                     final_tweedie: bool = True) -> IntegratorResult:
@@ -107,7 +107,6 @@ def dpmpp_2m_sde_coefficients(sigmas: torch.Tensor, eta: float, solver_type: str
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint",
                         seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -117,28 +116,40 @@ def sample_dpmpp_2m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, si
                            step0, callback, final_tweedie, eta=eta, s_noise=s_noise, solver_type=solver_type)
 
 
+@fused(lambda x, x0, x0_prev, w: deis_combine_triton(x, x0[None] if x0_prev is None else torch.stack([x0, x0_prev]),
+                                                    w.psi, w.fused_c))
+def dpmpp_2m_step(x, x0, x0_prev, w):
+    """One DPM-Solver++(2M) step (Alg. 2; module docstring), x0 = D(x_i, sigma_i), x0_prev = x0_{i-1}:
+    x_{i+1} = psi_i x_i + a_i D_i with D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1} (first order on step 0,
+    x0_prev None), written as the weights of x0_i and x0_{i-1}: c_0 = a_i (1 + 1/(2 r_i)), c_1 = -a_i/(2 r_i)
+    (psi_i = sigma_{i+1}/sigma_i e^{-eta h_i}, a_i = -expm1(-(1 + eta) h_i); `dpmpp_2m_sde_coefficients`;
+    `w` the step's `plans.Weights`)."""
+    if x0_prev is None:
+        return w.psi * x + w.c[0] * x0
+    return w.psi * x + w.c[0] * x0 + w.c[1] * x0_prev
+
+
 def dpmpp_2m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
                          solver_type: str = "midpoint", noise: StepNoise | None = None, n: int | None = None,
                          callback=None) -> torch.Tensor:
     """The DPM-Solver++(2M) SDE loop on a positive per-sample grid `sigmas` `[B, M]` float64 (M - 1 steps,
-    no step to 0); noise z_i from `noise` (STREAM_SDE)."""
+    no step to 0): `dpmpp_2m_step`, then (eta > 0) + s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h_i}) z_i, z_i from
+    `noise` (STREAM_SDE). The weights per step, cast once, are the plan's (`plans.ExponentialPlan`)."""
     _check_noise(eta, s_noise, eta_max=float("inf"))
     noise = StepNoise() if noise is None else noise
     psi, c, scale = dpmpp_2m_sde_coefficients(sigmas, eta, solver_type)
-    scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
-    old = None
+    plan = exponential_plan(x, (psi, c, [1] + [2] * (psi.shape[1] - 1)), noise=s_noise * scale,
+                            math=(dpmpp_2m_step,))
+    x0_prev = None
     for i in range(sigmas.shape[1] - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
-        denoised = model(x, s.to(x.dtype))
-        if old is None:
-            x = deis_combine(x, denoised[None], psi[:, i], c[:, i, :1])
-        else:
-            x = deis_combine(x, torch.stack([denoised, old]), psi[:, i], c[:, i])
+        x0 = model(x, s.to(x.dtype))
+        x = plan.op.dpmpp_2m_step(x, x0, x0_prev, plan.steps[i])
         if eta > 0:
-            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_next)
-        old = denoised
+            x = x + plan.noise[i] * noise(x, i, rng.STREAM_SDE, s, s_next)
+        x0_prev = x0
         if callback is not None:
-            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
+            callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": x0})
     return x
 
 
@@ -179,7 +190,6 @@ def dpmpp_3m_sde_coefficients(sigmas: torch.Tensor, eta: float):
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_3m_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                         rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0, chain_ids=None,
                         step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -195,22 +205,22 @@ def dpmpp_3m_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: f
     _check_noise(eta, s_noise, eta_max=float("inf"))
     noise = StepNoise() if noise is None else noise
     psi, c, scale = dpmpp_3m_sde_coefficients(sigmas, eta)
-    scale = (s_noise * scale).to(x.dtype).reshape(*scale.shape, *([1] * (x.ndim - 1)))
+    plan = exponential_plan(x, (psi, c, [min(i + 1, 3) for i in range(psi.shape[1])]), noise=s_noise * scale,
+                            math=(exponential_update,))
     hist: list[torch.Tensor] = []  # x0_i, x0_{i-1}, x0_{i-2}
     for i in range(sigmas.shape[1] - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
         hist = [denoised] + hist[:2]
-        x = deis_combine(x, torch.stack(hist), psi[:, i], c[:, i, :len(hist)])
+        x = plan.op.exponential_update(x, hist, plan.steps[i])  # psi x_i + sum_j c_ij x0_{i-j}
         if eta > 0:
-            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_next)
+            x = x + plan.noise[i] * noise(x, i, rng.STREAM_SDE, s, s_next)
         if callback is not None:
             callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_next, "denoised": denoised})
     return x
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_2s_ancestral(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                               rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, seed: int = 0,
                               chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -229,22 +239,22 @@ def dpmpp_2s_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, 
     s_from, s_to = sigmas[:, :-1], sigmas[:, 1:]  # [B, M-1] float64, both > 0
     s_down, s_up = ancestral_step(s_from, s_to, eta)
     s_mid = torch.sqrt(s_from * s_down)
-    scale = (s_noise * s_up).to(x.dtype).reshape(*s_up.shape, *([1] * (x.ndim - 1)))
-    one = torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)
+    to_mid, to_down, one = s_mid / s_from, s_down / s_from, [1] * s_from.shape[1]
+    plan = exponential_plan(x, (to_mid, (1.0 - to_mid)[..., None], one), more=(to_down, (1.0 - to_down)[..., None], one),
+                            noise=s_noise * s_up, math=(exponential_update,))
     for i in range(sigmas.shape[1] - 1):
-        s, mid, down = s_from[:, i], s_mid[:, i], s_down[:, i]
+        s, mid = s_from[:, i], s_mid[:, i]
         denoised = model(x, s.to(x.dtype))
-        x_mid = deis_combine(x, denoised[None], mid / s, one - (mid / s)[:, None])
-        x = deis_combine(x, model(x_mid, mid.to(x.dtype))[None], down / s, one - (down / s)[:, None])
+        x_mid = plan.op.exponential_update(x, (denoised,), plan.steps[i])  # (s/s_i) x + (1 - s/s_i) x0_i, s = sigma_s
+        x = plan.op.exponential_update(x, (model(x_mid, mid.to(x.dtype)),), plan.more[i])  # to sigma_down, D(x_s)
         if eta > 0:
-            x = x + scale[:, i] * noise(x, i, rng.STREAM_SDE, s, s_to[:, i])
+            x = x + plan.noise[i] * noise(x, i, rng.STREAM_SDE, s, s_to[:, i])
         if callback is not None:
             callback({"i": i, "n": n, "x": x, "sigma": s, "sigma_next": s_to[:, i], "denoised": denoised})
     return x
 
 
 @counted_call
-@no_grad
 def sample_dpmpp_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                      rho: float = 7.0, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, seed: int = 0,
                      chain_ids=None, step0=0, callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -271,17 +281,21 @@ def dpmpp_sde_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: floa
     fac = 1.0 / (2.0 * r)
     psi1, psi2 = d1 / s_from, d2 / s_from
     c2 = torch.stack([(1.0 - psi2) * (1.0 - fac), (1.0 - psi2) * fac], dim=2)  # weights of (x0_i, D(x_s))
+    n_steps = s_from.shape[1]
+    plan = exponential_plan(x, (psi1, (1.0 - psi1)[..., None], [1] * n_steps), more=(psi2, c2, [2] * n_steps),
+                            math=(exponential_update,))
     a = torch.where(s_from > s_to, (s_from - s_mid) / (s_from - s_to).clamp_min(1e-300), 0.0)  # Brownian share
     shape = (*s_from.shape, *([1] * (x.ndim - 1)))
     u1, u2, a1, a2 = (v.to(x.dtype).reshape(shape) for v in (s_noise * u1, s_noise * u2, a.sqrt(), (1.0 - a).sqrt()))
     for i in range(sigmas.shape[1] - 1):
         s = s_from[:, i]
         denoised = model(x, s.to(x.dtype))
-        x_mid = deis_combine(x, denoised[None], psi1[:, i], (1.0 - psi1[:, i])[:, None])
+        x_mid = plan.op.exponential_update(x, (denoised,), plan.steps[i])  # (d1/s_i) x + (1 - d1/s_i) x0_i
         if eta > 0:
             w = noise(x, i, rng.STREAM_SDE, s, s_mid[:, i])
             x_mid = x_mid + u1[:, i] * w
-        x = deis_combine(x, torch.stack([denoised, model(x_mid, s_mid[:, i].to(x.dtype))]), psi2[:, i], c2[:, i])
+        # (d2/s_i) x + (1 - d2/s_i) ((1 - 1/(2r)) x0_i + 1/(2r) D(x_s, sigma_s))
+        x = plan.op.exponential_update(x, (denoised, model(x_mid, s_mid[:, i].to(x.dtype))), plan.more[i])
         if eta > 0:  # the whole step's increment
             if noise.sampler is None:  # the midpoint's part and an independent rest
                 z = a1[:, i] * w + a2[:, i] * noise(x, i, STREAM_SDE_SECOND, s, s_to[:, i])

@@ -14,8 +14,9 @@ d(x, sigma) = (x - D(x, sigma)) / sigma is dx/dsigma of the probability-flow ODE
 - `euler_ancestral_on_grid` (k-diffusion's `sample_euler_ancestral`, no registry entry): Euler to sigma_down,
   then ancestral noise sigma_up (`common.ancestral_step`).
 The loops are `edm_on_grid` / `euler_ancestral_on_grid` on an explicit per-sample grid (what `dmcmc_fast.k`
-calls with the user's grid). The per-step arithmetic runs in the fused kernels of
-`dmcmc_fast.kernels.karras_step`.
+calls with the user's grid). One step's math is `euler_step`, `heun_correct` and `churn_step` below, as written
+(the CPU runs them) and, on CUDA, as their fused kernels (`dmcmc_fast.kernels.karras_step`, registered with
+`plans.fused`); the grid's per-step rows and the backend are the loop's plan (`plans.EdmPlan`).
 """
 from __future__ import annotations
 
@@ -24,13 +25,12 @@ import math
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call, no_grad
-from dmcmc_fast.integrators.common import (NO_NOISE, IntegratorResult, StepNoise, ancestral_step, derived, finish,
+from dmcmc_fast.integrators.common import counted_call
+from dmcmc_fast.integrators.common import (NO_NOISE, IntegratorResult, StepNoise, ancestral_step, finish,
                                            check_nfe, ensure_counting, n_loop, per_sample_grid)
-from dmcmc_fast.kernels._args import chain_vec, compute_dtype, in_dtype
-from dmcmc_fast.kernels._dispatch import choose_backend
-from dmcmc_fast.kernels.karras_step import churn, euler_step, grid_steps, heun_correct
-from dmcmc_fast.kernels.noise import PREDRAW_ELEMENTS, chain_randn as chain_noise, chain_randn_steps
+from dmcmc_fast.integrators.plans import churn_table, edm_plan, fused
+from dmcmc_fast.kernels import karras_step as fused_karras
+from dmcmc_fast.kernels._args import in_dtype
 from dmcmc_fast.models.base import bcast
 from dmcmc_fast.schedules import karras_per_sample
 
@@ -50,94 +50,67 @@ def heun_steps_for_nfe(nfe: int, final_tweedie: bool = True, **_options) -> int:
 karras_sde_steps_for_nfe = heun_steps_for_nfe
 
 
-def _heun_step(model, x, s, s_next, last: bool):
-    """EDM Alg. 1 l. 4-8 from (x, s) to s_next; Euler only on the last step (to sigma = 0)."""
-    denoised = model(x, in_dtype(s, x.dtype))
-    x_euler, d = euler_step(x, denoised, s, s_next)
-    if last:
-        return x_euler, denoised
-    return heun_correct(x, d, x_euler, model(x_euler, in_dtype(s_next, x.dtype)), s, s_next), denoised
+# ---------------- the math of one step (EDM Alg. 1 / 2), each with its fused kernel ----------------
+@fused(lambda x, denoised, st: fused_karras.euler_step_triton(x, denoised, st.sigma, st.sigma_next))
+def euler_step(x, denoised, st):
+    """EDM Alg. 1 l. 4-5 (eq. 3, sigma(t) = t): d = (x - D(x; sigma)) / sigma, x' = x + (sigma_next - sigma) d.
+    -> (x', d). `st`: the step's sigmas (`plans.EdmStep`: sigma, dt = sigma_next - sigma)."""
+    d = (x - denoised) / st.sigma
+    return x + st.dt * d, d
+
+
+@fused(lambda x, d, x_euler, denoised_next, st: fused_karras.heun_correct_triton(x, d, x_euler, denoised_next,
+                                                                                 st.sigma, st.sigma_next))
+def heun_correct(x, d, x_euler, denoised_next, st):
+    """EDM Alg. 1 l. 7-8, the trapezoidal corrector: d' = (x' - D(x'; sigma_next)) / sigma_next,
+    x_{i+1} = x + (sigma_next - sigma) (d + d') / 2."""
+    d_next = (x_euler - denoised_next) / st.sigma_next
+    return x + st.half_dt * (d + d_next)
+
+
+@fused(fused_karras.churn_triton)
+def churn_step(x, scale, z):
+    """EDM Alg. 2 l. 5-6: x_hat = x + S_noise sqrt(sigma_hat^2 - sigma^2) z (`scale`, per sample)."""
+    return x + scale * z
 
 
 def edm_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, steps: int, *, heun: bool, euler_last: bool,
                 gamma: torch.Tensor | None = None, s_noise: float = 1.0, noise: StepNoise | None = None,
                 n: int | None = None, callback=None) -> torch.Tensor:
-    """The loop of EDM Alg. 2 on a given per-sample grid `sigmas` `[B, >= steps + 1]` float64: step i goes from
-    column i to column i + 1, by Euler (`heun=False`) or by Heun, whose last step is Euler if `euler_last`
-    (it goes to sigma = 0, Alg. 1 l. 6). `gamma` `[B, steps]`: the churn of each step (l. 4-6; None: none),
-    its noise from `noise` (per-chain Philox, fused into the churn kernel, unless it has a `sampler`).
-    `callback` gets (i, n, x, sigma, sigma_next, denoised) after each step, plus sigma_hat and x_hat (the
-    churned state the model saw) when churning."""
+    """EDM Alg. 2 on a given per-sample grid `sigmas` `[B, >= steps + 1]` float64: step i goes from column i to
+    column i + 1, by Euler (`heun=False`) or by Heun, whose last step is Euler if `euler_last` (it goes to
+    sigma = 0, Alg. 1 l. 6). `gamma` `[B, steps]`: the churn of each step (l. 4-6; None: none, Alg. 1), its
+    noise from `noise` (per-chain Philox unless it has a `sampler`). `callback` gets (i, n, x, sigma,
+    sigma_next, denoised) after each step, plus sigma_hat and x_hat (what the model saw) when churning.
+    The grid's rows, step widths and the choice of the fused kernels are the plan's (`plans.EdmPlan`)."""
     if steps == 0:  # a one-point grid without the step to 0 (nfe=1, final_tweedie=0): nothing to integrate
         return x
-    noise = NO_NOISE if noise is None else noise
-    table = sigmas if gamma is None else gamma
-    plan = derived(table, lambda: ("edm", steps, heun, s_noise, x.ndim, x.dtype, x.device, choose_backend(x)),
-                   lambda: _EdmPlan(x, sigmas, steps, gamma, s_noise, heun))
-    churn_step = None if gamma is None else plan.churner(x, sigmas, noise)
-    s_in, s_out, euler, correct = plan.s_in, plan.s_out, plan.euler, plan.correct
+    plan = edm_plan(x, sigmas, steps, heun, gamma, s_noise, math=(euler_step, heun_correct))
+    op = plan.op  # the math above, or its fused kernels on CUDA
+    churn = None if gamma is None else plan.churner(x, sigmas, NO_NOISE if noise is None else noise, churn_step)
     for i in range(steps):
-        x_in = churn_step(x, i) if churn_step is not None else x
-        denoised = model(x_in, s_in[i])
-        x, d = euler(x_in, denoised, i)
-        if heun and not (euler_last and i == steps - 1):  # Heun's corrector, except on the last step to 0
-            x = correct(x_in, d, x, model(x, s_out[i]), i)
+        st = plan.steps[i]
+        x_hat = x if churn is None else churn(x, i)  # l. 4-6: sigma_hat = (1 + gamma_i) sigma_i
+        denoised = model(x_hat, plan.s_in[i])  # l. 7: D(x_hat; sigma_hat)
+        x_next, d = op.euler_step(x_hat, denoised, st)  # l. 7-8
+        if heun and not (euler_last and i == steps - 1):  # l. 9-11: the corrector, except on the step to 0
+            x_next = op.heun_correct(x_hat, d, x_next, model(x_next, plan.s_out[i]), st)
+        x = x_next
         if callback is not None:
-            churned = {"sigma_hat": plan.starts[i], "x_hat": x_in} if churn_step is not None else {}
+            churned = {"sigma_hat": plan.sigma_hat[i], "x_hat": x_hat} if churn is not None else {}
             callback({"i": i, "n": n, "x": x, "sigma": sigmas[:, i], **churned, "sigma_next": sigmas[:, i + 1],
                       "denoised": denoised})
     return x
 
 
-class _EdmPlan:
-    """What `edm_on_grid` sets up from its grid alone, once per run (once per grid when the grid is shared,
-    `common.derived`; ops per NFE: bench/op_counts.py): the grid cast to the kernels' dtype, one contiguous
-    row per step; each step's start `starts` (sigma_hat = (1 + gamma) sigma after a churn) and end; the
-    model's sigmas of each step in x's dtype (`s_in`, and `s_out` for Heun's corrector); the kernels
-    (`grid_steps`: backend chosen once); for KAR2 the churn's noise scale per step."""
-
-    def __init__(self, x, sigmas, steps: int, gamma, s_noise: float, heun: bool):
-        cd = compute_dtype(x)
-        self.cols = cols = sigmas.to(cd).T.contiguous()  # [steps + 1, B]
-        self.starts = cols[:steps]
-        if gamma is not None:
-            self.g = g = gamma[:, :steps].to(cd).T.contiguous()  # [steps, B]
-            self.starts = cols[:steps] * (1.0 + g)  # sigma_hat
-            self.triton = choose_backend(x) == "triton"
-            # S_noise sqrt(sigma_hat^2 - sigma^2) = S_noise sigma sqrt(gamma (2 + gamma)), no cancellation
-            self.scales = (s_noise * cols[:steps] * torch.sqrt(g * (2.0 + g))).reshape(
-                steps, -1, *([1] * (x.ndim - 1)))
-            self.s_noise = s_noise
-        self.euler, self.correct = grid_steps(x, cols, steps, None if gamma is None else self.starts)
-        # the model's sigma of each step in x's dtype: step i's start and end are rows i and i + 1 (one unbind)
-        rows = cols.to(x.dtype).unbind(0)
-        self.s_in = rows[:steps] if gamma is None else self.starts.to(x.dtype).unbind(0)
-        self.s_out = rows[1:steps + 1] if heun else None
-
-    def churner(self, x, sigmas, noise: StepNoise):
-        """`churn_step(x, i)`: step i's x_hat (Alg. 2 l. 5-6) with this run's noise. On CUDA the fused kernel
-        draws it from the chain's stream; elsewhere a step adds scale * z, z from the chain's stream (the
-        same numbers; every step's drawn at once when small enough) or from the user's noise sampler."""
-        cols, g, steps = self.cols, self.g, self.g.shape[0]
-        if noise.sampler is None and self.triton:
-            return lambda x, i: churn(x, cols[i], g[i], self.s_noise, noise.seed, noise.chain_ids, noise.step0 + i,
-                                      stream=rng.STREAM_CHURN)[0]
-        zs = None
-        if noise.sampler is None and steps * x.numel() <= PREDRAW_ELEMENTS:  # every step's z in one draw
-            zs = chain_randn_steps(noise.seed, chain_vec(noise.chain_ids, x), noise.step0, steps, x.shape[1:],
-                                   stream=rng.STREAM_CHURN, device=x.device)
-        scales = self.scales
-
-        def churn_step(x, i):
-            if zs is not None:
-                z = zs[i]
-            elif noise.sampler is None:
-                z = chain_noise(noise.seed, chain_vec(noise.chain_ids, x), noise.step0 + i, x.shape[1:],
-                                stream=rng.STREAM_CHURN)
-            else:
-                z = noise(x, i, rng.STREAM_CHURN, sigmas[:, i], sigmas[:, i + 1])
-            return in_dtype(x + scales[i] * z, x.dtype)
-        return churn_step
+def _heun_step(model, x, s, s_next, last: bool):
+    """EDM Alg. 1 l. 4-8 from (x, s) to s_next on `[B]` sigmas, through the kernels' dispatching entry points
+    (DEIS's start-up steps); Euler only on the last step (to sigma = 0)."""
+    denoised = model(x, in_dtype(s, x.dtype))
+    x_euler, d = fused_karras.euler_step(x, denoised, s, s_next)
+    if last:
+        return x_euler, denoised
+    return fused_karras.heun_correct(x, d, x_euler, model(x_euler, in_dtype(s_next, x.dtype)), s, s_next), denoised
 
 
 def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 1.0, s_noise: float = 1.0,
@@ -154,7 +127,7 @@ def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta
     for i in range(sigmas.shape[1] - 1):
         s, s_next = sigmas[:, i], sigmas[:, i + 1]
         denoised = model(x, s.to(x.dtype))
-        x, _ = euler_step(x, denoised, s, s_down[:, i])
+        x, _ = fused_karras.euler_step(x, denoised, s, s_down[:, i])
         if eta > 0:
             x = x + bcast((s_noise * s_up[:, i]).to(x.dtype), x) * noise(x, i, rng.STREAM_SDE, s, s_next)
         if callback is not None:
@@ -163,7 +136,6 @@ def euler_ancestral_on_grid(model, x: torch.Tensor, sigmas: torch.Tensor, *, eta
 
 
 @counted_call
-@no_grad
 def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                  rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                  final_tweedie: bool = True) -> IntegratorResult:
@@ -176,7 +148,6 @@ def sample_euler(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
 
 
 @counted_call
-@no_grad
 def sample_heun(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rho: float = 7.0, seed: int = 0, chain_ids=None, step0=0, callback=None,
                 final_tweedie: bool = True) -> IntegratorResult:
@@ -198,7 +169,6 @@ def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float):
 
 
 @counted_call
-@no_grad
 def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rho: float = 7.0, s_churn: float = 40.0, s_tmin: float = 0.05, s_tmax: float = 50.0,
                       s_noise: float = 1.003, seed: int = 0, chain_ids=None, step0=0, callback=None,
@@ -209,9 +179,8 @@ def sample_karras_sde(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigm
     model = ensure_counting(model, x.shape[0], x.device)
     before = model.mark()
     sigmas = per_sample_grid(karras_per_sample, sigma_start, x, n_steps, sigma_min, model, rho=rho)
-    gamma_max = min(s_churn / n_steps, math.sqrt(2.0) - 1.0)
-    gamma = derived(sigmas, ("gamma", s_tmin, s_tmax, gamma_max),  # per sample: its own grid
-                    lambda: torch.where((sigmas >= s_tmin) & (sigmas <= s_tmax), gamma_max, 0.0))
+    gamma_max = min(s_churn / n_steps, math.sqrt(2.0) - 1.0)  # Alg. 2 l. 4: gamma_i, per sample on its own grid
+    gamma = churn_table(sigmas, s_tmin, s_tmax, gamma_max)
     x = edm_on_grid(model, x, sigmas, n_loop(n_steps, final_tweedie), heun=True, euler_last=final_tweedie,
                     gamma=gamma, s_noise=s_noise, noise=StepNoise(seed, chain_ids, step0), n=n_steps,
                     callback=callback)

@@ -29,7 +29,7 @@ import torch
 from scipy.integrate import RK45 as _DormandPrince
 from scipy.integrate import solve_ivp
 
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, check_steps, ensure_counting,
                                            report_finished, start_sigma, tweedie)
 
@@ -62,7 +62,6 @@ def _rms(v: torch.Tensor) -> torch.Tensor:
 
 
 @counted_call
-@no_grad
 def sample_rk45(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                 rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0, chain_ids=None, step0=0,
                 callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -162,7 +161,6 @@ class _OverBudget(Exception):
 
 
 @counted_call
-@no_grad
 def sample_rk45_scipy(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                       rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0, chain_ids=None, step0=0,
                       callback=None, final_tweedie: bool = True) -> IntegratorResult:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from dmcmc_fast import rng
-from dmcmc_fast.integrators.common import counted_call, no_grad
+from dmcmc_fast.integrators.common import counted_call
 from dmcmc_fast.integrators.common import (IntegratorResult, finish, check_nfe, ensure_counting, per_sample_grid,
                                            step_noise, tweedie)
 from dmcmc_fast.models.base import bcast
@@ -54,7 +54,6 @@ def _reverse_sde(model, x, sigma_start, n_steps, sigma_min, seed, chain_ids, ste
 
 
 @counted_call
-@no_grad
 def sample_reverse_diffusion(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                              seed: int = 0, chain_ids=None, step0=0, callback=None,
                              final_tweedie: bool = True) -> IntegratorResult:
@@ -63,7 +62,6 @@ def sample_reverse_diffusion(model, x: torch.Tensor, sigma_start, n_steps: int, 
 
 
 @counted_call
-@no_grad
 def sample_euler_maruyama(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002,
                           seed: int = 0, chain_ids=None, step0=0, callback=None,
                           final_tweedie: bool = True) -> IntegratorResult:

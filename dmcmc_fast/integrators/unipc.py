@@ -16,16 +16,17 @@ anyway, so the corrector costs no NFE and raises the order by one. Orders as dif
 N - k, k + 1) (warm-up, lower order at the end). N grid points cost N NFE; with `final_tweedie` the result
 is D(x_{N-1}, sigma_min), the first-order step to sigma = 0 (as the scheduler's last step), else the
 corrected state at sigma_min. Coefficients are computed once per run for every row (per-sample grids);
-each update is the fused `kernels.deis.deis_combine`.
+each update is `common.exponential_update` (psi x + sum_j c_j m_j; on CUDA the fused `kernels.deis.deis_combine`),
+its weights per step the loop's plan (`plans.ExponentialPlan`).
 """
 from __future__ import annotations
 
 import torch
 
-from dmcmc_fast.integrators.common import counted_call, no_grad
-from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, finish, per_sample_grid,
-                                           shared_rows)
-from dmcmc_fast.kernels.deis import deis_combine
+from dmcmc_fast.integrators.common import counted_call
+from dmcmc_fast.integrators.common import (IntegratorResult, check_nfe, ensure_counting, exponential_update, finish,
+                                           per_sample_grid, shared_rows)
+from dmcmc_fast.integrators.plans import exponential_plan
 from dmcmc_fast.schedules import karras_per_sample
 
 VARIANTS = ("bh2", "bh1")
@@ -98,7 +99,6 @@ def unipc_coefficients(sigmas: torch.Tensor, order: int = 2, variant: str = "bh2
 
 
 @counted_call
-@no_grad
 def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min: float = 0.002, rho: float = 7.0,
                  order: int = 2, variant: str = "bh2", corrector: int = 1, seed: int = 0, chain_ids=None, step0=0,
                  callback=None, final_tweedie: bool = True) -> IntegratorResult:
@@ -115,6 +115,8 @@ def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
     rows = sigmas[:, :n_steps] if shared is None else sigmas[:1, :n_steps]
     psi, pred, corr = shared_rows(shared, lambda: unipc_coefficients(rows, order, variant), x.shape[0])
     orders = step_orders(n_steps, order)
+    plan = exponential_plan(x, (psi, pred, orders[:n_steps - 1]), more=(psi, corr, [p + 1 for p in orders[:n_steps - 1]]),
+                            math=(exponential_update,), table=None if shared is None else psi, key=("unipc", order))
     hist: list[torch.Tensor] = []  # m_k, m_{k-1}, ... (newest first), at most order + 1
     x_prev = None
     for k in range(n_steps):
@@ -123,15 +125,14 @@ def sample_unipc(model, x: torch.Tensor, sigma_start, n_steps: int, *, sigma_min
         if k == n_steps - 1 and final_tweedie:
             x = m  # the first-order step to sigma = 0 from the (predicted) last state: D(x, sigma_min)
             break
-        if corrector and k > 0:  # UniC: correct x_k with m_k, no extra NFE
+        if corrector and k > 0:  # UniC: x_k = psi x_{k-1} + corr . (m_k, m_{k-1}, ...), no extra NFE
             q = orders[k - 1]
-            x = deis_combine(x_prev, torch.stack([m] + hist[:q]), psi[:, k - 1], corr[:, k - 1, :q + 1])
+            x = plan.op.exponential_update(x_prev, [m] + hist[:q], plan.more[k - 1])
         hist = [m] + hist[:order]
         if k == n_steps - 1:
             break
         x_prev = x
-        p = orders[k]
-        x = deis_combine(x, torch.stack(hist[:p]), psi[:, k], pred[:, k, :p])
+        x = plan.op.exponential_update(x, hist[:orders[k]], plan.steps[k])  # UniP: psi x_k + pred . (m_k, ...)
         if callback is not None:
             callback({"i": k, "n": n_steps, "x": x, "sigma": s, "sigma_next": sigmas[:, k + 1], "denoised": m})
     return finish(model, x, before)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dmcmc_fast import caches
 from dmcmc_fast.files import load_weights, read_checkpoint
 from dmcmc_fast.schedules import geometric
 from dmcmc_fast.validate import inside_range, ranges_text
@@ -294,7 +295,9 @@ def load_classifier(name_or_path: str, device="cpu", model=None) -> TrainedLevel
     return clf
 
 
-_LOADED: dict = {}  # load_classifier's classifiers by (path, mtime, device): read-only, shared
+_LOADED: dict = caches.process_cache(  # load_classifier's classifiers: read-only, shared
+    "loaded classifiers", "`mcmc.classifier._LOADED`", "`load_classifier`'s classifiers by (path, mtime, device)",
+    "the checkpoint file changing (its mtime is in the key)")
 
 
 def _described_net(ck: dict, path: str):

@@ -66,8 +66,9 @@ With restart_every > 0 every block first reserves the counters of one initialisa
 which a restart uses from its first (`Counters.restart`) and other blocks leave unused, so each restart
 draws fresh numbers that depend only on (seed, chain, block).
 
-This module defines a DLG step once (`Counters`, `langevin_gibbs_step`, `block_min_update`, `denoise_block`; the
-kernels chosen once per run by `step_kernels`); `run_dlg` is the plain loop over them. On CUDA the engine captures a
+A block reads as the paper's section 4 in `dlg_block` (n_skip Langevin-Gibbs steps, the lowest-sigma iterate,
+its denoising); a step is `langevin_gibbs_step` (the kernels chosen once per run by `step_kernels`); `run_dlg` is
+the loop over blocks, with the restarts and the books (`_Books`) beside it. On CUDA the engine captures a
 call of it whole, the chains' state in the graph's buffers (`dmcmc_fast.engine.dlg_whole`); its RNG counter may then
 be a per-chain device tensor instead of an int (`Counters` computes the same counters either way).
 """
@@ -429,12 +430,71 @@ def dlg_init(model, classifier, cfg: DLGConfig, chain_ids: torch.Tensor, seed: i
     return DLGState(x, sigma, step, 0, spent.clone(), spent.clone(), cls, cls.clone(), spent.clone(), cls.clone())
 
 
+def dlg_block(c: _Chains, x, sigma, ctr: Counters, b: int, z=None):
+    """Block `b` of DLG (Kim & Ye 2023, Sec. 4), from the chains' state (x, sigma):
+
+        for j = 1 .. n_skip:
+            x     <- x + (eta/2) s(x, sigma) + sqrt(eta) z_j           Langevin, at the chain's own sigma
+            sigma <- argmax_m p(m | x)                                 Gibbs, the noise-level classifier
+        (x*, sigma*) = the block's iterate of lowest sigma
+        x_0 = integrator(x*, sigma* -> sigma_min, n_den NFE) + Tweedie  the block's sample
+
+    The chain goes on from the block's last (x, sigma). Step j draws at counter `ctr.step(b, j)` (`z(b, j)`: its
+    Langevin normals drawn ahead, or None). The lowest-sigma iterate is kept in place by the Gibbs kernel (the
+    block minimum fused with the argmax: `best`). -> (x, sigma, x*, sigma*, x_0)."""
+    best = None
+    for j in range(c.cfg.n_skip):
+        x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if z is None else z(b, j), best=best)
+        if best is None:  # the first step's fresh tensors are the block minimum so far; later steps update them in
+            best = (x, sigma) if c.cfg.n_skip > 1 else (x.clone(), sigma.clone())  # place (a copy if also the state)
+    x_min, sigma_min = best
+    return x, sigma, x_min, sigma_min, denoise_block(c.model, c.cfg, x_min, sigma_min, c.seed, c.ids, ctr.denoise(b))
+
+
+class _Books:
+    """What a `run_dlg` call records besides the chains: each block's sample, its level, and the NFE and classifier
+    evaluations of the initialisation that serves it (the chain's first, or its latest restart), as device tensors
+    (no host reads); the restarts' cost is added to the state's initialisation books."""
+
+    def __init__(self, state: DLGState):
+        zero = torch.zeros_like(state.nfe)
+        self.zero = zero
+        self.cls_init = zero if state.classifier_evals_init is None else state.classifier_evals_init
+        self.init_nfe = state.nfe_init if state.nfe_last_init is None else state.nfe_last_init
+        self.init_evals = self.cls_init if state.classifier_evals_last_init is None else state.classifier_evals_last_init
+        self.restart_nfe, self.restart_evals = zero, zero
+        self.samples, self.sigma, self.block_init_nfe, self.block_init_evals = [], [], [], []
+
+    def restart(self, fresh: DLGState):
+        """A fresh initialisation now serves the chains' blocks."""
+        self.init_nfe, self.init_evals = fresh.nfe.to(self.zero.device), fresh.classifier_evals.to(self.zero.device)
+        self.restart_nfe, self.restart_evals = self.restart_nfe + self.init_nfe, self.restart_evals + self.init_evals
+
+    def block(self, sample, sigma):
+        self.samples.append(sample)
+        self.sigma.append(sigma)
+        self.block_init_nfe.append(self.init_nfe)
+        self.block_init_evals.append(self.init_evals)
+
+    def result(self, state: DLGState, x, sigma, step: int, n_blocks: int, spent, evals) -> DLGResult:
+        new = replace(state, x=x, sigma=sigma, step=step, blocks=state.blocks + n_blocks, nfe=state.nfe + spent,
+                      nfe_init=state.nfe_init + self.restart_nfe, classifier_evals=state.classifier_evals + evals,
+                      classifier_evals_init=self.cls_init + self.restart_evals, nfe_last_init=self.init_nfe,
+                      classifier_evals_last_init=self.init_evals)
+        B = x.shape[0]
+        out = torch.stack(self.samples) if self.samples else x.new_zeros((0, B, *x.shape[1:]))
+        sig = torch.stack(self.sigma) if self.sigma else sigma.new_zeros((0, B))
+        books = [torch.stack(v) if v else self.zero.new_zeros((0, B))
+                 for v in (self.block_init_nfe, self.block_init_evals)]
+        return DLGResult(out, sig, new, *books)
+
+
 @torch.no_grad()
 def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | None = None, chain_ids=None,
             seed: int = 0, state: DLGState | None = None, device="cpu", dtype=torch.float32,
             callback=None) -> DLGResult:
-    """Run `n_blocks` DLG blocks on `chains` independent chains (ids `chain_ids`, default 0..chains-1),
-    initialising them first unless `state` (from an earlier call with the same seed and ids) is given;
+    """Run `n_blocks` DLG blocks (`dlg_block`) on `chains` independent chains (ids `chain_ids`, default
+    0..chains-1), initialising them first unless `state` (from an earlier call with the same seed and ids) is given;
     with cfg.restart_every = R, blocks R, 2R, ... of the chain re-initialise it first (module docstring).
 
     Returns every block's denoised sample per chain and the state to resume from.
@@ -449,45 +509,18 @@ def run_dlg(model, classifier, n_blocks: int, cfg: DLGConfig, *, chains: int | N
     elif state.x.shape[0] != ids.shape[0]:
         raise ValueError(f"state holds {state.x.shape[0]} chains, chain_ids has {ids.shape[0]}")
     x, sigma = state.x.to(device), state.sigma.to(device)
-    ctr = cfg.counters(state.step)
-    before = model.nfe.clone()
-    zero = torch.zeros_like(state.nfe)
-    cls_init = zero if state.classifier_evals_init is None else state.classifier_evals_init
-    # the initialisation serving the current block, and the restarts of this call (device tensors: no reads)
-    init_nfe = state.nfe_init if state.nfe_last_init is None else state.nfe_last_init
-    init_evals = cls_init if state.classifier_evals_last_init is None else state.classifier_evals_last_init
-    restart_nfe, restart_evals = zero, zero
-    samples, block_sigma, block_init_nfe, block_init_evals = [], [], [], []
+    ctr, books, before = cfg.counters(state.step), _Books(state), model.nfe.clone()
     z = c.langevin_noise(ctr, n_blocks, x)
     for b in range(n_blocks):
         if cfg.restarts_at(state.blocks + b):  # every chain of the call at once: fixed shapes
             fresh = dlg_init(model, classifier, cfg, ids, seed, x.dtype, _chains=c, step0=ctr.restart(b))
             x, sigma = fresh.x, fresh.sigma
-            init_nfe, init_evals = fresh.nfe.to(zero.device), fresh.classifier_evals.to(zero.device)
-            restart_nfe, restart_evals = restart_nfe + init_nfe, restart_evals + init_evals
-        best_x = best_sigma = None
-        for j in range(cfg.n_skip):  # n_skip Langevin-Gibbs steps, keeping the block's lowest-sigma iterate
-            best = None if j == 0 else (best_x, best_sigma)  # later steps update it in place (fused with Gibbs)
-            x, sigma = c.langevin_gibbs(x, sigma, ctr.step(b, j), z=None if z is None else z(b, j), best=best)
-            if j == 0:  # the block's lowest level so far is its first step's: that step's own fresh tensors, which
-                # the later steps update in place (a copy when they are also the chain's state, n_skip = 1)
-                best_x, best_sigma = (x, sigma) if cfg.n_skip > 1 else (x.clone(), sigma.clone())
-        den = denoise_block(model, cfg, best_x, best_sigma, seed, ids, ctr.denoise(b))
-        samples.append(den)
-        block_sigma.append(best_sigma)
-        block_init_nfe.append(init_nfe)
-        block_init_evals.append(init_evals)
+            books.restart(fresh)
+        x, sigma, _, sigma_min, sample = dlg_block(c, x, sigma, ctr, b, z)
+        books.block(sample, sigma_min)
         if callback is not None:
-            callback({"block": state.blocks + b, "x": x, "sigma": sigma, "sigma_min_block": best_sigma,
-                      "denoised": den})
+            callback({"block": state.blocks + b, "x": x, "sigma": sigma, "sigma_min_block": sigma_min,
+                      "denoised": sample})
     spent = (model.nfe - before).to(state.nfe.device)
-    new = replace(state, x=x, sigma=sigma, step=ctr.after(n_blocks), blocks=state.blocks + n_blocks,
-                  nfe=state.nfe + spent, nfe_init=state.nfe_init + restart_nfe,
-                  classifier_evals=state.classifier_evals + c.classifier_evals.to(state.nfe.device),
-                  classifier_evals_init=cls_init + restart_evals, nfe_last_init=init_nfe,
-                  classifier_evals_last_init=init_evals)
-    B = ids.shape[0]
-    out = torch.stack(samples) if samples else x.new_zeros((0, B, *x.shape[1:]))
-    sig = torch.stack(block_sigma) if block_sigma else sigma.new_zeros((0, B))
-    books = [torch.stack(v) if v else zero.new_zeros((0, B)) for v in (block_init_nfe, block_init_evals)]
-    return DLGResult(out, sig, new, *books)
+    return books.result(state, x, sigma, ctr.after(n_blocks), n_blocks, spent,
+                        c.classifier_evals.to(state.nfe.device))
