@@ -57,10 +57,6 @@ from dmcmc_fast.samplers import get_sampler
 from dmcmc_fast.validate import check_int
 
 MAX_SLOTS = 1 << 16
-# A request that fits the running batch whole waits for room rather than split into pieces (each piece costs its
-# own setup and host work per NFE: at 800 requests/s on gmm-mnist, 344 against 290 samples/s, medians of 3); one
-# that has waited this many steps takes what is free (batch samplers) or stops later arrivals passing it (DLG).
-PATIENCE_STEPS = 8
 POOL_BLOCKS = 64  # blocks per chain of one DLG pool run: its chains' initialisation is shared by as many samples
 
 
@@ -85,7 +81,6 @@ class _Request:
     want: int = 0  # ... how many
     taken: list = field(default_factory=list)  # ... taken so far: (x [1, ...], nfe, meta of one sample)
     runs_pool: "_Pool | None" = None  # the internal request whose piece runs the pool's chains
-    waited: int = 0  # engine steps spent waiting for slots
 
     @property
     def left(self) -> int:
@@ -387,11 +382,7 @@ class Engine:
                     self._queue.append(_Request(Future(), pool.make_run(pool.epoch), whole=True, runs_pool=pool))
                     pool.queued = True
             waiting = list(self._queue)
-            starving = next((i for i, r in enumerate(waiting) if r.whole and r.waited >= PATIENCE_STEPS), None)
-            if starving is not None:  # DLG's group waited long enough: nobody behind it passes
-                waiting = waiting[:starving + 1]
-            splits = [not r.whole and (r.left > self.slots or r.waited >= PATIENCE_STEPS) for r in waiting]
-            grants = self.books.grant([r.left for r in waiting], splits)
+            grants = self.books.grant([r.left for r in waiting], [not r.whole for r in waiting])
             new = []
             for request, n in zip(waiting, grants):
                 if n == 0:
@@ -403,8 +394,6 @@ class Engine:
                 request.next_chain, request.running = stop, request.running + 1
                 new.append(_Piece(owner, request, start, stop))
             self._queue = deque(r for r in self._queue if r.left > 0)
-            for request in self._queue:
-                request.waited += 1
         for piece in new:
             self._pieces[piece.owner] = piece
             if not self._idle:

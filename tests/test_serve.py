@@ -48,8 +48,7 @@ def test_done_when_heun_with_interleaved_others_equals_api_sample(mixture):
     late = engine.submit("euler", num=2, nfe=15, seed=2)
     engine.step()
     shared = [row for row in engine.slot_table() if row[0] >= 0]
-    # dpmpp_2m's 4 chains and heun's 3 share the batch; euler's 2 wait for room (whole requests are not split)
-    assert len(shared) == 7 and len({owner for owner, _, _ in shared}) == 2
+    assert len(shared) == 8 and len({owner for owner, _, _ in shared}) >= 2  # every slot busy, requests mixed
     engine.run_until_idle()
     for fut, (s, n, nfe, seed) in ((heun, ("heun", 3, 9, 1)), (early, ("dpmpp_2m", 4, 20, 5)),
                                    (late, ("euler", 2, 15, 2))):
@@ -155,27 +154,6 @@ def test_model_kwargs_rows_follow_their_samples():
         ref = _reference(model, "heun", len(lb), 9 + 2 * i, i, model_kwargs={"labels": lb})
         assert torch.equal(out.samples, ref.samples)
         assert (out.samples.mean(1) - lb).abs().max() < 0.3  # near its own label (labels are >= 1 apart)
-
-
-def test_a_request_waits_for_room_then_takes_what_is_free(mixture):
-    """A request that fits whole waits for free slots rather than split (fewer pieces, less host work); after
-    PATIENCE_STEPS steps of waiting it takes what is free. Its samples are api.sample's either way."""
-    from dmcmc_fast.serve import PATIENCE_STEPS
-
-    model = rowwise_mixture(mixture)
-    engine = Engine(model, slots=4, background=False)
-    blocker = engine.submit("heun", num=3, nfe=35, seed=1)
-    waiter = engine.submit("euler", num=2, nfe=30, seed=2)
-    engine.step()
-    assert sum(owner >= 0 for owner, _, _ in engine.slot_table()) == 3  # one slot free, the waiter needs two
-    for _ in range(PATIENCE_STEPS):
-        engine.step()
-    chains = sorted(chain for owner, chain, _ in engine.slot_table() if owner >= 0)
-    assert chains == [0, 0, 1, 2]  # the waiter's chain 0 took the free slot beside the blocker's chains 0-2
-    engine.run_until_idle()
-    assert torch.equal(waiter.result(0).samples, _reference(model, "euler", 2, 30, 2).samples)
-    assert torch.equal(blocker.result(0).samples, _reference(model, "heun", 3, 35, 1).samples)
-    engine.close()
 
 
 def test_cancelled_midway_frees_its_slots_and_the_rest_is_unchanged(mixture):
