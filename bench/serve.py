@@ -39,7 +39,9 @@ import time
 import numpy as np
 import torch
 
+from bench import write_outputs
 from dmcmc_fast import api
+from dmcmc_fast.models.base import take_model_attrs
 from dmcmc_fast.models.builtin import load_model
 from dmcmc_fast.serve import Engine
 
@@ -54,8 +56,7 @@ class FlatCost:
 
     def __init__(self, model, seconds: float):
         self.model, self.seconds = model, seconds
-        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
-            setattr(self, attr, getattr(model, attr))
+        take_model_attrs(self, model)
 
     def __call__(self, x, sigma, **kw):
         time.sleep(self.seconds)
@@ -324,14 +325,7 @@ def main(argv=None):
 
 def _write(result: dict, out: str):
     result["plot"] = out + ".png"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    plot(result, out + ".png")
-    text = markdown(result)
-    with open(out + ".md", "w") as f:
-        f.write(text)
-    print(text)
+    write_outputs(out, result, plot, markdown)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import torch
 from dmcmc_fast import api
 from dmcmc_fast.engine.graph import graphed_for_sampling
 from dmcmc_fast.models import kwargs as kw
+from dmcmc_fast.models.base import take_model_attrs
 from dmcmc_fast.samplers import get_sampler
 from dmcmc_fast.validate import check_int
 
@@ -98,7 +99,6 @@ class _Pool:
     `chains` chains x `blocks` blocks (seed `seed0 + epoch`) whose blocks go to waiting requests in arrival
     order, k samples to a request for k; between requests the chains wait, warm, in their piece (parked,
     keeping their slots). A run that ends starts the next epoch's (the next seed) when requests wait."""
-    key: tuple
     make_run: object  # epoch -> the epoch's api._Run
     epoch: int = 0
     waiting: deque = field(default_factory=deque)
@@ -106,6 +106,11 @@ class _Pool:
     runner: "_Piece | None" = None  # the piece running the chains (None: none yet, or between epochs)
     queued: bool = False  # a runner request waits for slots
     first: object = None  # epoch 0's run, made when the pool is (its options checked then)
+
+    def runner_request(self) -> _Request:
+        """The internal request whose piece runs this epoch's chains (`Engine._run_pool`)."""
+        self.queued = True
+        return _Request(Future(), self.make_run(self.epoch), whole=True, runs_pool=self)
 
 @dataclass(eq=False)
 class _Piece:
@@ -145,9 +150,7 @@ class _SlotNet:
 
     def __init__(self, engine: "Engine", piece: _Piece, model):
         self._engine, self._piece = engine, piece
-        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
+        take_model_attrs(self, model)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor:
         return self._engine._post(self._piece, x, sigma, model_kwargs)
@@ -251,7 +254,7 @@ class Engine:
             def make_run(epoch: int, opts=opts):
                 return self._run(sampler, opts["chains"] * self.pool_blocks, nfe, self.pool_seed + epoch, None,
                                  None, None, opts)
-            pool = _Pool(key, make_run)
+            pool = _Pool(make_run)
             pool.first = make_run(0)  # checks the options (and loads the classifier) now, before any work
             self._pools[key] = pool
         return _Request(future, pool.first, whole=True, pool=pool, want=num)
@@ -379,8 +382,7 @@ class Engine:
                 pool = request.pool
                 pool.waiting.append(request)
                 if pool.runner is None and not pool.queued:  # no chains yet: a piece to run them
-                    self._queue.append(_Request(Future(), pool.make_run(pool.epoch), whole=True, runs_pool=pool))
-                    pool.queued = True
+                    self._queue.append(pool.runner_request())
             waiting = list(self._queue)
             grants = self.books.grant([r.left for r in waiting], [not r.whole for r in waiting])
             new = []
@@ -544,8 +546,7 @@ class Engine:
                 self._fail(pool.waiting.popleft(), error)
         if pool.waiting:
             with self._lock:
-                self._queue.append(_Request(Future(), pool.make_run(pool.epoch), whole=True, runs_pool=pool))
-                pool.queued = True
+                self._queue.append(pool.runner_request())
 
     def _finish_pooled(self, request: _Request):
         """A pool request's `SampleOutput`: its samples in the order the chains gave them, their amortised NFE,
@@ -556,14 +557,14 @@ class Engine:
         run = request.run
         cfg = dict(run.cfg, num=request.want, seed=None, options=dict(run.cfg["options"]),
                    pool={"seed0": self.pool_seed, "blocks_per_chain": self.pool_blocks})
-        out = api.SampleOutput(torch.cat(xs), torch.cat(nfes), cfg, dict(run.graph_info), meta)
-        if request.future.set_running_or_notify_cancel():
-            request.future.set_result(out)
-            self.stats["requests_done"] += 1
+        self._settle(request, api.SampleOutput(torch.cat(xs), torch.cat(nfes), cfg, dict(run.graph_info), meta))
 
     def _finish(self, request: _Request):
         """All of `request`'s chains are done: its `SampleOutput`, as `api.sample` joins its batches."""
-        out = api._output(sorted(request.batches, key=lambda b: b.start), request.run)
+        self._settle(request, api._output(sorted(request.batches, key=lambda b: b.start), request.run))
+
+    def _settle(self, request: _Request, out):
+        """`request`'s future gets `out`, unless it was cancelled."""
         if request.future.set_running_or_notify_cancel():
             request.future.set_result(out)
             self.stats["requests_done"] += 1
@@ -582,18 +583,18 @@ def _call_kind(x: torch.Tensor, model_kwargs: dict) -> tuple:
 
 
 def _pack_kwargs(kwargs: list[dict], rows: list[int]) -> dict:
-    """The calls' `model_kwargs` as one: per-row tensors concatenated in call order, shared values as they are."""
+    """The calls' `model_kwargs` as one (they are of one kind, `_call_kind`): per-row tensors concatenated in call
+    order, shared values as they are."""
     if len(kwargs) == 1 or not kwargs[0]:
         return kwargs[0]
-    leaves = [dict(kw.leaves(k)) for k in kwargs]
 
-    def build(value, path: str):
-        if isinstance(value, dict):
-            return {k: build(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(build(v, f"{path}[{i}]") for i, v in enumerate(value))
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == rows[0]:
-            return torch.cat([lv[path] for lv in leaves])
-        return value
-    return build(kwargs[0], "")
-
+    def join(values: list):
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: join([v[k] for v in values]) for k in first}
+        if isinstance(first, (list, tuple)):
+            return type(first)(join(list(parts)) for parts in zip(*values))
+        if torch.is_tensor(first) and first.ndim > 0 and first.shape[0] == rows[0]:
+            return torch.cat(values)
+        return first
+    return join(kwargs)

@@ -18,12 +18,10 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers is a dev dependen
 
 
 def tiny_pipeline():
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-                                 block_out_channels=(8, 16), norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D")).eval()
-    return diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=1000))
+    """The pipeline `mymodule:make_pipeline` builds (`MODULE` below): the saved one has the same weights."""
+    namespace: dict = {}
+    exec(textwrap.dedent(MODULE), namespace)
+    return namespace["make_pipeline"]()
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ import copy
 import torch
 
 from dmcmc_fast.models import kwargs as kw
-from dmcmc_fast.models.base import bcast, network_dtype
+from dmcmc_fast.models.base import bcast, network_dtype, take_model_attrs
 
 PREDICTION_TYPES = ("eps", "x0", "v")
 
@@ -113,9 +113,7 @@ class Guided(_Adapter):
     def __init__(self, model, guidance_scale: float, uncond_kwargs: dict):
         self.model = model
         self._guidance(guidance_scale, uncond_kwargs)
-        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
+        take_model_attrs(self, model)
         self.handles_dtype = getattr(model, "handles_dtype", False) or network_dtype(model) is None
 
     def denoise(self, x, sigma, **model_kwargs):

@@ -89,6 +89,16 @@ def network_dtype(model) -> torch.dtype | None:
     return next((t.dtype for t in _weights(model) if t.is_floating_point()), None)
 
 
+MODEL_ATTRS = ("shape", "sigma_min", "sigma_max", "data_range")  # what a wrapper of a denoiser passes on
+
+
+def take_model_attrs(wrapper, model):
+    """`wrapper` takes the attributes of `model` that the samplers read (`MODEL_ATTRS`), those it has."""
+    for attr in MODEL_ATTRS:
+        if hasattr(model, attr):
+            setattr(wrapper, attr, getattr(model, attr))
+
+
 class InNetworkDtype:
     """A network denoiser called in its own dtype (bf16, fp16, fp64): `x`, `sigma` and floating
     `model_kwargs` cast to the network's dtype, the output cast back to `x`'s (the sampler's state
@@ -98,9 +108,7 @@ class InNetworkDtype:
 
     def __init__(self, model):
         self.model = model
-        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
+        take_model_attrs(self, model)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **model_kwargs) -> torch.Tensor:
         dt = network_dtype(self.model)
@@ -206,9 +214,7 @@ class CountingDenoiser:
         self._checks: list[tuple] = []  # (device values, failed(their host values), message)
         self._positive: dict[str, list[torch.Tensor]] = {}  # message -> tensors that must be finite and > 0
         self._blame = ("", ChainDiverged.ADVICE)  # (sampler, what to change) a ChainDiverged names
-        for attr in ("shape", "sigma_min", "sigma_max", "data_range"):
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
+        take_model_attrs(self, model)
         self._shape = torch.Size(self.shape) if hasattr(self, "shape") else None  # compared per call
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
